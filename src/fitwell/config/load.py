@@ -1,0 +1,157 @@
+"""Load a run config from YAML, a dict or a RunConfig, apply dotted overrides, word the errors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from fitwell.config.schema import RunConfig
+from fitwell.errors import ConfigError, did_you_mean
+
+ConfigLike = str | Path | Mapping[str, Any] | RunConfig
+
+
+def parse_value(text: str) -> Any:
+    """Type a CLI override value: numbers, booleans, null, lists and dicts as YAML reads them.
+
+    YAML 1.1 reads ``3e-3`` as a string, so numbers are tried first.
+
+    >>> parse_value("3e-3"), parse_value("[64, 32]"), parse_value("true"), parse_value("adam")
+    (0.003, [64, 32], True, 'adam')
+    """
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn ``["train.lr=3e-3", ...]`` (or a dict) into ``{"train.lr": 0.003, ...}``."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value; write for example train.lr=0.001"
+            )
+        parsed[key.strip()] = parse_value(value.strip())
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each dotted key set to its value."""
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = raw
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {dotted}: {where} is a value, not a section ({child!r})")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """Field names of the pydantic model found by walking ``loc`` from RunConfig."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    """One line per problem: ``origin: dotted.key: what (got value). Did you mean ...?``"""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = loc[:-1]
+            hint = did_you_mean(loc[-1], _fields_at(parent))
+            valid = ", ".join(_fields_at(parent))
+            prefix = ".".join(parent) + "." if parent else ""
+            hint = hint.replace("'", "'" + prefix, 1) if hint else ""
+            lines.append(f"{origin}: {key}: unknown key.{hint} Valid keys here: {valid}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{origin}: {key}: {msg}{shown}" if loc else f"{origin}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    config: ConfigLike | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build a validated RunConfig.
+
+    Args:
+        config: a YAML path, a dict of sections, a RunConfig, or None for all defaults.
+        overrides: dotted ``key=value`` strings (CLI) or a ``{"train.lr": 1e-3}`` dict.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: naming the file, the dotted key, the bad value and the nearest valid key.
+
+    Example:
+        >>> load_config({"data": {"source": "sklearn:iris"}}, ["train.lr=3e-3"]).train.lr
+        0.003
+    """
+    origin = "config"
+    if config is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(config, RunConfig):
+        raw = config.model_dump()
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        path = Path(config)
+        origin = path.name
+        raw = read_yaml(path)
+    parsed = parse_overrides(overrides)
+    raw = apply_overrides(raw, parsed)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, origin)) from err
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, loadable by ``load_config``."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,202 @@
+"""Infer what each column is (numeric, categorical, boolean, ID-like, constant) and the task."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from fitwell.errors import ConfigError, DataError, did_you_mean
+
+BOOL_WORDS = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0, "t": 1.0, "f": 0.0}
+ID_NAME = re.compile(r"(^id$|^id_|_id$|uuid|guid|^key$|^index$|^row_?num)", re.IGNORECASE)
+NUMERIC_SHARE = 0.95  # a text column whose values parse as numbers this often is numeric
+
+
+@dataclass
+class ColumnPlan:
+    """The fate of every column: used as a kind, or dropped with a reason."""
+
+    target: str
+    kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric|categorical|boolean
+    dropped: dict[str, str] = field(default_factory=dict)  # column -> reason
+    notes: list[str] = field(default_factory=list)
+
+    def columns(self, kind: str) -> list[str]:
+        return [c for c, k in self.kinds.items() if k == kind]
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.kinds)
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "kinds": self.kinds, "dropped": self.dropped}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColumnPlan:
+        return cls(target=data["target"], kinds=dict(data["kinds"]), dropped=dict(data["dropped"]))
+
+
+def to_numbers(series: pd.Series) -> pd.Series:
+    """Numbers from text: trimmed, thousands separators removed; what does not parse is NaN."""
+    if ptypes.is_numeric_dtype(series) and not ptypes.is_bool_dtype(series):
+        return series.astype("float64")
+    text = series.astype("object").where(series.notna())
+    cleaned = text.map(lambda v: v.strip().replace(",", "") if isinstance(v, str) else v)
+    return pd.to_numeric(cleaned, errors="coerce").astype("float64")
+
+
+def is_text(series: pd.Series) -> bool:
+    return not ptypes.is_numeric_dtype(series) and not ptypes.is_bool_dtype(series)
+
+
+def _looks_boolean(series: pd.Series) -> bool:
+    if ptypes.is_bool_dtype(series):
+        return True
+    values = series.dropna().unique()
+    if len(values) != 2:
+        return False
+    if ptypes.is_numeric_dtype(series):
+        return set(np.asarray(values, dtype=float)) == {0.0, 1.0}
+    return all(isinstance(v, str) and v.strip().lower() in BOOL_WORDS for v in values)
+
+
+def _looks_like_id(name: str, series: pd.Series) -> bool:
+    values = series.dropna()
+    if len(values) < 10 or values.nunique() < 0.95 * len(values):
+        return False
+    if is_text(series):
+        return to_numbers(values).notna().mean() < NUMERIC_SHARE or bool(ID_NAME.search(name))
+    if ptypes.is_integer_dtype(series) or (values == values.round()).all():
+        if ID_NAME.search(name):
+            return True
+        ordered = np.sort(values.to_numpy(dtype=float))
+        return values.nunique() == len(values) and bool(np.all(np.diff(ordered) == 1))
+    return False
+
+
+def infer_columns(
+    frame: pd.DataFrame,
+    target: str,
+    declared: dict[str, str] | None = None,
+    drop: list[str] | None = None,
+) -> ColumnPlan:
+    """Decide each column's kind; declared kinds (``data.columns``) win over inference.
+
+    Raises:
+        ConfigError: a declared or dropped column is not in the table.
+        DataError: a column declared numeric holds text that is not a number.
+    """
+    declared = dict(declared or {})
+    for key, names in (("data.columns", list(declared)), ("data.drop", list(drop or []))):
+        for name in names:
+            if name not in frame.columns:
+                raise ConfigError(
+                    f"{key}: column {name!r} is not in the data.{did_you_mean(name, frame.columns)}"
+                    f" Columns: {', '.join(map(str, frame.columns))}"
+                )
+    plan = ColumnPlan(target=target)
+    for name in frame.columns:
+        if name == target:
+            continue
+        series = frame[name]
+        kind = declared.get(name)
+        if name in (drop or []) or kind == "drop":
+            plan.dropped[name] = "dropped by config"
+            continue
+        if kind == "id":
+            plan.dropped[name] = "declared ID"
+            continue
+        if kind == "numeric":
+            _check_declared_numeric(name, series)
+            plan.kinds[name] = "numeric"
+            continue
+        if kind in ("categorical", "boolean"):
+            plan.kinds[name] = kind
+            continue
+        distinct = series.nunique(dropna=True)
+        if distinct <= 1:
+            plan.dropped[name] = f"constant ({distinct} distinct value)"
+        elif _looks_boolean(series):
+            plan.kinds[name] = "boolean"
+        elif _looks_like_id(str(name), series):
+            plan.dropped[name] = f"ID-like ({distinct} distinct values in {series.notna().sum()} rows)"
+        elif not is_text(series):
+            plan.kinds[name] = "numeric"
+        else:
+            parsed = to_numbers(series)
+            share = parsed.notna().sum() / max(series.notna().sum(), 1)
+            if share >= NUMERIC_SHARE:
+                plan.kinds[name] = "numeric"
+                bad = int(series.notna().sum() - parsed.notna().sum())
+                plan.notes.append(
+                    f"column {name!r}: numbers stored as text, converted"
+                    + (f" ({bad} unparseable values treated as missing)" if bad else "")
+                )
+            else:
+                plan.kinds[name] = "categorical"
+    for name, reason in plan.dropped.items():
+        plan.notes.append(f"dropped column {name!r}: {reason}")
+    if not plan.kinds:
+        raise DataError(
+            f"no usable input columns are left besides the target {target!r}"
+            f" (dropped: {', '.join(f'{k} ({v})' for k, v in plan.dropped.items()) or 'none'});"
+            " declare column kinds under data.columns"
+        )
+    return plan
+
+
+def _check_declared_numeric(name: str, series: pd.Series) -> None:
+    if not is_text(series):
+        return
+    parsed = to_numbers(series)
+    bad = series.notna() & parsed.isna()
+    if bad.any():
+        row = bad.idxmax()
+        raise DataError(
+            f"column {name!r} is declared numeric (data.columns.{name}) but {int(bad.sum())} of its"
+            f" values are not numbers, first at row {row}: {series[row]!r}. Clean those values or"
+            f" declare it categorical (data.columns.{name}: categorical)"
+        )
+
+
+def infer_task(y: pd.Series, task: str, max_classes: int, target: str) -> str:
+    """binary / multiclass / regression from the target values, or check the one that was set.
+
+    Raises:
+        DataError: the target has one class, or the set task does not fit the values.
+    """
+    values = y.dropna()
+    distinct = values.nunique()
+    if task == "auto":
+        if is_text(values) or ptypes.is_bool_dtype(values):
+            task = "binary" if distinct == 2 else "multiclass"
+        else:
+            numbers = values.astype(float)
+            whole = bool((numbers == numbers.round()).all())
+            if whole and distinct <= max_classes:
+                task = "binary" if distinct == 2 else "multiclass"
+            else:
+                task = "regression"
+    if task == "regression":
+        if is_text(values):
+            raise DataError(
+                f"target {target!r} holds text but data.task is regression; use a classification task"
+            )
+        if distinct < 2:
+            raise DataError(f"target {target!r} has one value ({values.iloc[0]!r}); nothing to learn")
+        return task
+    if distinct < 2:
+        shown = values.iloc[0] if len(values) else None
+        raise DataError(
+            f"target {target!r} has one class ({shown!r}) in all {len(values)} rows; a classifier"
+            " needs at least two. Check data.target, or the filtering that made this file"
+        )
+    if task == "binary" and distinct != 2:
+        raise DataError(
+            f"data.task is binary but target {target!r} has {distinct} classes; set data.task: multiclass"
+        )
+    return task

@@ -1,0 +1,130 @@
+"""From a raw table to split, preprocessed tensors: the data half of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fitwell.config.schema import RunConfig, check_monitor
+from fitwell.data.clean import CleanReport, clean_rows, type_columns
+from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
+from fitwell.data.preprocess import Preprocessor
+from fitwell.data.sources import read_table
+from fitwell.data.split import Split, split_rows
+from fitwell.errors import ConfigError, DataError, did_you_mean
+from fitwell.train.loop import TensorData
+
+
+@dataclass
+class PreparedData:
+    frame: pd.DataFrame  # cleaned rows, original columns
+    plan: ColumnPlan
+    task: str
+    split: Split
+    preprocessor: Preprocessor
+    train: TensorData
+    val: TensorData
+    test: TensorData
+    clean: CleanReport
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "task": self.task, "target": self.plan.target, "rows": len(self.frame),
+            "split": self.split.sizes(), "columns": self.plan.to_dict(),
+            "classes": self.preprocessor.classes_, "notes": self.notes,
+            "missing_target_rows": self.clean.missing_target_rows,
+            "duplicate_rows": self.clean.duplicate_rows,
+            "preprocessing": self.preprocessor.statistics(),
+        }
+
+
+def resolve_target(config: RunConfig, frame: pd.DataFrame) -> str:
+    target = config.data.target
+    if target is None:
+        if "target" in frame.columns:
+            return "target"
+        raise ConfigError(
+            "data.target is not set; name the column to predict. Columns: "
+            + ", ".join(map(str, frame.columns))
+        )
+    if target not in frame.columns:
+        raise DataError(
+            f"target column {target!r} (data.target) is not in the data.{did_you_mean(target, frame.columns)}"
+            f" Columns: {', '.join(map(str, frame.columns))}"
+        )
+    return target
+
+
+def load_frame(config: RunConfig, frame: pd.DataFrame | None) -> pd.DataFrame:
+    if frame is not None:
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"data must be a pandas DataFrame, got {type(frame).__name__}")
+        if len(frame) == 0:
+            raise DataError("the DataFrame given as data has no rows")
+        return frame
+    if not config.data.source:
+        raise ConfigError("data.source is not set; give a CSV/Parquet/JSONL path or sklearn:<name>")
+    return read_table(config.data.source)
+
+
+def class_labels(y: pd.Series) -> list:
+    labels = list(pd.unique(y.dropna()))
+    try:
+        labels.sort()
+    except TypeError:
+        labels.sort(key=str)
+    return [v.item() if isinstance(v, np.generic) else v for v in labels]
+
+
+def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
+            preprocessor: Preprocessor | None = None) -> PreparedData:
+    """Load, type, clean, split and preprocess (fitted on the training rows only).
+
+    Args:
+        config: the run config.
+        frame: a DataFrame instead of ``data.source``.
+        preprocessor: an already fitted one (resume); otherwise one is fitted here.
+    """
+    raw = load_frame(config, frame)
+    target = resolve_target(config, raw)
+    plan = infer_columns(raw, target, config.data.columns, config.data.drop)
+    typed = type_columns(raw, plan, config.data.normalize_strings)
+    keys = [c for c in (config.split.group_column, config.split.time_column) if c]
+    extra = [c for c in keys if c not in typed.columns and c in raw.columns]
+    combined = pd.concat([typed, raw[extra], raw[[target]]], axis=1)
+    cleaned, report = clean_rows(combined, target, config.data.drop_duplicates)
+    task = infer_task(cleaned[target], config.data.task, config.data.max_classes, target)
+    try:
+        check_monitor(config.train.early_stopping.monitor, task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if config.split.val == 0 and config.train.early_stopping.monitor.startswith("val_") \
+            and config.train.early_stopping.enabled:
+        raise ConfigError("train.early_stopping.monitor: split.val is 0, so no val_ metric is"
+                          " logged; monitor train_loss or give split.val a share")
+    y = cleaned[target]
+    classes = None if task == "regression" else class_labels(y)
+    strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = split_rows(cleaned, strat if strat is not None else y.to_numpy(), config.split, task,
+                       config.seed)
+    inputs = cleaned[plan.inputs]
+    if preprocessor is None:
+        train_rows = inputs.iloc[split.train]
+        preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings)
+        preprocessor.fit(train_rows, y.iloc[split.train])
+        if classes is not None:
+            preprocessor.set_classes(classes)
+    parts = []
+    for rows in (split.train, split.val, split.test):
+        features = preprocessor.transform(inputs.iloc[rows])
+        target_values = preprocessor.encode_target(y.iloc[rows])
+        parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values))
+    notes = list(plan.notes) + list(report.notes)
+    clipped = preprocessor.statistics().get("clipped", {})
+    if clipped:
+        notes.append(f"clipped {sum(clipped.values())} outlying training values in {len(clipped)} columns"
+                     f" ({config.preprocess.outliers})")
+    return PreparedData(cleaned, plan, task, split, preprocessor, *parts, clean=report, notes=notes)

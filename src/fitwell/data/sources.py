@@ -1,0 +1,64 @@
+"""Read a table from a file, a DataFrame, or a dataset that ships with scikit-learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fitwell.errors import DataError, did_you_mean
+
+SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
+READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+           ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def load_sklearn(name: str) -> pd.DataFrame:
+    """A bundled scikit-learn dataset as one table with a ``target`` column (no download)."""
+    import sklearn.datasets as ds
+
+    if name not in SKLEARN_DATASETS:
+        raise DataError(
+            f"unknown dataset 'sklearn:{name}'.{did_you_mean(name, SKLEARN_DATASETS)}"
+            f" Available: {', '.join('sklearn:' + n for n in SKLEARN_DATASETS)}"
+        )
+    return getattr(ds, f"load_{name}")(as_frame=True).frame
+
+
+def read_table(source: str | Path) -> pd.DataFrame:
+    """Read CSV, TSV, Parquet or JSON lines by file suffix, or ``sklearn:<name>``.
+
+    Raises:
+        DataError: the file is missing, empty, unreadable or of an unknown kind.
+    """
+    text = str(source)
+    if text.startswith("sklearn:"):
+        return load_sklearn(text.split(":", 1)[1])
+    path = Path(text)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check data.source (or --data)")
+    if path.is_dir():
+        raise DataError(f"data source {path} is a folder; point at a CSV, Parquet or JSONL file")
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(sorted(READERS))}"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); it needs a header row and data rows")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path)
+        elif kind == "tsv":
+            frame = pd.read_csv(path, sep="\t")
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True)
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path} is empty; it needs a header row and data rows") from err
+    except (pd.errors.ParserError, ValueError, OSError) as err:
+        raise DataError(f"{path}: could not be read as {kind}: {err}") from err
+    if len(frame) == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    return frame

@@ -1,0 +1,94 @@
+"""Divide rows into train / validation / test positions: random, stratified, grouped, or by time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from fitwell.config.schema import SplitConfig
+from fitwell.errors import ConfigError, DataError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row positions (not index labels) of each part."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def resolve_method(config: SplitConfig, task: str) -> str:
+    if config.method != "auto":
+        return config.method
+    return "random" if task == "regression" else "stratified"
+
+
+def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: str, seed: int) -> Split:
+    """Seeded split of ``frame``'s rows by ``config``.
+
+    Raises:
+        ConfigError: the group or time column is not in the data.
+        DataError: too few rows, or a class too small to stratify.
+    """
+    n = len(frame)
+    method = resolve_method(config, task)
+    if n < 10:
+        raise DataError(f"only {n} rows left after cleaning; need at least 10 to split and train")
+    positions = np.arange(n)
+    val_share = config.val / (config.train + config.val)
+    if method == "time":
+        order = np.argsort(_column(frame, config.time_column, "split.time_column").to_numpy(),
+                           kind="stable")
+        n_test = max(1, round(config.test * n))
+        n_val = round(config.val * n)
+        n_train = n - n_test - n_val
+        return Split(order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
+    if method == "group":
+        groups = _column(frame, config.group_column, "split.group_column").to_numpy()
+        rest, test = _group_split(positions, groups, config.test, seed)
+        if config.val == 0:
+            return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
+        train, val = _group_split(rest, groups[rest], val_share, seed + 1)
+        return Split(np.sort(train), np.sort(val), np.sort(test))
+    stratify = y if method == "stratified" else None
+    try:
+        rest, test = train_test_split(positions, test_size=config.test, random_state=seed,
+                                      stratify=stratify)
+        if config.val == 0:
+            return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed + 1,
+                                      stratify=None if stratify is None else y[rest])
+    except ValueError as err:
+        if stratify is None:
+            raise DataError(f"cannot split {n} rows: {err}") from err
+        classes, counts = np.unique(y, return_counts=True)
+        rare = ", ".join(f"{c!r} ({k} rows)" for c, k in zip(classes, counts) if k < 3)
+        raise DataError(
+            f"stratified split failed: {err}. Rare classes: {rare or 'none'}. Each class needs"
+            " rows in train, validation and test; add data, merge rare classes, or set"
+            " split.method: random"
+        ) from err
+    return Split(np.sort(train), np.sort(val), np.sort(test))
+
+
+def _column(frame: pd.DataFrame, name: str | None, key: str) -> pd.Series:
+    if name not in frame.columns:
+        raise ConfigError(
+            f"{key}: column {name!r} is not in the data.{did_you_mean(str(name), frame.columns)}"
+        )
+    return frame[name]
+
+
+def _group_split(positions: np.ndarray, groups: np.ndarray, share: float, seed: int):
+    if len(np.unique(groups)) < 2:
+        raise DataError("group split needs at least two distinct groups in split.group_column")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    keep, held = next(splitter.split(positions, groups=groups))
+    return positions[keep], positions[held]

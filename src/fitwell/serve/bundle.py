@@ -1,0 +1,107 @@
+"""A finished run loaded from its directory: predict and evaluate with nothing else."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from fitwell.config.load import load_config
+from fitwell.data.preprocess import Preprocessor
+from fitwell.data.sources import read_table
+from fitwell.errors import DataError
+from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
+from fitwell.models import MODELS
+from fitwell.track.run_dir import RunDir
+
+
+class Run:
+    """A trained run: its config, metrics, model and preprocessing.
+
+    Example:
+        >>> run = Run("runs/breast_cancer-20261123-101500-000")  # doctest: +SKIP
+        >>> run.metrics["roc_auc"], run.predict(frame).head()  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path):
+        self.dir = RunDir(path).require()
+        self.path = self.dir.path
+        self.config = load_config(self.dir.config)
+        self.preprocessor = Preprocessor.load(self.dir.preprocess)
+        self.task = self.preprocessor.task
+        spec = json.loads(self.dir.model_spec.read_text())
+        self.model = MODELS.build(spec["name"], **spec["kwargs"])
+        self.model.load_state_dict(load_file(self.dir.model), strict=True)
+        self.model.eval()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, task={self.task!r})"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Test-split metrics, scored once at the end of training."""
+        if not self.dir.metrics.exists():
+            return {}
+        return json.loads(self.dir.metrics.read_text())["test"]
+
+    @cached_property
+    def history(self) -> list[dict]:
+        return self.dir.read_history()
+
+    @property
+    def classes(self) -> list | None:
+        return self.preprocessor.classes_
+
+    def _output(self, frame: pd.DataFrame) -> np.ndarray:
+        features = self.preprocessor.transform(frame)
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(features.numeric), torch.from_numpy(features.codes))
+        return out.float().numpy()
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.task == "regression":
+            raise DataError("predict_proba is for classification runs; this run is a regression")
+        return probabilities(self.task, self._output(_frame(frame)))
+
+    def predict(self, frame: pd.DataFrame | str | Path) -> pd.DataFrame:
+        """Predictions for each row: ``prediction`` and, for classifiers, ``proba_<class>``."""
+        frame = _frame(frame)
+        if self.task == "regression":
+            values = self.preprocessor.decode_regression(self._output(frame).reshape(-1))
+            return pd.DataFrame({"prediction": values}, index=frame.index)
+        proba = self.predict_proba(frame)
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        out = pd.DataFrame({"prediction": labels}, index=frame.index)
+        for i, label in enumerate(self.classes):
+            out[f"proba_{label}"] = proba[:, i]
+        return out
+
+    def evaluate(self, frame: pd.DataFrame | str | Path) -> dict[str, float]:
+        """Test-style metrics on another labelled table (rows with a missing target are skipped)."""
+        frame = _frame(frame)
+        target = self.preprocessor.plan.target
+        if target not in frame.columns:
+            raise DataError(f"the labelled data has no target column {target!r}; evaluate needs it")
+        labelled = frame.loc[frame[target].notna()]
+        if len(labelled) == 0:
+            raise DataError(f"no row of the labelled data has a value in {target!r}")
+        output = self._output(labelled)
+        if self.task == "regression":
+            pred = self.preprocessor.decode_regression(output.reshape(-1))
+            return regression_metrics(labelled[target].to_numpy(dtype=float), pred)
+        y = self.preprocessor.encode_target(labelled[target])
+        return classification_metrics(y, probabilities(self.task, output))
+
+
+def _frame(data) -> pd.DataFrame:
+    return data if isinstance(data, pd.DataFrame) else read_table(data)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a finished run directory."""
+    return Run(path)

@@ -1,0 +1,41 @@
+"""Optimizers by name, with biases and normalisation weights kept out of weight decay."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights that decay, and biases / norm / 1-d parameters that do not."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    """An optimizer over ``model``'s trainable parameters.
+
+    Example:
+        >>> build_optimizer("sgd", nn.Linear(2, 1), lr=0.1).defaults["momentum"]
+        0.9
+    """
+    groups = parameter_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
