@@ -6,11 +6,24 @@ Example:
     >>> run.metrics["accuracy"], run.predict(frame)  # doctest: +SKIP
 """
 
-from fitwell.config import RunConfig, load_config
+from importlib import import_module
+
 from fitwell.errors import ConfigError, DataError, UserError
-from fitwell.pipeline import train
-from fitwell.serve import Run, load_run
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "DataError", "Run", "RunConfig", "UserError", "load_config", "load_run",
            "train", "__version__"]
+
+# Heavy modules (torch, scikit-learn) load on first use, so `fitwell --help` stays quick.
+_LAZY = {"Run": "fitwell.serve", "load_run": "fitwell.serve",
+         "RunConfig": "fitwell.config", "load_config": "fitwell.config"}
+
+
+def __getattr__(name: str):
+    if name == "train":  # the callable package fitwell/train (see its docstring)
+        return import_module("fitwell.train")
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fitwell' has no attribute {name!r}")

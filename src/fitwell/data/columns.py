@@ -187,10 +187,11 @@ def infer_task(y: pd.Series, task: str, max_classes: int, target: str) -> str:
                 f"target {target!r} holds text but data.task is regression; use a classification task"
             )
         if distinct < 2:
-            raise DataError(f"target {target!r} has one value ({values.iloc[0]!r}); nothing to learn")
+            raise DataError(f"target {target!r} has one value in every row; nothing to learn")
         return task
     if distinct < 2:
         shown = values.iloc[0] if len(values) else None
+        shown = shown.item() if isinstance(shown, np.generic) else shown
         raise DataError(
             f"target {target!r} has one class ({shown!r}) in all {len(values)} rows; a classifier"
             " needs at least two. Check data.target, or the filtering that made this file"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -252,12 +251,16 @@ class Preprocessor:
             "target_mean": self.target_mean_, "target_std": self.target_std_,
         }
         (folder / "preprocess.json").write_text(json.dumps(meta, indent=2))
+        import skops.io as sio  # slow to import (it indexes scikit-learn), so only here
+
         sio.dump({"numeric": self.numeric_, "codes": self.codes_}, folder / "preprocess.skops")
 
     @classmethod
     def load(cls, folder: Path) -> Preprocessor:
         meta = json.loads((folder / "preprocess.json").read_text())
         path = folder / "preprocess.skops"
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=path)
         foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
         if foreign:

@@ -19,7 +19,8 @@ def load_sklearn(name: str) -> pd.DataFrame:
 
     if name not in SKLEARN_DATASETS:
         raise DataError(
-            f"unknown dataset 'sklearn:{name}'.{did_you_mean(name, SKLEARN_DATASETS)}"
+            f"unknown dataset 'sklearn:{name}'."
+            f"{did_you_mean('sklearn:' + name, ['sklearn:' + n for n in SKLEARN_DATASETS])}"
             f" Available: {', '.join('sklearn:' + n for n in SKLEARN_DATASETS)}"
         )
     return getattr(ds, f"load_{name}")(as_frame=True).frame

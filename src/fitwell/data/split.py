@@ -42,34 +42,34 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
     if n < 10:
         raise DataError(f"only {n} rows left after cleaning; need at least 10 to split and train")
     positions = np.arange(n)
-    val_share = config.val / (config.train + config.val)
+    n_test = max(1, round(config.test * n))
+    n_val = round(config.val * n)
     if method == "time":
         order = np.argsort(_column(frame, config.time_column, "split.time_column").to_numpy(),
                            kind="stable")
-        n_test = max(1, round(config.test * n))
-        n_val = round(config.val * n)
         n_train = n - n_test - n_val
         return Split(order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
     if method == "group":
         groups = _column(frame, config.group_column, "split.group_column").to_numpy()
         rest, test = _group_split(positions, groups, config.test, seed)
+        val_share = config.val / (config.train + config.val)
         if config.val == 0:
             return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
         train, val = _group_split(rest, groups[rest], val_share, seed + 1)
         return Split(np.sort(train), np.sort(val), np.sort(test))
     stratify = y if method == "stratified" else None
     try:
-        rest, test = train_test_split(positions, test_size=config.test, random_state=seed,
+        rest, test = train_test_split(positions, test_size=n_test, random_state=seed,
                                       stratify=stratify)
         if config.val == 0:
             return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
-        train, val = train_test_split(rest, test_size=val_share, random_state=seed + 1,
+        train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1,
                                       stratify=None if stratify is None else y[rest])
     except ValueError as err:
         if stratify is None:
             raise DataError(f"cannot split {n} rows: {err}") from err
         classes, counts = np.unique(y, return_counts=True)
-        rare = ", ".join(f"{c!r} ({k} rows)" for c, k in zip(classes, counts) if k < 3)
+        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(classes, counts) if k < 3)
         raise DataError(
             f"stratified split failed: {err}. Rare classes: {rare or 'none'}. Each class needs"
             " rows in train, validation and test; add data, merge rare classes, or set"
@@ -82,6 +82,7 @@ def _column(frame: pd.DataFrame, name: str | None, key: str) -> pd.Series:
     if name not in frame.columns:
         raise ConfigError(
             f"{key}: column {name!r} is not in the data.{did_you_mean(str(name), frame.columns)}"
+            f" Columns: {', '.join(map(str, frame.columns))}"
         )
     return frame[name]
 

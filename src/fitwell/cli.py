@@ -1,0 +1,117 @@
+"""The ``fitwell`` command: train, predict, evaluate.
+
+User errors (config, data, arguments) end in one message and exit code 2, without a traceback
+unless ``--debug``; anything else is a bug and exits 1 with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fitwell.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train models the way best practice says they should be trained.")
+_options = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors too.")):
+    _options["debug"] = debug
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or data notes."),
+):
+    """Train from CONFIG (or continue a run with --resume) and score the test split once."""
+    from fitwell.pipeline import train as train_run
+
+    if resume is None and config is None:
+        raise UserError("give a config file (fitwell train CONFIG) or --resume RUN_DIR")
+    if resume is not None and (config is not None or overrides):
+        raise UserError("--resume continues a run with its saved config; drop CONFIG and overrides")
+    out = Console()
+    console = None if quiet else Console(stderr=True)
+    run = train_run(config, overrides, resume=resume, console=console)
+    out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
+    out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    data: Path = typer.Option(..., "--data", help="CSV/Parquet/JSONL rows to predict."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
+):
+    """Predict labels (and class probabilities) or values for new rows."""
+    from fitwell.serve import load_run
+
+    predictions = load_run(run_dir).predict(data)
+    if out is None:
+        predictions.to_csv(sys.stdout, index=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(out, index=False)
+    Console(stderr=True).print(f"wrote {len(predictions)} predictions to {out}", soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    data: Path = typer.Option(..., "--data", help="Labelled CSV/Parquet/JSONL rows."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics here as JSON."),
+):
+    """Score a finished run on another labelled file."""
+    from fitwell.serve import load_run
+
+    metrics = load_run(run_dir).evaluate(data)
+    Console().print(_metrics_table(f"metrics on {data.name}", metrics))
+    if out is not None:
+        out.write_text(json.dumps(metrics, indent=2))
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code (0 ok, 2 user error, 1 failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _options["debug"] = "--debug" in argv
+    err = Console(stderr=True)
+    try:
+        app(args=argv, prog_name="fitwell", standalone_mode=True)
+    except SystemExit as done:  # standalone mode ends every command, and usage errors (2), so
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except UserError as error:
+        if _options["debug"]:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run_cli())
+
+
+if __name__ == "__main__":
+    main()

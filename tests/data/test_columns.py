@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitwell.data.columns import infer_columns, infer_task
+from fitwell.errors import ConfigError, DataError
+
+
+def test_kinds_are_inferred(mixed_frame):
+    mixed_frame["amount"] = [f" {v:,.2f} " for v in np.linspace(1000, 5000, len(mixed_frame))]
+    plan = infer_columns(mixed_frame, "label")
+    assert plan.kinds == {"x1": "numeric", "x2": "numeric", "color": "categorical",
+                          "city": "categorical", "flag": "boolean", "amount": "numeric"}
+    assert plan.dropped["customer_id"].startswith("ID-like")
+    assert plan.dropped["const"].startswith("constant")
+    assert any("numbers stored as text" in note for note in plan.notes)
+    assert any("dropped column 'customer_id'" in note for note in plan.notes)
+
+
+def test_declared_kinds_win(mixed_frame):
+    plan = infer_columns(mixed_frame, "label", {"x2": "categorical", "city": "drop"}, drop=["flag"])
+    assert plan.kinds["x2"] == "categorical"
+    assert "city" in plan.dropped and "flag" in plan.dropped
+
+
+def test_strings_declared_numeric_name_column_and_row():
+    frame = pd.DataFrame({"size": ["1", "2", "big", "4"] * 5, "y": [0, 1] * 10})
+    with pytest.raises(DataError, match=r"column 'size' is declared numeric .* row 2: 'big'"):
+        infer_columns(frame, "y", {"size": "numeric"})
+
+
+def test_unknown_declared_column_suggests(mixed_frame):
+    with pytest.raises(ConfigError, match=r"data\.columns: column 'colour' .*Did you mean 'color'"):
+        infer_columns(mixed_frame, "label", {"colour": "categorical"})
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0, 1] * 10, "binary"),
+    (["cat", "dog", "cat", "bird"] * 5, "multiclass"),
+    ([True, False] * 10, "binary"),
+    (list(np.linspace(0, 1, 20)), "regression"),
+    (list(range(40)), "regression"),  # many integer values: a count, not classes
+    ([1, 2, 3] * 7, "multiclass"),
+])
+def test_task_inference(values, expected):
+    assert infer_task(pd.Series(values), "auto", 20, "y") == expected
+
+
+def test_one_class_target_is_an_error():
+    with pytest.raises(DataError, match=r"target 'y' has one class \(1\) in all 10 rows"):
+        infer_task(pd.Series([1] * 10), "auto", 20, "y")
+
+
+def test_set_task_is_checked():
+    with pytest.raises(DataError, match="data.task is binary but target 'y' has 3 classes"):
+        infer_task(pd.Series([0, 1, 2] * 4), "binary", 20, "y")

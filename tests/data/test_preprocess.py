@@ -1,0 +1,68 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitwell.config import PreprocessConfig, load_config
+from fitwell.data.columns import ColumnPlan
+from fitwell.data.prepare import prepare
+from fitwell.data.preprocess import Preprocessor
+
+
+def test_preprocessing_never_sees_validation_or_test_rows(mixed_frame):
+    config = load_config({"data": {"target": "label"}, "preprocess": {"impute_numeric": "mean"}})
+    data = prepare(config, mixed_frame)
+    train_rows = data.frame.iloc[data.split.train]
+    pipe = data.preprocessor.numeric_.named_transformers_["numeric"]
+    expected_fill = train_rows[["x1", "x2"]].mean().to_numpy()
+    assert np.allclose(pipe["impute"].statistics_, expected_fill)
+    imputed = train_rows[["x1", "x2"]].fillna(train_rows[["x1", "x2"]].mean())
+    assert np.allclose(pipe["scale"].mean_, imputed.mean().to_numpy())
+    everything = data.frame[["x1", "x2"]].mean().to_numpy()
+    assert not np.allclose(pipe["impute"].statistics_, everything)  # would be equal if leaking
+
+
+def test_unseen_and_missing_categories_go_to_the_unknown_bucket(mixed_frame):
+    config = load_config({"data": {"target": "label"}})
+    pre = prepare(config, mixed_frame).preprocessor
+    assert pre.code_columns_ == ["city"] and pre.onehot_columns_ == ["color"]
+    new = mixed_frame.head(3).copy()
+    new["city"] = ["city1", "atlantis", None]
+    new["color"] = ["purple", "red", "red"]
+    features = pre.transform(new)
+    assert features.codes[:, 0].tolist()[1:] == [0, 0] and features.codes[0, 0] > 0
+    onehot = [i for i, n in enumerate(pre.feature_names()) if n.startswith("onehot__color")]
+    assert features.numeric[0, onehot].sum() == 0 and features.numeric[1, onehot].sum() == 1
+
+
+@pytest.mark.parametrize("scale, low, high", [("minmax", 0.0, 1.0), ("minmax_symmetric", -1.0, 1.0)])
+def test_minmax_ranges(scale, low, high):
+    frame = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) ** 2})
+    pre = Preprocessor(ColumnPlan("y", {"a": "numeric", "b": "numeric"}),
+                       PreprocessConfig(scale=scale), "regression").fit(frame, pd.Series(np.ones(50)))
+    out = pre.transform(frame).numeric
+    assert out.min() == pytest.approx(low) and out.max() == pytest.approx(high)
+
+
+@pytest.mark.parametrize("method, clipped", [("quantile", 2), ("iqr", 1), ("none", 0)])
+def test_outlier_clipping_is_counted(method, clipped):
+    values = np.concatenate([np.linspace(0, 1, 98), [50.0, -0.5]])
+    frame = pd.DataFrame({"a": values})
+    config = PreprocessConfig(outliers=method, outlier_quantiles=(0.005, 0.995), scale="none")
+    pre = Preprocessor(ColumnPlan("y", {"a": "numeric"}), config, "regression").fit(
+        frame, pd.Series(values))
+    assert sum(pre.statistics()["clipped"].values()) == clipped
+    if method != "none":
+        assert pre.transform(pd.DataFrame({"a": [1e6]})).numeric[0, 0] < 51
+
+
+def test_missing_indicator_and_persistence(tmp_path, mixed_frame):
+    config = load_config({"data": {"target": "label"}, "preprocess": {"missing_indicator": True,
+                                                                        "scale": "robust"}})
+    pre = prepare(config, mixed_frame).preprocessor
+    assert "numeric__missingindicator_x1" in pre.feature_names()
+    pre.save(tmp_path)
+    assert not list(tmp_path.glob("*.pkl"))
+    back = Preprocessor.load(tmp_path)
+    a, b = pre.transform(mixed_frame), back.transform(mixed_frame)
+    assert np.array_equal(a.numeric, b.numeric) and np.array_equal(a.codes, b.codes)
+    assert back.classes_ == [0, 1]

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitwell.config import SplitConfig
+from fitwell.data.split import split_rows
+from fitwell.errors import ConfigError, DataError
+
+
+def _frame(n=200):
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"g": rng.integers(0, 20, n), "t": rng.permutation(n), "x": rng.normal(size=n)})
+
+
+def test_fractions_disjoint_and_complete():
+    frame = _frame()
+    y = np.array([0] * 150 + [1] * 50)
+    split = split_rows(frame, y, SplitConfig(), "binary", seed=0)
+    assert split.sizes() == {"train": 140, "val": 30, "test": 30}
+    every = np.concatenate([split.train, split.val, split.test])
+    assert sorted(every) == list(range(200))
+
+
+def test_stratified_keeps_class_shares():
+    y = np.array([0] * 180 + [1] * 20)
+    split = split_rows(_frame(), y, SplitConfig(), "binary", seed=3)
+    for part in (split.train, split.val, split.test):
+        assert y[part].mean() == pytest.approx(0.1, abs=0.02)
+
+
+def test_seeded():
+    y = np.zeros(200)
+    a = split_rows(_frame(), y, SplitConfig(method="random"), "regression", seed=0)
+    b = split_rows(_frame(), y, SplitConfig(method="random"), "regression", seed=0)
+    c = split_rows(_frame(), y, SplitConfig(method="random"), "regression", seed=1)
+    assert np.array_equal(a.test, b.test) and not np.array_equal(a.test, c.test)
+
+
+def test_group_split_never_shares_a_group():
+    frame = _frame()
+    split = split_rows(frame, np.zeros(200), SplitConfig(method="group", group_column="g"),
+                       "regression", seed=0)
+    groups = [set(frame["g"].to_numpy()[part]) for part in (split.train, split.val, split.test)]
+    assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
+
+
+def test_time_split_is_ordered():
+    frame = _frame()
+    split = split_rows(frame, np.zeros(200), SplitConfig(method="time", time_column="t"),
+                       "regression", seed=0)
+    t = frame["t"].to_numpy()
+    assert t[split.train].max() < t[split.val].min() <= t[split.val].max() < t[split.test].min()
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match=r"split\.group_column: column 'grp' is not in the data\. Columns: g, t, x"):
+        split_rows(_frame(), np.zeros(200), SplitConfig(method="group", group_column="grp"),
+                   "regression", 0)
+    y = np.array([0] * 199 + [1])
+    with pytest.raises(DataError, match=r"stratified split failed.*Rare classes: 1 \(1 rows\)"):
+        split_rows(_frame(), y, SplitConfig(), "binary", 0)

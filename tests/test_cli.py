@@ -1,0 +1,198 @@
+"""End to end through the ``fitwell`` command: examples, predict, evaluate, errors, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from fitwell.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def only_run(runs: Path) -> Path:
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.mark.parametrize("example, metric, floor", [
+    ("breast_cancer", "roc_auc", 0.98),
+    ("wine", "accuracy", 0.95),
+    ("diabetes", "r2", 0.30),  # see docs/benchmarks.md: 0.43 mean over seeds, split-dependent
+])
+def test_examples_train_as_shipped(tmp_path, capsys, example, metric, floor):
+    code = run_cli(["train", str(ROOT / "examples" / f"{example}.yaml"),
+                    f"track.runs_dir={tmp_path}", "train.progress=false"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = only_run(tmp_path)
+    assert f"run directory: {run}" in out and metric in out
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    assert metrics[metric] >= floor
+    for name in ("config.yaml", "model.safetensors", "model.json", "history.jsonl", "env.json",
+                 "preprocess/preprocess.skops", "checkpoints/last.ckpt", "data.json"):
+        assert (run / name).exists(), name
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 0 and env["packages"]["torch"]
+
+
+@pytest.fixture
+def trained(tmp_path, mixed_frame, write_config):
+    path = tmp_path / "train.csv"
+    mixed_frame.to_csv(path, index=False)
+    config = write_config({"data": {"source": str(path), "target": "label"},
+                           "train": {"epochs": 10, "progress": False}})
+    assert run_cli(["train", str(config)]) == 0
+    return only_run(tmp_path / "runs")
+
+
+def test_predict_handles_unseen_categories(trained, tmp_path, mixed_frame, capsys):
+    new = mixed_frame.drop(columns=["label"]).head(20).copy()
+    new.loc[new.index[:5], "city"] = "a city never seen"
+    new.loc[new.index[5:8], "color"] = "ultraviolet"
+    data, out = tmp_path / "new.csv", tmp_path / "pred" / "predictions.csv"
+    new.to_csv(data, index=False)
+    assert run_cli(["predict", str(trained), "--data", str(data), "--out", str(out)]) == 0
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["prediction", "proba_0", "proba_1"] and len(predictions) == 20
+    assert set(predictions["prediction"]) <= {0, 1}
+    assert np.allclose(predictions[["proba_0", "proba_1"]].sum(axis=1), 1.0)
+
+
+def test_predict_names_a_missing_column(trained, tmp_path, mixed_frame, capsys):
+    data = tmp_path / "new.csv"
+    mixed_frame.drop(columns=["label", "x2"]).to_csv(data, index=False)
+    assert run_cli(["predict", str(trained), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "input column 'x2' missing" in err and "Traceback" not in err
+
+
+def test_evaluate_on_another_labelled_file(trained, tmp_path, mixed_frame, capsys):
+    data = tmp_path / "labelled.csv"
+    mixed_frame.tail(100).to_csv(data, index=False)
+    out = tmp_path / "m.json"
+    assert run_cli(["evaluate", str(trained), "--data", str(data), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"accuracy", "balanced_accuracy", "f1", "log_loss", "roc_auc"}
+    assert metrics["accuracy"] > 0.8 and "roc_auc" in capsys.readouterr().out
+
+
+def test_python_api(tmp_path):
+    import fitwell
+
+    run = fitwell.train(ROOT / "examples" / "wine.yaml",
+                        overrides={"train.lr": 1e-3, "track.runs_dir": str(tmp_path),
+                                   "train.epochs": 30, "train.progress": False})
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame.drop(columns=["target"])
+    predictions = run.predict(frame)
+    assert run.metrics["accuracy"] > 0.8 and set(predictions["prediction"]) <= {0, 1, 2}
+    again = fitwell.load_run(run.path)
+    assert again.predict(frame).equals(predictions)
+
+
+def _errors_case(tmp_path, case):
+    csv = tmp_path / "data.csv"
+    frame = pd.DataFrame({"a": np.random.default_rng(0).normal(size=30), "b": ["x", "y", "z"] * 10,
+                          "y": [0, 1] * 15})
+    config = {"data": {"source": str(csv), "target": "y"}, "track": {"runs_dir": str(tmp_path)}}
+    if case == "bad config":
+        config["train"] = {"lrr": 0.1}
+    elif case == "missing file":
+        config["data"]["source"] = str(tmp_path / "nope.csv")
+    elif case == "empty file":
+        csv.write_text("")
+    elif case == "missing target":
+        config["data"]["target"] = "label"
+    elif case == "one class":
+        frame["y"] = 1
+    elif case == "strings declared numeric":
+        config["data"]["columns"] = {"b": "numeric"}
+    if not csv.exists():
+        frame.to_csv(csv, index=False)
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("bad config", r"run\.yaml: train\.lrr: unknown key\. Did you mean 'train\.lr'\?"),
+    ("missing file", r"data file .*nope\.csv does not exist"),
+    ("empty file", r"data\.csv is empty"),
+    ("missing target", r"target column 'label' \(data\.target\) is not in the data.*Columns: a, b, y"),
+    ("one class", r"target 'y' has one class \(1\) in all 30 rows"),
+    ("strings declared numeric", r"column 'b' is declared numeric .* first at row 0: 'x'"),
+])
+def test_user_errors_exit_2_with_one_message(tmp_path, capsys, case, message):
+    import re
+
+    path = _errors_case(tmp_path, case)
+    assert run_cli(["train", str(path), "train.progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, " ".join(err.split())), err
+    assert "Traceback" not in err and err.strip().startswith("error:")
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    path = _errors_case(tmp_path, "bad config")
+    assert run_cli(["--debug", "train", str(path)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_errors():
+    assert run_cli(["train"]) == 2
+    assert run_cli(["no-such-command"]) == 2
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_result(tmp_path, write_config):
+    """SIGKILL a real `fitwell train` process mid-run, resume it, compare with an unbroken run."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    x = rng.normal(size=(n, 8))
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(8)])
+    frame["y"] = (x[:, 0] - x[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    csv = tmp_path / "big.csv"
+    frame.to_csv(csv, index=False)
+    config = write_config({"data": {"source": str(csv), "target": "y"},
+                           "model": {"hidden_sizes": [64, 64]},
+                           "train": {"epochs": 10, "batch_size": 16, "progress": False,
+                                     "early_stopping": {"enabled": False}}})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    fitwell = [sys.executable, "-m", "fitwell.cli"]
+    args = [*fitwell, "train", str(config)]
+    victim = subprocess.Popen([*args, "track.name=killed"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    history = tmp_path / "runs" / "killed" / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and victim.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere inside the next epoch
+    assert victim.poll() is None, "training finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "runs" / "killed" / "metrics.json").exists()
+    resumed = subprocess.run([*fitwell, "train", "--resume", str(tmp_path / "runs" / "killed")],
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    assert run_cli([*args[3:], "track.name=whole"]) == 0  # the unbroken run, in this process
+    a = load_file(tmp_path / "runs" / "killed" / "model.safetensors")
+    b = load_file(tmp_path / "runs" / "whole" / "model.safetensors")
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    ma = json.loads((tmp_path / "runs" / "killed" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
+    assert ma["test"] == mb["test"] and ma["epochs"] == 10
