@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/fitwell train examples/breast_cancer.yaml
 
 test: install
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -10,7 +10,6 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -39,9 +38,9 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 @app.command()
 def train(
-    config: Optional[Path] = typer.Argument(None, help="YAML run config."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory."),
+    config: Path | None = typer.Argument(None, help="YAML run config."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or data notes."),
 ):
     """Train from CONFIG (or continue a run with --resume) and score the test split once."""
@@ -62,7 +61,7 @@ def train(
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: Path = typer.Option(..., "--data", help="CSV/Parquet/JSONL rows to predict."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
 ):
     """Predict labels (and class probabilities) or values for new rows."""
     from fitwell.serve import load_run
@@ -80,7 +79,7 @@ def predict(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: Path = typer.Option(..., "--data", help="Labelled CSV/Parquet/JSONL rows."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics here as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the metrics here as JSON."),
 ):
     """Score a finished run on another labelled file."""
     from fitwell.serve import load_run

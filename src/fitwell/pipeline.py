@@ -23,8 +23,8 @@ from fitwell.serve.bundle import Run
 from fitwell.track.run_dir import RunDir, default_run_name, environment
 from fitwell.train.callbacks import Callback, CheckpointWriter, EarlyStopping, MetricsLogger, ProgressBar
 from fitwell.train.checkpoint import load_checkpoint
-from fitwell.train.losses import build_loss
 from fitwell.train.loop import Trainer
+from fitwell.train.losses import build_loss
 from fitwell.train.optim import build_optimizer
 
 
@@ -124,7 +124,8 @@ def train(
             checkpoint, ckpt_path = load_checkpoint(run_dir.checkpoints)
         except FileNotFoundError as err:
             raise UserError(f"cannot resume {run_dir.path}: {err}; start a new run instead") from err
-        say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {checkpoint['trainer']['epoch']})")
+        epoch = checkpoint["trainer"]["epoch"]
+        say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {epoch})")
     else:
         stem = Path(config).stem if isinstance(config, (str, Path)) else "run"
         config = load_config(config, overrides)

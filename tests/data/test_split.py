@@ -53,7 +53,8 @@ def test_time_split_is_ordered():
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match=r"split\.group_column: column 'grp' is not in the data\. Columns: g, t, x"):
+    with pytest.raises(ConfigError,
+                       match=r"split\.group_column: column 'grp' is not in the data\. Columns: g, t, x"):
         split_rows(_frame(), np.zeros(200), SplitConfig(method="group", group_column="grp"),
                    "regression", 0)
     y = np.array([0] * 199 + [1])

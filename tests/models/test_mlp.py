@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fitwell.models import MODELS, MLP
+from fitwell.models import MLP, MODELS
 
 
 def test_registry_lists_known_names_on_a_miss():

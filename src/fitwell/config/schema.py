@@ -62,7 +62,8 @@ class DataConfig(Section):
     drop: list[str] = Field(default_factory=list)
     drop_duplicates: bool = True
     normalize_strings: bool = True
-    max_classes: int = Field(20, ge=2, description="Integer targets with at most this many values are classes")
+    max_classes: int = Field(
+        20, ge=2, description="Integer targets with at most this many values are classes")
 
 
 class PreprocessConfig(Section):

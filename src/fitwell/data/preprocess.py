@@ -234,10 +234,10 @@ class Preprocessor:
         if self.numeric_ is not None and "numeric" in self.numeric_.named_transformers_:
             pipe = self.numeric_.named_transformers_["numeric"]
             cols = self.plan.columns("numeric")
-            out["clipped"] = {c: int(k) for c, k in zip(cols, pipe["clip"].n_clipped_) if k}
-            out["impute"] = dict(zip(cols, map(float, pipe["impute"].statistics_)))
+            out["clipped"] = {c: int(k) for c, k in zip(cols, pipe["clip"].n_clipped_, strict=False) if k}
+            out["impute"] = dict(zip(cols, map(float, pipe["impute"].statistics_), strict=False))
         out["onehot_columns"] = self.onehot_columns_
-        out["embedding_columns"] = dict(zip(self.code_columns_, self.cardinalities_))
+        out["embedding_columns"] = dict(zip(self.code_columns_, self.cardinalities_, strict=False))
         return out
 
     # --- persistence ---------------------------------------------------------------------

@@ -69,7 +69,7 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
         if stratify is None:
             raise DataError(f"cannot split {n} rows: {err}") from err
         classes, counts = np.unique(y, return_counts=True)
-        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(classes, counts) if k < 3)
+        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(classes, counts, strict=False) if k < 3)
         raise DataError(
             f"stratified split failed: {err}. Rare classes: {rare or 'none'}. Each class needs"
             " rows in train, validation and test; add data, merge rare classes, or set"

@@ -68,7 +68,8 @@ def build_loss(name: str, task: str, class_weights: torch.Tensor | None = None,
     if task == "regression":
         if name not in REGRESSION_LOSSES:
             raise ConfigError(
-                f"train.loss: {name!r} does not fit a regression task; use one of {', '.join(REGRESSION_LOSSES)}"
+                f"train.loss: {name!r} does not fit a regression task;"
+                f" use one of {', '.join(REGRESSION_LOSSES)}"
             )
         return Regression(name, huber_delta)
     expected = "binary_cross_entropy" if task == "binary" else "cross_entropy"

@@ -1,0 +1,137 @@
+"""fitwell's training loop vs a plain PyTorch loop: same model, data, batches and validation.
+
+Run: python bench/loop_overhead.py [--epochs 5] [--repeats 5]
+
+Both loops shuffle with the same per-epoch permutation, take index-slice batches of the same
+tensors, step the same optimizer from the same initial weights, and compute the same validation
+metrics each epoch. Runs alternate, in an order rotated each repeat, and the median of each is
+kept, so all see the same machine state. Prints fitwell / plain wall-time ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fitwell.evaluate.metrics import epoch_metrics, probabilities
+from fitwell.models import MLP
+from fitwell.train.callbacks import CheckpointWriter, EarlyStopping, MetricsLogger, ProgressBar
+from fitwell.train.loop import TensorData, Trainer, epoch_seed
+from fitwell.train.losses import build_loss
+
+SIZES = {
+    "small": dict(features=20, hidden=[64, 64], classes=2, batch=256, rows=50_000),
+    "medium": dict(features=100, hidden=[512, 512, 512], classes=10, batch=512, rows=50_000),
+}
+
+
+def make_data(features: int, classes: int, rows: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    w = rng.normal(size=(features, classes))
+    y = (x @ w + rng.gumbel(size=(rows, classes))).argmax(axis=1)
+    if classes == 2:
+        y = y.astype(np.int64)
+    codes = np.zeros((rows, 0), dtype=np.int64)
+    cut = int(rows * 0.9)
+    train = TensorData.from_numpy(x[:cut], codes[:cut], y[:cut].astype(np.int64))
+    val = TensorData.from_numpy(x[cut:], codes[cut:], y[cut:].astype(np.int64))
+    return train, val
+
+
+def plain_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task):
+    """What a careful user writes by hand: the same batches and validation, no framework."""
+    n = len(train)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        x, c, y = train.numeric[order], train.codes[order], train.target[order]
+        total = torch.zeros(())
+        for start in range(0, n, batch):
+            end = min(start + batch, n)
+            loss = loss_fn(model(x[start:end], c[start:end]), y[start:end])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * (end - start)
+        _ = float(total) / n
+        model.eval()
+        with torch.inference_mode():
+            out = model(val.numeric, val.codes).float()
+            _ = float(loss_fn(out, val.target))
+        epoch_metrics(task, val.target.numpy(), probabilities(task, out.numpy()))
+
+
+def fitwell_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task, callbacks):
+    from lightning_fabric import Fabric
+
+    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    trainer = Trainer(model, loss_fn, optimizer, task=task, epochs=epochs, batch_size=batch,
+                      seed=seed, callbacks=callbacks, fabric=fabric)
+    trainer.fit(train, val)
+
+
+def default_callbacks(folder: Path):
+    from rich.console import Console
+
+    quiet = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
+    return [MetricsLogger(folder / "history.jsonl"), CheckpointWriter(folder / "checkpoints"),
+            EarlyStopping("val_loss", "min", patience=1000), ProgressBar("val_loss", console=quiet)]
+
+
+def measure(size: str, epochs: int, repeats: int) -> dict[str, float]:
+    spec = SIZES[size]
+    task = "binary" if spec["classes"] == 2 else "multiclass"
+    train, val = make_data(spec["features"], spec["classes"], spec["rows"])
+    torch.manual_seed(0)
+    out = 1 if task == "binary" else spec["classes"]
+    base = MLP(spec["features"], [], out, hidden_sizes=spec["hidden"], dropout=0.0)
+    times: dict[str, list[float]] = {"plain": [], "fitwell": [], "fitwell+callbacks": []}
+    names = list(times)
+    for repeat in range(repeats):
+        for variant in names[repeat % 3:] + names[:repeat % 3]:  # rotate: no variant always first
+            model = copy.deepcopy(base)
+            loss_fn = build_loss("auto", task)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.perf_counter()
+                if variant == "plain":
+                    plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task)
+                else:
+                    callbacks = default_callbacks(Path(tmp)) if variant.endswith("callbacks") else []
+                    fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0,
+                                 task, callbacks)
+                times[variant].append(time.perf_counter() - started)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    # the median of per-repeat ratios: each pair ran back to back, so slow drift cancels
+    for variant in ("fitwell", "fitwell+callbacks"):
+        medians[f"{variant} ratio"] = statistics.median(
+            a / b for a, b in zip(times[variant], times["plain"], strict=False))
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, epochs {args.epochs},"
+          f" median of {args.repeats};"
+          " ratio = median of per-repeat fitwell / plain")
+    print(f"{'model':<8} {'plain s':>9} {'fitwell s':>10} {'ratio':>7} {'+callbacks s':>13} {'ratio':>7}")
+    for size in args.sizes:
+        t = measure(size, args.epochs, args.repeats)
+        print(f"{size:<8} {t['plain']:>9.3f} {t['fitwell']:>10.3f} {t['fitwell ratio']:>7.3f}"
+              f" {t['fitwell+callbacks']:>13.3f} {t['fitwell+callbacks ratio']:>7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
