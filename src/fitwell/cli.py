@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fitwell.errors import UserError
+from fitwell.errors import TrainingFailed, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train models the way best practice says they should be trained.")
@@ -55,6 +55,20 @@ def train(
     run = train_run(config, overrides, resume=resume, console=console)
     out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
+
+
+@app.command("lr-find")
+def lr_find(
+    config: Path = typer.Argument(..., help="YAML run config."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the plot (default track.runs_dir)."),
+):
+    """Learning-rate range test: train a copy while the rate grows; suggest a rate; save the plot."""
+    from fitwell.pipeline import find_lr
+
+    result, plot = find_lr(config, overrides, out)
+    Console().print(f"suggested lr: {result.suggestion:.3g}  (tested {len(result.lrs)} rates from"
+                    f" {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}; plot: {plot})", soft_wrap=True)
 
 
 @app.command()
@@ -105,6 +119,11 @@ def run_cli(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 2
+    except TrainingFailed as error:
+        if _options["debug"]:
+            traceback.print_exc()
+        err.print(f"[bold red]training failed:[/] {error}", highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 

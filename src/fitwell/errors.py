@@ -22,6 +22,14 @@ class DataError(UserError):
     """Bad input data; the message names the file, column or row and the fix."""
 
 
+class TrainingFailed(RuntimeError):
+    """Training could not finish (it diverged); the message says where and what to try.
+
+    The CLI prints it without a traceback and exits 1; the run directory keeps the last good
+    checkpoint.
+    """
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,34 @@ import torch
 from safetensors.torch import save_file
 
 from fitwell.config.load import ConfigLike, dump_config, load_config
-from fitwell.config.schema import RunConfig
+from fitwell.config.schema import RunConfig, check_monitor
 from fitwell.data.prepare import PreparedData, prepare
 from fitwell.data.preprocess import Preprocessor
-from fitwell.errors import ConfigError, UserError
+from fitwell.errors import ConfigError, TrainingFailed, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
 from fitwell.serve.bundle import Run
 from fitwell.track.run_dir import RunDir, default_run_name, environment
-from fitwell.train.callbacks import Callback, CheckpointWriter, EarlyStopping, MetricsLogger, ProgressBar
+from fitwell.train.averaging import WeightAverage
+from fitwell.train.batch_size import find_batch_size
+from fitwell.train.callbacks import (
+    Budget,
+    Callback,
+    CheckpointWriter,
+    EarlyStopping,
+    LearningRateMonitor,
+    MetricsLogger,
+    NanGuard,
+    ProgressBar,
+    build_callback,
+)
 from fitwell.train.checkpoint import load_checkpoint
 from fitwell.train.loop import Trainer
 from fitwell.train.losses import build_loss
+from fitwell.train.lr_find import lr_range_test
 from fitwell.train.optim import build_optimizer
+from fitwell.train.regularize import WeightPenalty
+from fitwell.train.schedules import build_schedule
 
 
 def seed_everything(seed: int) -> None:
@@ -68,18 +84,86 @@ def class_weight_tensor(config: RunConfig, data: PreparedData) -> torch.Tensor |
 def build_fabric(config: RunConfig):
     from lightning_fabric import Fabric
 
-    accelerator = config.train.accelerator
     try:
-        fabric = Fabric(accelerator=accelerator, devices=1, precision=config.train.precision)
+        fabric = Fabric(accelerator=config.train.accelerator, devices=1, precision=config.train.precision)
     except Exception as err:  # Fabric's MisconfigurationException and ValueError
         raise ConfigError(f"train.accelerator / train.precision: {err}") from err
     return fabric
+
+
+def set_deterministic(enabled: bool) -> None:
+    """What PyTorch needs for bit-for-bit repeatable runs (see PyTorch's reproducibility notes)."""
+    import os
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = enabled
 
 
 def test_metrics(task: str, pre: Preprocessor, output: np.ndarray, target: np.ndarray) -> dict:
     if task == "regression":
         return regression_metrics(pre.decode_regression(target), pre.decode_regression(output.reshape(-1)))
     return classification_metrics(target, probabilities(task, output))
+
+
+def build_callbacks(config: RunConfig, run_dir: RunDir, extra: Sequence[Callback], console) -> list[Callback]:
+    """The callbacks every run uses, those named in ``train.callbacks``, then ``extra``."""
+    train = config.train
+    chosen: list[Callback] = [
+        MetricsLogger(run_dir.history), LearningRateMonitor(),
+        CheckpointWriter(run_dir.checkpoints, train.checkpoint_every, train.checkpoint_every_steps),
+    ]
+    stop = train.early_stopping
+    if stop.enabled:
+        restore = stop.restore_best and not (train.averaging and train.averaging.kind == "swa")
+        chosen.append(EarlyStopping(stop.monitor, stop.resolved_mode, stop.patience, stop.min_delta, restore))
+    if train.nan_guard:
+        chosen.append(NanGuard(every_n_steps=1 if train.accelerator == "cpu" else 1))
+    if train.max_time or train.max_steps:
+        chosen.append(Budget(train.max_time, train.max_steps))
+    if train.progress and console is not None:
+        chosen.append(ProgressBar(stop.monitor, console=console))
+    chosen.extend(build_callback(spec.model_dump(), i) for i, spec in enumerate(train.callbacks))
+    chosen.extend(extra)
+    return chosen
+
+
+def check_callback_monitors(callbacks: Sequence[Callback], task: str) -> None:
+    """A callback watching a metric the loop never logs is a config error now, not at epoch 40."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str):
+            try:
+                check_monitor(monitor, task, f"callback {type(callback).__name__}.monitor")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+
+
+def resolve_auto(config: RunConfig, prepared: PreparedData, model: torch.nn.Module, loss_fn,
+                 device: torch.device, run_dir: RunDir, say) -> None:
+    """Replace ``batch_size: auto`` and ``lr: auto`` by measured values (batch size first)."""
+    train = config.train
+    lr = train.lr if train.lr != "auto" else 1e-3
+    if train.batch_size == "auto":
+        found = find_batch_size(model, loss_fn, lambda m: _optimizer(config, m, lr), prepared.train, device,
+                                train.batch_size_memory_cap)
+        train.batch_size = found.batch_size
+        run_dir.write_json(run_dir.path / "batch_size.json", {"batch_size": found.batch_size,
+                           "reason": found.reason, "tried": found.tried})
+        say(f"batch_size auto -> {found.batch_size}: {found.reason}")
+    if train.lr == "auto":
+        result = lr_range_test(model, loss_fn, lambda m, rate: _optimizer(config, m, rate), prepared.train,
+                               train.batch_size, seed=config.seed, device=device)
+        result.save(run_dir.path)
+        train.lr = result.suggestion
+        say(f"lr auto -> {result.suggestion:.3g} (range test plot: {run_dir.path / 'lr_find.png'})")
+
+
+def _optimizer(config: RunConfig, module: torch.nn.Module, lr: float):
+    train = config.train
+    return build_optimizer(train.optimizer, module, lr, train.weight_decay, train.momentum, train.nesterov)
 
 
 def train(
@@ -106,6 +190,7 @@ def train(
 
     Raises:
         UserError: (ConfigError, DataError) bad config, data or arguments, with the fix.
+        TrainingFailed: training diverged; the last good checkpoint is kept.
 
     Example:
         >>> run = train("examples/wine.yaml", overrides={"train.lr": 1e-3})  # doctest: +SKIP
@@ -121,17 +206,23 @@ def train(
             raise UserError(f"{run_dir.path} already finished training; nothing to resume")
         config = load_config(run_dir.config)
         try:
-            checkpoint, ckpt_path = load_checkpoint(run_dir.checkpoints)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                checkpoint, ckpt_path = load_checkpoint(run_dir.checkpoints)
+            for warning in caught:
+                say(f"[yellow]warning:[/] {warning.message}")
         except FileNotFoundError as err:
             raise UserError(f"cannot resume {run_dir.path}: {err}; start a new run instead") from err
-        epoch = checkpoint["trainer"]["epoch"]
-        say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {epoch})")
+        saved = checkpoint["trainer"]
+        say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {saved['epoch']},"
+            f" batch {saved.get('batch_in_epoch', 0)})")
     else:
         stem = Path(config).stem if isinstance(config, (str, Path)) else "run"
         config = load_config(config, overrides)
         name = config.track.name or default_run_name(stem)
         run_dir = RunDir.create(config.track.runs_dir, name, config.track.overwrite)
 
+    set_deterministic(config.train.deterministic)
     seed_everything(config.seed)
     loaded = Preprocessor.load(run_dir.preprocess) if checkpoint is not None else None
     prepared = prepare(config, data, preprocessor=loaded)
@@ -143,44 +234,72 @@ def train(
     say(f"task [bold]{prepared.task}[/], {len(prepared.frame)} rows -> train {sizes['train']},"
         f" val {sizes['val']}, test {sizes['test']}")
 
+    model, spec = build_model(config, prepared)
+    train_cfg = config.train
+    loss_fn = build_loss(train_cfg.loss, prepared.task, class_weight_tensor(config, prepared),
+                         train_cfg.huber_delta, train_cfg.focal_gamma, train_cfg.label_smoothing)
+    chosen = build_callbacks(config, run_dir, callbacks, console)
+    check_callback_monitors(chosen, prepared.task)
+    fabric = build_fabric(config)
     if checkpoint is None:
+        resolve_auto(config, prepared, model, loss_fn, fabric.device, run_dir, say)
         run_dir.config.write_text(dump_config(config))
         run_dir.write_json(run_dir.env, environment(config.seed))
         run_dir.write_json(run_dir.data_report, prepared.summary())
         prepared.preprocessor.save(run_dir.preprocess)
-
-    model, spec = build_model(config, prepared)
     run_dir.write_json(run_dir.model_spec, spec)
-    loss_fn = build_loss(config.train.loss, prepared.task, class_weight_tensor(config, prepared),
-                         config.train.huber_delta)
-    optimizer = build_optimizer(config.train.optimizer, model, config.train.lr,
-                                config.train.weight_decay, config.train.momentum)
-    stop = config.train.early_stopping
-    monitor = stop.monitor
-    chosen: list[Callback] = [MetricsLogger(run_dir.history),
-                              CheckpointWriter(run_dir.checkpoints, config.train.checkpoint_every)]
-    if stop.enabled:
-        chosen.append(EarlyStopping(monitor, stop.resolved_mode, stop.patience, stop.min_delta,
-                                    stop.restore_best))
-    if config.train.progress and console is not None:
-        chosen.append(ProgressBar(monitor, console=console))
-    chosen.extend(callbacks)
 
-    fabric = build_fabric(config)
-    trainer = Trainer(model, loss_fn, optimizer, task=prepared.task, epochs=config.train.epochs,
-                      batch_size=config.train.batch_size, seed=config.seed, callbacks=chosen,
-                      fabric=fabric, decode=prepared.preprocessor.decode_regression,
-                      config=config.model_dump(mode="json"), device_data=config.train.device_data)
+    optimizer = _optimizer(config, model, train_cfg.lr)
+    batch_size = train_cfg.batch_size
+    trainer_steps = -(-len(prepared.train) // batch_size)
+    steps_per_epoch = -(-trainer_steps // train_cfg.accumulate_batches)
+    schedule = build_schedule(train_cfg.schedule, optimizer, steps_per_epoch, train_cfg.epochs, train_cfg.lr)
+    averaging = None
+    if train_cfg.averaging is not None:
+        avg = train_cfg.averaging
+        averaging = WeightAverage(model, optimizer, avg.kind, avg.decay, avg.start_epoch, avg.swa_lr)
+    trainer = Trainer(model, loss_fn, optimizer, task=prepared.task, epochs=train_cfg.epochs,
+                      batch_size=batch_size, seed=config.seed, callbacks=chosen, fabric=fabric,
+                      schedule=schedule, penalty=WeightPenalty(model, train_cfg.l1, train_cfg.l2),
+                      averaging=averaging, clip_grad_norm=train_cfg.clip_grad_norm,
+                      clip_grad_value=train_cfg.clip_grad_value,
+                      accumulate_batches=train_cfg.accumulate_batches,
+                      decode=prepared.preprocessor.decode_regression,
+                      config=config.model_dump(mode="json"), device_data=train_cfg.device_data,
+                      run_dir=run_dir.path)
     state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
+    if state.diverged:
+        raise TrainingFailed(f"{state.stop_reason}. Run directory: {run_dir.path}")
     if state.stop_reason:
         say(state.stop_reason)
 
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    final = trainer.eval_module
+    weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
     save_file(weights, run_dir.model)
-    output = trainer.predict_output(prepared.test.numeric, prepared.test.codes).cpu().numpy()
+    output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final).cpu().numpy()
     scores = test_metrics(prepared.task, prepared.preprocessor, output, prepared.test.target.numpy())
     run_dir.write_json(run_dir.metrics, {
         "test": scores, "task": prepared.task, "epochs": state.epoch, "steps": state.step,
         "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
     })
     return Run(run_dir.path)
+
+
+def find_lr(config: ConfigLike, overrides=None, out: str | Path | None = None):
+    """``fitwell lr-find``: the range test on the configured model and data; returns
+    (LRFindResult, plot path)."""
+    stem = Path(config).stem if isinstance(config, (str, Path)) else "run"
+    config = load_config(config, overrides)
+    seed_everything(config.seed)
+    prepared = prepare(config)
+    model, _ = build_model(config, prepared)
+    train_cfg = config.train
+    loss_fn = build_loss(train_cfg.loss, prepared.task, class_weight_tensor(config, prepared),
+                         train_cfg.huber_delta, train_cfg.focal_gamma, train_cfg.label_smoothing)
+    batch_size = 128 if train_cfg.batch_size == "auto" else train_cfg.batch_size
+    result = lr_range_test(model, loss_fn, lambda m, rate: _optimizer(config, m, rate), prepared.train,
+                           batch_size, seed=config.seed)
+    if not result.lrs:
+        raise TrainingFailed("the range test diverged at its first step; check the data")
+    folder = Path(out) if out is not None else Path(config.track.runs_dir)
+    return result, result.save(folder, f"lr_find-{stem}")

@@ -11,6 +11,7 @@ from fitwell.config.schema import (
     TrackConfig,
     TrainConfig,
     check_monitor,
+    check_monitors,
     epoch_metric_names,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "TrackConfig",
     "TrainConfig",
     "check_monitor",
+    "check_monitors",
     "dump_config",
     "epoch_metric_names",
     "load_config",

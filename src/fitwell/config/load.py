@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,19 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
     return list(model.model_fields)
 
 
+_UNION_TAG = re.compile(r"^(constrained-|literal\[|function-|is-instance|dict\[|list\[|tuple\[|"
+                        r"int$|float$|str$|bool$|none$|nullable)")
+
+
 def format_validation_error(err: ValidationError, origin: str) -> str:
-    """One line per problem: ``origin: dotted.key: what (got value). Did you mean ...?``"""
-    lines = []
+    """One line per bad key: ``origin: dotted.key: what (got value). Did you mean ...?``
+
+    Errors from the branches of a union (``lr: float | "auto"``) are merged into one line.
+    """
+    lines: dict[str, list[str]] = {}
+    got_for: dict[str, str] = {}
     for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
+        loc = [str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))]
         key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = loc[:-1]
@@ -92,13 +101,21 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
             valid = ", ".join(_fields_at(parent))
             prefix = ".".join(parent) + "." if parent else ""
             hint = hint.replace("'", "'" + prefix, 1) if hint else ""
-            lines.append(f"{origin}: {key}: unknown key.{hint} Valid keys here: {valid}")
+            lines.setdefault(key, []).append(f"unknown key.{hint} Valid keys here: {valid}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if not isinstance(got, dict):
+            got_for[key] = f" (got {got!r})"
+        lines.setdefault(key, []).append(msg if loc else msg)
+    out = []
+    for key, messages in lines.items():
+        text = "; or ".join(dict.fromkeys(messages))
+        if key == "(top level)":
+            out.append(f"{origin}: {text}")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{origin}: {key}: {msg}{shown}" if loc else f"{origin}: {msg}")
-    return "\n".join(lines)
+            out.append(f"{origin}: {key}: {text}{got_for.get(key, '')}")
+    return "\n".join(out)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -19,6 +19,13 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("loss", "rmse", "mae", "r2"),
 }
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier")
+LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
+
+
+def _mode(mode: str, monitor: str) -> Literal["min", "max"]:
+    if mode != "auto":
+        return mode
+    return "min" if monitor.endswith(LOWER_IS_BETTER) else "max"
 
 
 class Section(BaseModel):
@@ -62,6 +69,7 @@ class DataConfig(Section):
     drop: list[str] = Field(default_factory=list)
     drop_duplicates: bool = True
     normalize_strings: bool = True
+    weight_column: str | None = Field(None, description="Per-row sample weights for the loss")
     max_classes: int = Field(
         20, ge=2, description="Integer targets with at most this many values are classes")
 
@@ -110,29 +118,93 @@ class EarlyStoppingConfig(Section):
 
     @property
     def resolved_mode(self) -> Literal["min", "max"]:
-        if self.mode != "auto":
-            return self.mode
-        return "min" if self.monitor.endswith(LOWER_IS_BETTER) else "max"
+        return _mode(self.mode, self.monitor)
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule; lengths are in epochs."""
+
+    name: Literal["none", "step", "multistep", "exponential", "cosine", "cosine_restarts", "onecycle",
+                  "linear", "plateau"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup (cosine, cosine_restarts, linear)")
+    warmup_start: float = Field(0.01, gt=0, le=1, description="Warmup starts at lr * this")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    milestones: list[int] = Field(default_factory=list, description="multistep: epochs to decay at")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step, multistep, exponential, plateau)")
+    min_lr: float = Field(0.0, ge=0)
+    restart_epochs: int = Field(10, ge=1, description="cosine_restarts: first cycle length")
+    restart_mult: int = Field(1, ge=1, description="cosine_restarts: cycle growth factor")
+    max_lr: float | None = Field(None, gt=0, description="onecycle: peak rate (default train.lr)")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: share of steps rising")
+    patience: int = Field(5, ge=0, description="plateau: epochs without gain before a decay")
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+
+    @property
+    def resolved_mode(self) -> Literal["min", "max"]:
+        return _mode(self.mode, self.monitor)
+
+
+class AveragingConfig(Section):
+    """Weight averaging: an exponential moving average, or stochastic weight averaging."""
+
+    kind: Literal["ema", "swa"] = "ema"
+    decay: float = Field(0.999, gt=0, lt=1, description="ema: weight kept per step")
+    start_epoch: int = Field(1, ge=1, description="swa: first epoch averaged (1-based)")
+    swa_lr: float | None = Field(None, gt=0, description="swa: constant rate while averaging")
+
+
+class CallbackSpec(BaseModel):
+    """A callback from config: a built-in name or 'module:Class', plus its arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
 
 
 class TrainConfig(Section):
     """The optimisation loop."""
 
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 128
+    batch_size_memory_cap: float = Field(2.0, gt=0, description="GiB for batch_size: auto on CPU")
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    loss: Literal["auto", "cross_entropy", "binary_cross_entropy", "mse", "mae", "huber"] = "auto"
+    nesterov: bool = False
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: str = Field("auto", description="auto, cross_entropy, binary_cross_entropy, focal, mse, mae,"
+                                           " huber, or 'module:function'")
     huber_delta: float = Field(1.0, gt=0)
-    class_weights: Literal["balanced"] | dict[str, float] | None = None
+    focal_gamma: float = Field(2.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["balanced"] | dict[str | int, float] | None = None
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights, added to the loss")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights, added to the loss")
+    averaging: AveragingConfig | None = None
+    clip_grad_norm: float | None = Field(None, gt=0)
+    clip_grad_value: float | None = Field(None, gt=0)
+    accumulate_batches: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    callbacks: list[CallbackSpec] = Field(default_factory=list)
+    nan_guard: bool = True
+    max_time: float | None = Field(None, gt=0, description="Stop after this many seconds")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    deterministic: bool = False
     device_data: bool = Field(True, description="Keep the tensors on the accelerator")
     checkpoint_every: int = Field(1, ge=1, description="Write the resume checkpoint every n epochs")
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also write it every n optimizer steps (mid-epoch resume)")
     progress: bool = True
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, value: str) -> str:
+        if value not in LOSSES and ":" not in value:
+            raise ValueError(f"unknown loss {value!r}; use one of {', '.join(LOSSES)} or 'module:function'")
+        return value
 
 
 class TrackConfig(Section):
@@ -157,7 +229,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:
         if self.data.task != "auto":
-            check_monitor(self.train.early_stopping.monitor, self.data.task)
+            check_monitors(self, self.data.task)
         return self
 
 
@@ -166,11 +238,24 @@ def epoch_metric_names(task: str) -> list[str]:
     return ["train_loss"] + [f"val_{name}" for name in EPOCH_METRICS[task]]
 
 
-def check_monitor(monitor: str, task: str) -> None:
+def check_monitor(monitor: str, task: str, key: str = "train.early_stopping.monitor") -> None:
     """Raise ValueError when ``monitor`` is not a metric logged for ``task``."""
     known = epoch_metric_names(task)
     if monitor not in known:
         raise ValueError(
-            f"train.early_stopping.monitor: {monitor!r} is never logged for a {task} task;"
+            f"{key}: {monitor!r} is never logged for a {task} task;"
             f" logged metrics: {', '.join(known)}"
         )
+
+
+def check_monitors(config: RunConfig, task: str) -> None:
+    """Every metric a callback or schedule watches must be one the loop logs."""
+    train = config.train
+    if train.early_stopping.enabled:
+        check_monitor(train.early_stopping.monitor, task)
+    if train.schedule.name == "plateau":
+        check_monitor(train.schedule.monitor, task, "train.schedule.monitor")
+    for i, spec in enumerate(train.callbacks):
+        monitor = (spec.model_extra or {}).get("monitor")
+        if monitor is not None:
+            check_monitor(monitor, task, f"train.callbacks.{i}.monitor")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fitwell.config.schema import RunConfig, check_monitor
+from fitwell.config.schema import RunConfig, check_monitors
 from fitwell.data.clean import CleanReport, clean_rows, type_columns
 from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
 from fitwell.data.preprocess import Preprocessor
@@ -79,6 +79,17 @@ def class_labels(y: pd.Series) -> list:
     return [v.item() if isinstance(v, np.generic) else v for v in labels]
 
 
+def sample_weights(column: pd.Series, name: str) -> np.ndarray:
+    """Row weights from ``data.weight_column``: numbers, not missing, not negative."""
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() | (values < 0)
+    if bad.any():
+        row = bad.idxmax()
+        raise DataError(f"data.weight_column {name!r}: row {row} holds {column[row]!r}; sample weights"
+                        f" must be numbers >= 0 ({int(bad.sum())} bad rows)")
+    return values.to_numpy(dtype=np.float32)
+
+
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
             preprocessor: Preprocessor | None = None) -> PreparedData:
     """Load, type, clean, split and preprocess (fitted on the training rows only).
@@ -90,15 +101,20 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     """
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
-    plan = infer_columns(raw, target, config.data.columns, config.data.drop)
+    weight_column = config.data.weight_column
+    if weight_column is not None and weight_column not in raw.columns:
+        raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."
+                          f"{did_you_mean(weight_column, raw.columns)}")
+    drop = list(config.data.drop) + ([weight_column] if weight_column else [])
+    plan = infer_columns(raw, target, config.data.columns, drop)
     typed = type_columns(raw, plan, config.data.normalize_strings)
-    keys = [c for c in (config.split.group_column, config.split.time_column) if c]
+    keys = [c for c in (config.split.group_column, config.split.time_column, weight_column) if c]
     extra = [c for c in keys if c not in typed.columns and c in raw.columns]
     combined = pd.concat([typed, raw[extra], raw[[target]]], axis=1)
     cleaned, report = clean_rows(combined, target, config.data.drop_duplicates)
     task = infer_task(cleaned[target], config.data.task, config.data.max_classes, target)
     try:
-        check_monitor(config.train.early_stopping.monitor, task)
+        check_monitors(config, task)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     if config.split.val == 0 and config.train.early_stopping.monitor.startswith("val_") \
@@ -117,11 +133,13 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
         preprocessor.fit(train_rows, y.iloc[split.train])
         if classes is not None:
             preprocessor.set_classes(classes)
+    weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)
     parts = []
     for rows in (split.train, split.val, split.test):
         features = preprocessor.transform(inputs.iloc[rows])
         target_values = preprocessor.encode_target(y.iloc[rows])
-        parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values))
+        parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values,
+                                           None if weights is None else weights[rows]))
     notes = list(plan.notes) + list(report.notes)
     clipped = preprocessor.statistics().get("clipped", {})
     if clipped:

@@ -1,4 +1,4 @@
-"""The training engine: loop, callbacks, losses, optimizers, checkpoints.
+"""The training engine: loop, callbacks, losses, optimizers, schedules, checkpoints.
 
 ``fitwell.train(config, ...)`` is also the public training function, while DESIGN.md puts this
 package at the same name. Importing ``fitwell.train.loop`` rebinds the attribute ``fitwell.train``
@@ -9,7 +9,18 @@ to this package, so the package itself is made callable and forwards to
 import sys
 import types
 
-from fitwell.train.callbacks import Callback, CheckpointWriter, EarlyStopping, MetricsLogger, ProgressBar
+from fitwell.train.callbacks import (
+    Budget,
+    Callback,
+    CheckpointWriter,
+    EarlyStopping,
+    GradientNormMonitor,
+    LearningRateMonitor,
+    MetricsLogger,
+    ModelCheckpoint,
+    NanGuard,
+    ProgressBar,
+)
 from fitwell.train.loop import TensorData, Trainer, TrainState
 
 
@@ -22,5 +33,6 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["Callback", "CheckpointWriter", "EarlyStopping", "MetricsLogger", "ProgressBar",
+__all__ = ["Budget", "Callback", "CheckpointWriter", "EarlyStopping", "GradientNormMonitor",
+           "LearningRateMonitor", "MetricsLogger", "ModelCheckpoint", "NanGuard", "ProgressBar",
            "TensorData", "TrainState", "Trainer"]

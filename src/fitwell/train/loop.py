@@ -1,15 +1,15 @@
 """The training loop: shuffled index-slice batches over pre-built tensors, on Lightning Fabric.
 
 Each epoch draws its permutation from a generator seeded by (seed, epoch), gathers the training
-tensors once in that order, and takes contiguous slices as batches. With the RNG states saved at
-the end of each epoch, a resumed run replays exactly what an uninterrupted one would have done.
+tensors once in that order, and takes contiguous slices as batches. A checkpoint records the
+epoch, the batch reached inside it, the running loss and every RNG state, so a resumed run --
+from an epoch boundary or from mid-epoch -- replays exactly what an uninterrupted one would do.
 Fabric's module/optimizer wrappers are used only where they do something (several devices, mixed
 precision); on one plain device the hot loop is bare PyTorch.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,27 +20,34 @@ import torch
 from torch import nn
 
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
-from fitwell.train.callbacks import Callback
+from fitwell.train.averaging import WeightAverage
+from fitwell.train.callbacks.base import Callback, overrides
 from fitwell.train.checkpoint import clone_state, rng_state, set_rng_state
+from fitwell.train.regularize import WeightPenalty
+from fitwell.train.schedules import Schedule
 
 
 @dataclass
 class TensorData:
-    """Row-aligned tensors: the number block, the code block and the target."""
+    """Row-aligned tensors: the number block, the code block, the target, optional row weights."""
 
     numeric: torch.Tensor
     codes: torch.Tensor
     target: torch.Tensor
+    weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
 
     def to(self, device: torch.device | str) -> TensorData:
-        return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device))
+        weight = None if self.weight is None else self.weight.to(device)
+        return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device), weight)
 
     @classmethod
-    def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray) -> TensorData:
-        return cls(torch.from_numpy(numeric), torch.from_numpy(codes), torch.from_numpy(target))
+    def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray,
+                   weight: np.ndarray | None = None) -> TensorData:
+        return cls(torch.from_numpy(numeric), torch.from_numpy(codes), torch.from_numpy(target),
+                   None if weight is None else torch.from_numpy(weight))
 
 
 @dataclass
@@ -49,10 +56,16 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
+    batch_in_epoch: int = 0  # batches done in the current epoch
+    batches_per_epoch: int = 0
+    epoch_total: float = 0.0  # sum of row losses so far in the current epoch
     history: list[dict[str, float]] = field(default_factory=list)
     should_stop: bool = False
     stop_reason: str | None = None
+    diverged: bool = False
     best_epoch: int | None = None
+    last_loss: Any = None
+    at_step_boundary: bool = True
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -61,18 +74,24 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class Trainer:
-    """Fits ``model`` with ``loss_fn`` and ``optimizer`` for ``epochs`` epochs.
+    """Fits ``model`` with ``loss_fn`` and ``optimizer``.
 
     Args:
         model: takes ``(numeric, codes)`` and returns logits / predictions.
-        loss_fn: ``(output, target) -> scalar``.
+        loss_fn: ``(output, target, weight=None) -> scalar``.
         optimizer: over ``model``'s parameters.
         task: binary, multiclass or regression (picks the per-epoch metrics).
         epochs, batch_size, seed: as in ``train``.
         callbacks: Callback objects, run in ``order``.
-        fabric: a launched ``lightning.fabric.Fabric``; None trains on the CPU without it.
+        fabric: a ``lightning_fabric.Fabric``; None trains on the CPU without it.
+        schedule: a learning-rate Schedule (see ``schedules.build_schedule``).
+        penalty: an L1/L2 WeightPenalty added to the loss.
+        averaging: an EMA / SWA WeightAverage; validation and the final weights use it.
+        clip_grad_norm, clip_grad_value: gradient clipping before each optimizer step.
+        accumulate_batches: optimizer step every n batches (the loss is divided by n).
         decode: maps regression outputs back to target units for metrics.
         config: the resolved run config, saved with every checkpoint.
+        run_dir: the run directory (callbacks resolve relative paths against it).
 
     Example:
         >>> trainer = Trainer(model, loss, opt, task="binary", epochs=5, batch_size=64)  # doctest: +SKIP
@@ -82,33 +101,51 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
                  task: str, epochs: int, batch_size: int, seed: int = 0,
                  callbacks: Sequence[Callback] = (), fabric: Any = None,
+                 schedule: Schedule | None = None, penalty: WeightPenalty | None = None,
+                 averaging: WeightAverage | None = None, clip_grad_norm: float | None = None,
+                 clip_grad_value: float | None = None, accumulate_batches: int = 1,
                  decode: Callable[[np.ndarray], np.ndarray] | None = None,
-                 config: dict | None = None, device_data: bool = True):
+                 config: dict | None = None, device_data: bool = True, run_dir: Any = None):
         self.module = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.task, self.epochs, self.batch_size, self.seed = task, epochs, batch_size, seed
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
         self.fabric = fabric
+        self.schedule, self.penalty, self.averaging = schedule, penalty, averaging
+        self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
+        self.accumulate_batches = accumulate_batches
         self.decode = decode
         self.config = config or {}
+        self.run_dir = run_dir
         self.device = torch.device("cpu") if fabric is None else fabric.device
         self.data_device = self.device if device_data else torch.device("cpu")
-        wrap = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
-        if wrap:
+        self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
+        if self.wrapped:
             self.model, self.optimizer = fabric.setup(model, optimizer)
             self._backward = fabric.backward
         else:
             self.model = model.to(self.device)
-            self.loss_fn = loss_fn.to(self.device)
             self._backward = torch.Tensor.backward
+        if averaging is not None:
+            averaging.model.to(self.device)
         self.loss_fn = self.loss_fn.to(self.device)
+
+    @property
+    def eval_module(self) -> nn.Module:
+        """The weights that are validated and saved: the averaged copy when averaging."""
+        if self.averaging is not None and (self.averaging.kind == "ema" or self._swa_done):
+            return self.averaging.module
+        return self.module
+
+    _swa_done = False
 
     # --- the loop ------------------------------------------------------------------------
     def fit(self, train: TensorData, val: TensorData | None = None,
             checkpoint: dict | None = None) -> TrainState:
         """Train, validating after every epoch; resume from ``checkpoint`` when given."""
         state = TrainState()
+        state.batches_per_epoch = self.batches_per_epoch(len(train))
         if checkpoint is not None:
             self._restore(checkpoint, state)
         train = train.to(self.data_device)
@@ -120,26 +157,27 @@ class Trainer:
             for cb in self.callbacks:
                 if cb.state_key in saved:
                     cb.load_state_dict(saved[cb.state_key])
-        batch_hooks = [cb for cb in self.callbacks if _overrides(cb, "on_batch_start")
-                       or _overrides(cb, "on_batch_end")]
         try:
             while state.epoch < self.epochs and not state.should_stop:
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, state)
                 started = time.perf_counter()
-                train_loss = self._train_epoch(train, state, batch_hooks)
+                train_loss = self._train_epoch(train, state)
                 state.epoch += 1
-                row: dict[str, float] = {"epoch": state.epoch, "step": state.step,
-                                         "train_loss": train_loss}
+                self._end_of_epoch_schedules(state)
+                row: dict[str, float] = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss}
                 if val is not None:
                     row.update(self.validate(val))
+                if self.schedule is not None and self.schedule.interval == "plateau":
+                    self.schedule.scheduler.step(row.get(self.schedule.monitor, float("nan")))
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row["seconds"] = round(time.perf_counter() - started, 4)
-                state.history.append(row)
                 for cb in self.callbacks:
                     cb.on_validation_end(self, state, row)
+                state.history.append(row)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, state)
+            self._finish_averaging(train)
         except BaseException as error:
             for cb in self.callbacks:
                 cb.on_exception(self, state, error)
@@ -148,54 +186,123 @@ class Trainer:
             cb.on_fit_end(self, state)
         return state
 
-    def _train_epoch(self, data: TensorData, state: TrainState, hooks: list[Callback]) -> float:
+    def batches_per_epoch(self, n: int) -> int:
+        stop = n if n % self.batch_size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
+        return -(-stop // self.batch_size)
+
+    def _train_epoch(self, data: TensorData, state: TrainState) -> float:
         model, loss_fn, optimizer, backward = self.model, self.loss_fn, self.optimizer, self._backward
+        start_hooks = [cb for cb in self.callbacks if overrides(cb, "on_batch_start")]
+        end_hooks = [cb for cb in self.callbacks if overrides(cb, "on_batch_end")]
+        step_hooks = [cb for cb in self.callbacks if overrides(cb, "on_before_optimizer_step")]
+        penalty = self.penalty if self.penalty else None
+        accumulate = self.accumulate_batches
+        per_batch_schedule = self.schedule is not None and self.schedule.interval == "batch"
+        averaging = self.averaging if self.averaging is not None and self.averaging.per_step else None
+        clip = self.clip_grad_norm is not None or self.clip_grad_value is not None
         model.train()
         n, size = len(data), self.batch_size
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, state.epoch))
         order = torch.randperm(n, generator=generator).to(data.numeric.device)
         numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
+        weight = None if data.weight is None else data.weight[order]
         if numeric.device != self.device:
-            numeric, codes, target = (t.to(self.device, non_blocking=True)
-                                      for t in (numeric, codes, target))
-        total = torch.zeros((), device=self.device)
-        stop = n if n % size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
-        for start in range(0, stop, size):
-            end = min(start + size, stop)
-            if hooks:
-                for cb in hooks:
-                    cb.on_batch_start(self, state)
-            loss = loss_fn(model(numeric[start:end], codes[start:end]), target[start:end])
-            optimizer.zero_grad(set_to_none=True)
-            backward(loss)
-            optimizer.step()
+            numeric, codes, target = (t.to(self.device, non_blocking=True) for t in (numeric, codes, target))
+            weight = None if weight is None else weight.to(self.device, non_blocking=True)
+        stop = n if n % size != 1 or n == 1 else n - 1
+        num_batches = state.batches_per_epoch
+        total = torch.full((), state.epoch_total, device=self.device)
+        for batch in range(state.batch_in_epoch, num_batches):
+            start, end = batch * size, min((batch + 1) * size, stop)
+            for cb in start_hooks:
+                cb.on_batch_start(self, state)
+            output = model(numeric[start:end], codes[start:end])
+            if weight is None:
+                loss = loss_fn(output, target[start:end])
+            else:
+                loss = loss_fn(output, target[start:end], weight[start:end])
+            if penalty is not None:
+                loss = loss + penalty()
+            backward(loss / accumulate if accumulate > 1 else loss)
+            boundary = accumulate == 1 or (batch + 1) % accumulate == 0 or batch + 1 == num_batches
+            if boundary:
+                if clip:
+                    self._clip()
+                for cb in step_hooks:
+                    cb.on_before_optimizer_step(self, state)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if per_batch_schedule:
+                    self.schedule.scheduler.step()
+                if averaging is not None:
+                    averaging.update(self.module)
+                state.step += 1
             total += loss.detach() * (end - start)
-            state.step += 1
-            if hooks:
-                state.last_loss = loss
-                for cb in hooks:
+            if end_hooks:
+                state.batch_in_epoch, state.at_step_boundary = batch + 1, boundary
+                state.last_loss = loss.detach()
+                state.epoch_total = total  # a tensor here; made a float when checkpointed
+                for cb in end_hooks:
                     cb.on_batch_end(self, state)
+                if state.should_stop:
+                    break
+        state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
         return float(total) / stop
+
+    def _clip(self) -> None:
+        if self.wrapped:
+            self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.clip_grad_norm,
+                                       clip_val=self.clip_grad_value)
+            return
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        if self.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+
+    def _end_of_epoch_schedules(self, state: TrainState) -> None:
+        averaging = self.averaging
+        if averaging is not None and averaging.kind == "swa" and averaging.active(state.epoch):
+            averaging.update(self.module)
+            if averaging.swa_scheduler is not None:
+                averaging.swa_scheduler.step()
+                return  # SWA's constant rate replaces the main schedule while averaging
+        if self.schedule is not None and self.schedule.interval == "epoch":
+            self.schedule.scheduler.step()
+
+    def _finish_averaging(self, train: TensorData) -> None:
+        if self.averaging is None or self.averaging.kind != "swa":
+            return
+        if self.averaging.model.n_averaged.item() == 0:
+            return  # stopped before SWA started: keep the trained weights
+        size = max(self.batch_size, 256)
+        device = self.device
+        self.averaging.finish((train.numeric[i:i + size].to(device), train.codes[i:i + size].to(device))
+                              for i in range(0, len(train), size))
+        self._swa_done = True
 
     # --- evaluation ----------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_output(self, numeric: torch.Tensor, codes: torch.Tensor,
-                       chunk: int = 16384) -> torch.Tensor:
-        """Raw model outputs in eval mode, in chunks; training mode is restored after."""
-        was_training = self.model.training
-        self.model.eval()
+    def predict_output(self, numeric: torch.Tensor, codes: torch.Tensor, chunk: int = 16384,
+                       module: nn.Module | None = None) -> torch.Tensor:
+        """Raw outputs of the evaluated weights in eval mode, in chunks; modes restored after."""
+        module = module or (self.model if self.eval_module is self.module else self.eval_module)
+        was_training = module.training
+        module.eval()
         try:
-            parts = [self.model(numeric[i:i + chunk].to(self.device), codes[i:i + chunk].to(self.device))
+            parts = [module(numeric[i:i + chunk].to(self.device), codes[i:i + chunk].to(self.device))
                      for i in range(0, len(numeric), chunk)]
         finally:
-            self.model.train(was_training)
+            module.train(was_training)
         return torch.cat(parts).float()
 
     def validate(self, data: TensorData) -> dict[str, float]:
         output = self.predict_output(data.numeric, data.codes)
         target = data.target.to(output.device)
         with torch.inference_mode():
-            loss = float(self.loss_fn(output, target))
+            weight = None if data.weight is None else data.weight.to(output.device)
+            loss = self.loss_fn(output, target) if weight is None else self.loss_fn(output, target, weight)
+            loss = float(loss)
         out = output.cpu().numpy()
         y = target.cpu().numpy()
         if self.task == "regression":
@@ -208,12 +315,16 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, state: TrainState) -> dict:
         """A snapshot (tensors cloned to CPU) of everything needed to resume exactly."""
+        total = state.epoch_total
         return {
-            "version": 1,
+            "version": 2,
             "model": clone_state(self.module.state_dict()),
             "optimizer": clone_state(self.optimizer.state_dict()),
-            "trainer": {"epoch": state.epoch, "step": state.step,
-                        "history": [dict(row) for row in state.history]},
+            "schedule": None if self.schedule is None else clone_state(self.schedule.state_dict()),
+            "averaging": None if self.averaging is None else clone_state(self.averaging.state_dict()),
+            "scaler": clone_state(_scaler_state(self.fabric)),
+            "trainer": {"epoch": state.epoch, "step": state.step, "batch_in_epoch": state.batch_in_epoch,
+                        "epoch_total": float(total), "history": [dict(row) for row in state.history]},
             "callbacks": clone_state({cb.state_key: cb.state_dict() for cb in self.callbacks}),
             "rng": clone_state(rng_state()),
             "config": self.config,
@@ -222,14 +333,18 @@ class Trainer:
     def _restore(self, checkpoint: dict, state: TrainState) -> None:
         self.module.load_state_dict(checkpoint["model"], strict=True)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.schedule is not None and checkpoint.get("schedule") is not None:
+            self.schedule.load_state_dict(checkpoint["schedule"])
+        if self.averaging is not None and checkpoint.get("averaging") is not None:
+            self.averaging.load_state_dict(checkpoint["averaging"])
+        if checkpoint.get("scaler"):
+            _scaler_load(self.fabric, checkpoint["scaler"])
         saved = checkpoint["trainer"]
         state.epoch, state.step = saved["epoch"], saved["step"]
+        state.batch_in_epoch = saved.get("batch_in_epoch", 0)
+        state.epoch_total = saved.get("epoch_total", 0.0)
         state.history = [dict(row) for row in saved["history"]]
         set_rng_state(checkpoint["rng"])
-
-
-def _overrides(callback: Callback, hook: str) -> bool:
-    return getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
 def _plain_precision(fabric: Any) -> bool:
@@ -238,5 +353,12 @@ def _plain_precision(fabric: Any) -> bool:
     return type(fabric._precision) is Precision
 
 
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
+def _scaler_state(fabric: Any) -> dict:
+    scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
+    return scaler.state_dict() if scaler is not None else {}
+
+
+def _scaler_load(fabric: Any, state: dict) -> None:
+    scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
+    if scaler is not None:
+        scaler.load_state_dict(state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -22,7 +22,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
     """An optimizer over ``model``'s trainable parameters.
 
     Example:
@@ -31,11 +31,13 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
     """
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")

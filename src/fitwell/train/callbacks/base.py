@@ -1,0 +1,60 @@
+"""The callback base class and the pure rule every monitoring callback shares."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fitwell.train.loop import Trainer, TrainState
+
+
+class Callback:
+    """Override the hooks you need; stop training with ``state.should_stop = True``.
+
+    State returned by ``state_dict`` rides in the checkpoint and comes back through
+    ``load_state_dict`` on resume; reset any state in ``on_fit_start`` so the object is reusable.
+    ``order`` sorts callbacks (lower first; the checkpoint writer runs last). A callback with a
+    ``monitor`` attribute is checked at start: the metric must be one the loop logs.
+
+    Example:
+        >>> class PrintLoss(Callback):
+        ...     def on_epoch_end(self, trainer, state):
+        ...         print(state.epoch, state.history[-1]["train_loss"])
+    """
+
+    order = 0
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__qualname__
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_batch_start(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_batch_end(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_before_optimizer_step(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_validation_end(self, trainer: Trainer, state: TrainState, metrics: dict) -> None: ...
+    def on_exception(self, trainer: Trainer, state: TrainState, error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def overrides(callback: Callback, hook: str) -> bool:
+    """True if ``callback``'s class implements ``hook`` (so the loop must call it)."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+def is_improvement(value: float | None, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """True if ``value`` beats ``best`` by more than ``min_delta`` in direction ``mode``."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta

@@ -1,0 +1,66 @@
+"""Callbacks that end training early for safety: non-finite values, time and step budgets."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from fitwell.train.callbacks.base import Callback
+
+
+def first_non_finite(module: torch.nn.Module) -> str | None:
+    """Name of the first parameter (or its gradient) holding NaN or Inf, if any."""
+    for name, param in module.named_parameters():
+        if not torch.isfinite(param).all():
+            return f"parameter {name}"
+        if param.grad is not None and not torch.isfinite(param.grad).all():
+            return f"gradient of {name}"
+    return None
+
+
+class NanGuard(Callback):
+    """Stop at the first non-finite loss; say which step and which tensor; keep the last good
+    checkpoint (the checkpoint writer writes nothing once ``state.diverged`` is set).
+
+    On an accelerator the loss is checked every ``every_n_steps`` steps (each check syncs).
+    """
+
+    order = -10
+
+    def __init__(self, every_n_steps: int = 1):
+        self.every_n_steps = every_n_steps
+
+    def on_batch_end(self, trainer, state):
+        if state.batch_in_epoch % self.every_n_steps and state.batch_in_epoch < state.batches_per_epoch:
+            return
+        loss = float(state.last_loss)
+        if math.isfinite(loss):
+            return
+        culprit = first_non_finite(trainer.module) or "the loss itself (inputs or targets?)"
+        state.diverged = True
+        state.should_stop = True
+        state.stop_reason = (
+            f"non-finite loss ({loss}) at step {state.step}, epoch {state.epoch + 1}, batch"
+            f" {state.batch_in_epoch}; first non-finite tensor: {culprit}. Training stopped; the last"
+            " good checkpoint is kept. Try a lower train.lr, train.clip_grad_norm, or check the data"
+        )
+
+
+class Budget(Callback):
+    """Stop after ``max_time`` seconds or ``max_steps`` optimizer steps (checked every batch)."""
+
+    def __init__(self, max_time: float | None = None, max_steps: int | None = None):
+        self.max_time, self.max_steps = max_time, max_steps
+
+    def on_fit_start(self, trainer, state):
+        self._deadline = time.monotonic() + self.max_time if self.max_time else None
+
+    def on_batch_end(self, trainer, state):
+        if self.max_steps is not None and state.step >= self.max_steps:
+            state.should_stop = True
+            state.stop_reason = f"step budget reached: {state.step} optimizer steps (train.max_steps)"
+        elif self._deadline is not None and time.monotonic() >= self._deadline:
+            state.should_stop = True
+            state.stop_reason = f"time budget reached: {self.max_time:g} s (train.max_time)"

@@ -1,0 +1,49 @@
+"""Callbacks that add measurements to the per-epoch history: learning rates, gradient norms."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fitwell.train.callbacks.base import Callback
+
+
+class LearningRateMonitor(Callback):
+    """Log each parameter group's learning rate at the end of every epoch (``lr``, ``lr_1``, ...)."""
+
+    def on_validation_end(self, trainer, state, metrics):
+        for i, group in enumerate(trainer.optimizer.param_groups):
+            metrics["lr" if i == 0 else f"lr_{i}"] = float(group["lr"])
+
+
+class GradientNormMonitor(Callback):
+    """Log the mean and max total gradient norm (before clipping) over the epoch.
+
+    Args:
+        every_n_steps: measure every n optimizer steps (a norm costs a pass over the gradients).
+        norm_type: the p of the p-norm.
+    """
+
+    def __init__(self, every_n_steps: int = 1, norm_type: float = 2.0):
+        self.every_n_steps, self.norm_type = every_n_steps, norm_type
+
+    def on_fit_start(self, trainer, state):
+        self._norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, state):
+        if state.step % self.every_n_steps:
+            return
+        grads = [p.grad for p in trainer.module.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.detach().float(), self.norm_type) for g in grads]),
+                self.norm_type)
+            self._norms.append(float(norm))
+
+    def on_validation_end(self, trainer, state, metrics):
+        if self._norms:
+            finite = [n for n in self._norms if math.isfinite(n)]
+            metrics["grad_norm"] = sum(finite) / len(finite) if finite else math.nan
+            metrics["grad_norm_max"] = max(self._norms)
+        self._norms = []

@@ -1,0 +1,63 @@
+"""Callbacks that report: the Rich progress bar and the JSON-lines metric logger."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from fitwell.train.callbacks.base import Callback
+
+
+class MetricsLogger(Callback):
+    """One JSON line per epoch in ``path``; on resume the file is rewritten from the checkpoint."""
+
+    order = 80  # after the monitors have added their values to the row
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer, state):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in state.history))
+
+    def on_epoch_end(self, trainer, state):
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(state.history[-1]) + "\n")
+
+
+class ProgressBar(Callback):
+    """A Rich bar over epochs showing the training loss and the monitored metric."""
+
+    order = 50
+
+    def __init__(self, monitor: str | None = None, console=None):
+        self.monitor, self.console = monitor, console
+
+    def on_fit_start(self, trainer, state):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = self.console or Console(file=sys.stderr)
+        # no refresh thread: it would take the GIL from the training loop ten times a second
+        self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                 TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=console, transient=False, auto_refresh=False)
+        self.task = self.progress.add_task("", total=trainer.epochs, completed=state.epoch)
+        self.progress.start()
+
+    def on_epoch_end(self, trainer, state):
+        row = state.history[-1]
+        text = f"train_loss {row['train_loss']:.4f}"
+        if self.monitor and self.monitor in row and self.monitor != "train_loss":
+            value = row[self.monitor]
+            text += f"  {self.monitor} {value:.4f}" if not math.isnan(value) else ""
+        self.progress.update(self.task, completed=state.epoch, description=text)
+        self.progress.refresh()
+
+    def on_fit_end(self, trainer, state):
+        self.progress.stop()
+
+    def on_exception(self, trainer, state, error):
+        self.progress.stop()
