@@ -1,17 +1,11 @@
 """End to end through the ``fitwell`` command: examples, predict, evaluate, errors, resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.torch import load_file
 
 from fitwell.cli import run_cli
 
@@ -153,46 +147,3 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 def test_usage_errors():
     assert run_cli(["train"]) == 2
     assert run_cli(["no-such-command"]) == 2
-
-
-@pytest.mark.slow
-def test_killed_training_resumes_to_the_same_result(tmp_path, write_config):
-    """SIGKILL a real `fitwell train` process mid-run, resume it, compare with an unbroken run."""
-    rng = np.random.default_rng(0)
-    n = 6000
-    x = rng.normal(size=(n, 8))
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(8)])
-    frame["y"] = (x[:, 0] - x[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(int)
-    csv = tmp_path / "big.csv"
-    frame.to_csv(csv, index=False)
-    config = write_config({"data": {"source": str(csv), "target": "y"},
-                           "model": {"hidden_sizes": [64, 64]},
-                           "train": {"epochs": 10, "batch_size": 16, "progress": False,
-                                     "early_stopping": {"enabled": False}}})
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    fitwell = [sys.executable, "-m", "fitwell.cli"]
-    args = [*fitwell, "train", str(config)]
-    victim = subprocess.Popen([*args, "track.name=killed"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    history = tmp_path / "runs" / "killed" / "history.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and victim.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # land somewhere inside the next epoch
-    assert victim.poll() is None, "training finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert not (tmp_path / "runs" / "killed" / "metrics.json").exists()
-    resumed = subprocess.run([*fitwell, "train", "--resume", str(tmp_path / "runs" / "killed")],
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stderr
-    assert run_cli([*args[3:], "track.name=whole"]) == 0  # the unbroken run, in this process
-    a = load_file(tmp_path / "runs" / "killed" / "model.safetensors")
-    b = load_file(tmp_path / "runs" / "whole" / "model.safetensors")
-    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
-    ma = json.loads((tmp_path / "runs" / "killed" / "metrics.json").read_text())
-    mb = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
-    assert ma["test"] == mb["test"] and ma["epochs"] == 10

@@ -196,7 +196,7 @@ def train(
         >>> run = train("examples/wine.yaml", overrides={"train.lr": 1e-3})  # doctest: +SKIP
         >>> run.metrics["accuracy"]  # doctest: +SKIP
     """
-    say = (lambda text: console.print(text)) if console is not None else (lambda text: None)
+    say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda text: None)
     checkpoint = None
     if resume is not None:
         run_dir = RunDir(resume)

@@ -85,7 +85,8 @@ def sample_weights(column: pd.Series, name: str) -> np.ndarray:
     bad = values.isna() | (values < 0)
     if bad.any():
         row = bad.idxmax()
-        raise DataError(f"data.weight_column {name!r}: row {row} holds {column[row]!r}; sample weights"
+        shown = column[row].item() if isinstance(column[row], np.generic) else column[row]
+        raise DataError(f"data.weight_column {name!r}: row {row} holds {shown!r}; sample weights"
                         f" must be numbers >= 0 ({int(bad.sum())} bad rows)")
     return values.to_numpy(dtype=np.float32)
 

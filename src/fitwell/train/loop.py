@@ -139,6 +139,7 @@ class Trainer:
         return self.module
 
     _swa_done = False
+    epoch_lrs: list[float] = []
 
     # --- the loop ------------------------------------------------------------------------
     def fit(self, train: TensorData, val: TensorData | None = None,
@@ -164,13 +165,14 @@ class Trainer:
                 started = time.perf_counter()
                 train_loss = self._train_epoch(train, state)
                 state.epoch += 1
+                self.epoch_lrs = [group["lr"] for group in self.optimizer.param_groups]  # in force
                 self._end_of_epoch_schedules(state)
                 row: dict[str, float] = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss}
                 if val is not None:
                     row.update(self.validate(val))
                 if self.schedule is not None and self.schedule.interval == "plateau":
                     self.schedule.scheduler.step(row.get(self.schedule.monitor, float("nan")))
-                row["lr"] = self.optimizer.param_groups[0]["lr"]
+                row["lr"] = self.epoch_lrs[0]
                 row["seconds"] = round(time.perf_counter() - started, 4)
                 for cb in self.callbacks:
                     cb.on_validation_end(self, state, row)

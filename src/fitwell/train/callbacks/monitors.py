@@ -10,11 +10,13 @@ from fitwell.train.callbacks.base import Callback
 
 
 class LearningRateMonitor(Callback):
-    """Log each parameter group's learning rate at the end of every epoch (``lr``, ``lr_1``, ...)."""
+    """Log each parameter group's learning rate in force at the end of every epoch's last step
+    (``lr``, ``lr_1``, ...), before any per-epoch schedule moves it."""
 
     def on_validation_end(self, trainer, state, metrics):
-        for i, group in enumerate(trainer.optimizer.param_groups):
-            metrics["lr" if i == 0 else f"lr_{i}"] = float(group["lr"])
+        rates = trainer.epoch_lrs or [group["lr"] for group in trainer.optimizer.param_groups]
+        for i, rate in enumerate(rates):
+            metrics["lr" if i == 0 else f"lr_{i}"] = float(rate)
 
 
 class GradientNormMonitor(Callback):

@@ -1,0 +1,152 @@
+import json
+import math
+
+import pytest
+import torch
+
+import fitwell
+from fitwell.cli import run_cli
+from fitwell.errors import ConfigError, TrainingFailed
+from fitwell.train.callbacks import Budget, Callback, GradientNormMonitor, ModelCheckpoint, overrides
+from fitwell.train.checkpoint import load_checkpoint
+from tests.conftest import fast
+from tests.train.conftest import synthetic
+from tests.train.plugins import CountEpochs
+
+
+def base(tmp_path, **train):
+    return {"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+            "train": {"progress": False, **train}}
+
+
+def test_model_checkpoint_keeps_the_top_k(tmp_path, make_trainer):
+    saver = ModelCheckpoint(tmp_path / "weights", monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = make_trainer(epochs=6, lr=0.05, callbacks=[saver])
+    state = trainer.fit(synthetic(), synthetic(seed=1))
+    files = sorted(p.name for p in (tmp_path / "weights").glob("epoch=*.safetensors"))
+    assert len(files) == 2 and (tmp_path / "weights" / "last.safetensors").exists()
+    best_two = sorted(state.history, key=lambda r: r["val_loss"])[:2]
+    assert {f"epoch={r['epoch']}-val_loss={r['val_loss']:.4f}.safetensors" for r in best_two} == set(files)
+    assert saver.best_path.endswith(f"epoch={best_two[0]['epoch']}-val_loss={best_two[0]['val_loss']:.4f}"
+                                    ".safetensors")
+
+
+def test_callbacks_from_config_with_arguments(tmp_path, mixed_frame):
+    CountEpochs.seen.clear()
+    run = fitwell.train(base(tmp_path, epochs=3, callbacks=[
+        {"name": "tests.train.plugins:CountEpochs", "label": "mine"},
+        {"name": "model_checkpoint", "monitor": "val_roc_auc", "save_top_k": 1},
+        {"name": "grad_norm_monitor", "every_n_steps": 2},
+    ]), data=mixed_frame)
+    assert CountEpochs.seen == [("mine", 1), ("mine", 2), ("mine", 3)]
+    assert len(list((run.path / "weights").glob("epoch=*-val_roc_auc=*.safetensors"))) == 1
+    assert all("grad_norm" in row and row["grad_norm"] > 0 for row in run.history)
+
+
+@pytest.mark.parametrize("callbacks, match", [
+    ([{"name": "model_checkpoint", "monitor": "val_r2"}],
+     r"train\.callbacks\.0\.monitor: 'val_r2' is never logged for a binary task"),
+    ([{"name": "model_chekpoint"}], r"train\.callbacks\.0\.name: unknown callback 'model_chekpoint'\."
+                                    r" Did you mean 'model_checkpoint'\?"),
+    ([{"name": "budget", "max_tim": 3}], r"train\.callbacks\.0: cannot build 'budget'"),
+    ([{"name": "tests.train.plugins:CountEpochs", "label": "x", "monitor": "val_nope"}],
+     r"monitor: 'val_nope' is never logged"),
+])
+def test_bad_callback_config_fails_at_start(tmp_path, mixed_frame, callbacks, match):
+    with pytest.raises(ConfigError, match=match):
+        fitwell.train(base(tmp_path, callbacks=callbacks), data=mixed_frame)
+    assert not any((tmp_path).glob("*/checkpoints/last.ckpt"))  # failed before any epoch
+
+
+def test_python_api_callback_monitoring_a_missing_metric(tmp_path, mixed_frame):
+    with pytest.raises(ConfigError, match="val_f1.*never logged"):
+        fitwell.train(base(tmp_path), data=mixed_frame,
+                      callbacks=[ModelCheckpoint("w", monitor="val_f1")])
+
+
+class BlowUpAfter(Callback):
+    """Turn the learning rate up to 1e6 once ``epoch`` epochs are done: the loss diverges."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, state):
+        if state.epoch == self.epoch:
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = 1e6
+
+
+def test_nan_guard_stops_names_step_and_tensor_and_keeps_a_good_checkpoint(tmp_path, mixed_frame):
+    config = base(tmp_path, epochs=30, optimizer="sgd", momentum=0.0, batch_size=16,
+                  early_stopping={"enabled": False})
+    config["model"] = {"hidden_sizes": [64, 64], "dropout": 0.0}
+    config["track"]["name"] = "diverge"
+    with pytest.raises(TrainingFailed, match=r"non-finite loss .* at step \d+, epoch 3, batch \d+;"
+                                              r" first non-finite tensor: (gradient of|parameter) "):
+        fitwell.train(config, data=mixed_frame, callbacks=[BlowUpAfter(2)])
+    ckpt, _ = load_checkpoint(tmp_path / "diverge" / "checkpoints")
+    assert ckpt["trainer"]["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (tmp_path / "diverge" / "metrics.json").exists()
+
+
+def test_nan_guard_through_the_cli_exits_1(tmp_path, mixed_frame, write_config, capsys):
+    csv = tmp_path / "d.csv"
+    mixed_frame.to_csv(csv, index=False)
+    config = write_config({"data": {"source": str(csv), "target": "label"},
+                           "model": {"hidden_sizes": [64, 64], "dropout": 0.0},
+                           "train": {"lr": 1e6, "optimizer": "sgd", "momentum": 0.0, "epochs": 30,
+                                     "batch_size": 16, "early_stopping": {"enabled": False}}})
+    assert run_cli(["train", str(config), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "training failed: non-finite loss" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("budget, expect", [({"max_steps": 7}, "step budget"), ({"max_time": 0.01}, "time")])
+def test_budget(tmp_path, mixed_frame, budget, expect):
+    run = fitwell.train(base(tmp_path, epochs=50, batch_size=16, **budget), data=mixed_frame)
+    saved = json.loads(run.dir.metrics.read_text())
+    assert expect in saved["stop_reason"]
+    if "max_steps" in budget:
+        assert saved["steps"] == 7
+    assert saved["epochs"] < 50
+
+
+def test_lr_and_grad_norm_monitors(make_trainer):
+    trainer = make_trainer(epochs=2, callbacks=[GradientNormMonitor()])
+    state = trainer.fit(synthetic(), synthetic(seed=1))
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm_max"] >= r["grad_norm"] for r in state.history)
+
+
+def test_only_implemented_batch_hooks_are_called():
+    assert overrides(Budget(), "on_batch_end") and not overrides(Budget(), "on_batch_start")
+    assert not overrides(Callback(), "on_batch_end")
+
+
+def test_callback_state_rides_in_the_checkpoint(tmp_path, mixed_frame):
+    class Counter(Callback):
+        def on_fit_start(self, trainer, state):
+            self.count = 0
+
+        def on_epoch_end(self, trainer, state):
+            self.count += 1
+
+        def state_dict(self):
+            return {"count": self.count}
+
+        def load_state_dict(self, state):
+            self.count = state["count"]
+
+    config = base(tmp_path, epochs=4)
+    config["track"]["name"] = "r"
+
+    class Stop(Callback):
+        def on_epoch_end(self, trainer, state):
+            if state.epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fitwell.train(config, fast(**{"train.epochs": 4}), data=mixed_frame, callbacks=[Counter(), Stop()])
+    counter = Counter()
+    fitwell.train(resume=tmp_path / "r", data=mixed_frame, callbacks=[counter])
+    assert counter.count == 4  # 1 from the checkpoint (epoch 1) + 3 after resuming
