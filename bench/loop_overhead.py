@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -22,7 +23,6 @@ import torch
 
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
 from fitwell.models import MLP
-from fitwell.train.callbacks import CheckpointWriter, EarlyStopping, MetricsLogger, ProgressBar
 from fitwell.train.loop import TensorData, Trainer, epoch_seed
 from fitwell.train.losses import build_loss
 
@@ -79,11 +79,16 @@ def fitwell_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, tas
 
 
 def default_callbacks(folder: Path):
+    """Exactly the callbacks ``fitwell train`` uses by default (progress to a throw-away console)."""
     from rich.console import Console
 
-    quiet = Console(file=open("/dev/null", "w"), force_terminal=False)  # noqa: SIM115
-    return [MetricsLogger(folder / "history.jsonl"), CheckpointWriter(folder / "checkpoints"),
-            EarlyStopping("val_loss", "min", patience=1000), ProgressBar("val_loss", console=quiet)]
+    from fitwell.config import load_config
+    from fitwell.pipeline import build_callbacks
+    from fitwell.track.run_dir import RunDir
+
+    config = load_config({"train": {"early_stopping": {"patience": 1000}}})
+    quiet = Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
+    return build_callbacks(config, RunDir(folder), (), quiet)
 
 
 def measure(size: str, epochs: int, repeats: int) -> dict[str, float]:

@@ -120,7 +120,7 @@ def build_callbacks(config: RunConfig, run_dir: RunDir, extra: Sequence[Callback
         restore = stop.restore_best and not (train.averaging and train.averaging.kind == "swa")
         chosen.append(EarlyStopping(stop.monitor, stop.resolved_mode, stop.patience, stop.min_delta, restore))
     if train.nan_guard:
-        chosen.append(NanGuard(every_n_steps=1 if train.accelerator == "cpu" else 1))
+        chosen.append(NanGuard())
     if train.max_time or train.max_steps:
         chosen.append(Budget(train.max_time, train.max_steps))
     if train.progress and console is not None:

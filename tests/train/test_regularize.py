@@ -167,8 +167,8 @@ def test_init_fits_the_activation():
     from fitwell.models import MLP
 
     torch.manual_seed(0)
-    relu = MLP(400, [], 1, hidden_sizes=[400], activation="relu").body[0].weight
-    tanh = MLP(400, [], 1, hidden_sizes=[400], activation="tanh").body[0].weight
+    relu = MLP(400, [], 1, hidden_sizes=[400], activation="relu").body[0].weight.detach()
+    tanh = MLP(400, [], 1, hidden_sizes=[400], activation="tanh").body[0].weight.detach()
     assert float(relu.var()) == pytest.approx(2 / 400, rel=0.1)  # He
     assert float(tanh.var()) == pytest.approx((5 / 3) ** 2 * 2 / 800, rel=0.1)  # Glorot, tanh gain
-    assert np.isclose(float(MLP(4, [], 1, hidden_sizes=[4]).body[0].bias.abs().sum()), 0)
+    assert np.isclose(float(MLP(4, [], 1, hidden_sizes=[4]).body[0].bias.detach().abs().sum()), 0)

@@ -24,16 +24,20 @@ class NanGuard(Callback):
     """Stop at the first non-finite loss; say which step and which tensor; keep the last good
     checkpoint (the checkpoint writer writes nothing once ``state.diverged`` is set).
 
-    On an accelerator the loss is checked every ``every_n_steps`` steps (each check syncs).
+    On a CPU the loss is checked after every batch (a check costs about a microsecond); on an
+    accelerator every ``every_n_steps`` batches, since each check waits for the device.
     """
 
     order = -10
 
-    def __init__(self, every_n_steps: int = 1):
+    def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = every_n_steps
 
+    def on_fit_start(self, trainer, state):
+        self._every = 1 if trainer.device.type == "cpu" else self.every_n_steps
+
     def on_batch_end(self, trainer, state):
-        if state.batch_in_epoch % self.every_n_steps and state.batch_in_epoch < state.batches_per_epoch:
+        if state.batch_in_epoch % self._every and state.batch_in_epoch < state.batches_per_epoch:
             return
         loss = float(state.last_loss)
         if math.isfinite(loss):
