@@ -71,6 +71,36 @@ def lr_find(
                     f" {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}; plot: {plot})", soft_wrap=True)
 
 
+@app.command("tune")
+def tune_command(
+    config: Path | None = typer.Argument(None, help="YAML run config with a tune section."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    trials: int | None = typer.Option(None, "--trials", help="Finished trials wanted (default tune.trials)."),
+    workers: int = typer.Option(1, "--workers", help="Trials run in parallel, as processes."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL (PostgreSQL: many machines)."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default the config's name)."),
+    show: Path | None = typer.Option(None, "--show", help="Print a finished study's results."),
+):
+    """Search hyperparameters with Optuna; every trial is a real run; the best is retrained and
+    scored on the test split once."""
+    out = Console()
+    if show is not None:
+        from fitwell.tune.report import show as show_study
+
+        show_study(show, Console(width=max(out.width, 160)))
+        return
+    if config is None:
+        raise UserError("give a config file (fitwell tune CONFIG) or --show RUNS/STUDY")
+    from fitwell.tune import tune
+
+    summary = tune(config, overrides, trials=trials, workers=workers, storage=storage, study=study,
+                   console=Console(stderr=True))
+    out.print(f"best trial {summary['best_trial']}: {summary['best_params']}", soft_wrap=True)
+    out.print(f"validation {summary['metric']}: {summary['best_validation']}", soft_wrap=True)
+    out.print(_metrics_table("test metrics of the retrained best (scored once)", summary["test"]))
+    out.print(f"study directory: {Path(summary['best_run']).parent}", soft_wrap=True, highlight=False)
+
+
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),

@@ -108,6 +108,15 @@ def test_metrics(task: str, pre: Preprocessor, output: np.ndarray, target: np.nd
     return classification_metrics(target, probabilities(task, output))
 
 
+def final_validation(state) -> dict:
+    """The epoch row whose weights were kept: the best epoch when early stopping restored it."""
+    if not state.history:
+        return {}
+    if state.best_epoch:
+        return dict(state.history[state.best_epoch - 1])
+    return dict(state.history[-1])
+
+
 def build_callbacks(config: RunConfig, run_dir: RunDir, extra: Sequence[Callback], console) -> list[Callback]:
     """The callbacks every run uses, those named in ``train.callbacks``, then ``extra``."""
     train = config.train
@@ -174,6 +183,9 @@ def train(
     resume: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     console=None,
+    score_test: bool = True,
+    fold: tuple[int, int] | None = None,
+    merge_val: bool = False,
 ) -> Run:
     """Train a model from a config and return the finished run.
 
@@ -184,6 +196,10 @@ def train(
         resume: a run directory to continue from its last checkpoint.
         callbacks: extra Callback objects.
         console: a Rich console for progress and messages; None prints nothing.
+        score_test: score the test split at the end (tuning trials pass False: the test split
+            is never looked at while tuning).
+        fold: ``(k, i)``: train on fold i of k over train+validation (cross-validated tuning).
+        merge_val: train on train+validation together (final retraining; no early stopping).
 
     Returns:
         The finished Run: ``run.metrics`` (test split), ``run.predict(frame)``, ``run.path``.
@@ -225,7 +241,7 @@ def train(
     set_deterministic(config.train.deterministic)
     seed_everything(config.seed)
     loaded = Preprocessor.load(run_dir.preprocess) if checkpoint is not None else None
-    prepared = prepare(config, data, preprocessor=loaded)
+    prepared = prepare(config, data, preprocessor=loaded, fold=fold, merge_val=merge_val)
     config.data.task = prepared.task
     config.data.target = prepared.plan.target
     for note in prepared.notes:
@@ -276,12 +292,14 @@ def train(
     final = trainer.eval_module
     weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
     save_file(weights, run_dir.model)
-    output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final).cpu().numpy()
-    scores = test_metrics(prepared.task, prepared.preprocessor, output, prepared.test.target.numpy())
-    run_dir.write_json(run_dir.metrics, {
-        "test": scores, "task": prepared.task, "epochs": state.epoch, "steps": state.step,
-        "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
-    })
+    summary = {"task": prepared.task, "epochs": state.epoch, "steps": state.step,
+               "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
+               "validation": final_validation(state)}
+    if score_test:
+        output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final)
+        summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output.cpu().numpy(),
+                                       prepared.test.target.numpy())
+    run_dir.write_json(run_dir.metrics, summary)
     return Run(run_dir.path)
 
 

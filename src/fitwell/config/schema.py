@@ -5,7 +5,7 @@ YAML key = constructor argument = attribute: ``train.lr`` is ``TrainConfig.lr``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -215,6 +215,54 @@ class TrackConfig(Section):
     overwrite: bool = False
 
 
+class ParamSpec(Section):
+    """One searched hyperparameter: ``type`` float / int (``low``, ``high``, ``log``, ``step``) or
+    categorical (``choices``: any YAML values); ``when`` makes it conditional on other entries."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical entry needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} entry needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"empty range: low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must be positive; low is {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined (Optuna's rule)")
+        return self
+
+
+class TuneConfig(Section):
+    """Hyperparameter search with Optuna; ``space`` keys are dotted config paths."""
+
+    metric: str | list[str] = "val_loss"
+    direction: Literal["auto", "minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "auto"
+    trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0, description="Seconds for the whole study")
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes", "nsga2", "qmc"] = "tpe"
+    pruner: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    percentile: float = Field(25.0, gt=0, lt=100)
+    startup_trials: int = Field(5, ge=0, description="Trials before pruning and model-based sampling")
+    space: dict[str, ParamSpec] = Field(default_factory=dict)
+    cv: int | None = Field(None, ge=2, description="Score each trial by k-fold CV on train+validation")
+    retrain_on: Literal["train", "train_val"] = "train"
+    storage: str | None = Field(None, description="Optuna storage URL; default SQLite in the study folder")
+    study: str | None = Field(None, description="Study name; default the config file's name")
+    seed: int | None = None
+
+
 class RunConfig(Section):
     """A whole run."""
 
@@ -225,6 +273,7 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:

@@ -91,14 +91,38 @@ def sample_weights(column: pd.Series, name: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float32)
 
 
+def refold(split: Split, labels: np.ndarray | None, fold: tuple[int, int] | None, merge_val: bool,
+           seed: int) -> Split:
+    """Re-divide train+validation: fold ``(k, i)`` of a (stratified) k-fold, or merged into train.
+    The test rows never move."""
+    if fold is None and not merge_val:
+        return split
+    pool = np.concatenate([split.train, split.val])
+    if merge_val:
+        return Split(np.sort(pool), np.array([], dtype=int), split.test)
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    k, i = fold
+    if labels is not None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = list(splitter.split(pool, labels[pool]))
+    else:
+        parts = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(pool))
+    train, val = parts[i]
+    return Split(np.sort(pool[train]), np.sort(pool[val]), split.test)
+
+
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
-            preprocessor: Preprocessor | None = None) -> PreparedData:
+            preprocessor: Preprocessor | None = None, fold: tuple[int, int] | None = None,
+            merge_val: bool = False) -> PreparedData:
     """Load, type, clean, split and preprocess (fitted on the training rows only).
 
     Args:
         config: the run config.
         frame: a DataFrame instead of ``data.source``.
         preprocessor: an already fitted one (resume); otherwise one is fitted here.
+        fold: ``(k, i)``: train on fold i of a k-fold split of train+validation (tuning by CV).
+        merge_val: train on train+validation with no validation rows (final retraining).
     """
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
@@ -127,6 +151,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = split_rows(cleaned, strat if strat is not None else y.to_numpy(), config.split, task,
                        config.seed)
+    split = refold(split, strat, fold, merge_val, config.seed)
     inputs = cleaned[plan.inputs]
     if preprocessor is None:
         train_rows = inputs.iloc[split.train]

@@ -47,7 +47,12 @@ class Run:
         """Test-split metrics, scored once at the end of training."""
         if not self.dir.metrics.exists():
             return {}
-        return json.loads(self.dir.metrics.read_text())["test"]
+        return json.loads(self.dir.metrics.read_text()).get("test", {})
+
+    @property
+    def summary(self) -> dict:
+        """Everything in metrics.json: test and final validation metrics, epochs, stop reason."""
+        return json.loads(self.dir.metrics.read_text()) if self.dir.metrics.exists() else {}
 
     @cached_property
     def history(self) -> list[dict]:

@@ -1,0 +1,268 @@
+"""``fitwell tune``: an Optuna study whose trials are real fitwell runs.
+
+Each trial trains ``runs/<study>/trial-<n>/`` with the sampled overrides and never looks at the
+test split. The study lives in Optuna storage (SQLite in the study folder by default, any RDB URL
+for many machines, with heartbeats so a killed trial is retried, not lost); re-running the same
+command resumes it. At the end the best configuration is retrained and scored on the test split
+once, in ``runs/<study>/best/``.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fitwell.config.load import ConfigLike, dump_config, load_config
+from fitwell.config.schema import RunConfig, _mode, check_monitor
+from fitwell.errors import ConfigError
+from fitwell.train.callbacks import Callback
+from fitwell.tune.space import build_pruner, build_sampler, check_space, suggest
+
+EXTRA_OBJECTIVES = ("num_params", "latency_ms")
+
+
+class PruneOnPlateau(Callback):
+    """Report the trial's metric each epoch to Optuna and stop the run if the pruner says so."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def on_validation_end(self, trainer, state, metrics):
+        import optuna
+
+        value = metrics.get(self.metric)
+        if value is None or math.isnan(value):
+            return
+        self.trial.report(value, state.epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_epoch", state.epoch)
+            raise optuna.TrialPruned(f"pruned at epoch {state.epoch} ({self.metric} {value:.4g})")
+
+
+def metrics_of(config: RunConfig) -> list[str]:
+    metric = config.tune.metric
+    return list(metric) if isinstance(metric, list) else [metric]
+
+
+def directions_of(config: RunConfig) -> list[str]:
+    names = metrics_of(config)
+    direction = config.tune.direction
+    if isinstance(direction, list):
+        if len(direction) != len(names):
+            raise ConfigError(f"tune.direction: {len(direction)} directions for {len(names)} metrics")
+        return direction
+    if direction != "auto":
+        return [direction] * len(names)
+    return ["minimize" if name in EXTRA_OBJECTIVES or _mode("auto", name) == "min" else "maximize"
+            for name in names]
+
+
+def check_tune(config: RunConfig, task: str | None = None) -> None:
+    if config.tune is None:
+        raise ConfigError("this config has no 'tune' section; add tune.space (and tune.metric)")
+    if not config.tune.space:
+        raise ConfigError("tune.space is empty; name at least one dotted config key to search")
+    check_space(config)
+    if task is not None:
+        for i, name in enumerate(metrics_of(config)):
+            if name not in EXTRA_OBJECTIVES:
+                try:
+                    key = "tune.metric" + (f".{i}" if len(metrics_of(config)) > 1 else "")
+                    check_monitor(name, task, key)
+                except ValueError as err:
+                    raise ConfigError(str(err)) from err
+
+
+def study_paths(config: RunConfig, stem: str, study: str | None, storage: str | None):
+    name = study or config.tune.study or stem
+    folder = Path(config.track.runs_dir) / name
+    url = storage or config.tune.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    return name, folder, url
+
+
+def open_storage(url: str):
+    """RDB storage with heartbeats: a trial whose process died (killed study, lost machine) is
+    marked failed after the grace period and retried with the same parameters, not lost."""
+    import warnings
+
+    import optuna
+
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=2, grace_period=6, heartbeat_stale_trial_callback=retry,
+            engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})
+
+
+class Objective:
+    """Trains one trial (or its k folds) and returns the objective value(s)."""
+
+    def __init__(self, source: dict, folder: Path, data=None):
+        self.source, self.folder, self.data = source, folder, data
+
+    def __call__(self, trial):
+        import optuna
+
+        from fitwell.pipeline import train
+
+        config = RunConfig.model_validate(self.source)
+        tune = config.tune
+        params = suggest(trial, tune.space)
+        trial.set_user_attr("overrides", params)
+        trial.set_user_attr("pid", os.getpid())
+        names = metrics_of(config)
+        primary = next((n for n in names if n not in EXTRA_OBJECTIVES), "val_loss")
+        multi = len(names) > 1
+        folds = [None] if tune.cv is None else [(tune.cv, i) for i in range(tune.cv)]
+        values, runs = [], []
+        for fold in folds:
+            name = f"trial-{trial.number}" + ("" if fold is None else f"/fold-{fold[1]}")
+            overrides = {**params, "track.runs_dir": str(self.folder), "track.name": name,
+                         "track.overwrite": True, "train.progress": False}
+            callbacks = [] if multi or tune.cv else [PruneOnPlateau(trial, primary)]
+            source = {k: v for k, v in self.source.items() if k != "tune"}
+            run = train(source, overrides, data=self.data, callbacks=callbacks, score_test=False, fold=fold)
+            runs.append(run)
+            values.append(run.summary["validation"].get(primary, math.nan))
+        score = float(sum(values) / len(values))
+        trial.set_user_attr("fold_scores", values)
+        trial.set_user_attr("best_epoch", runs[0].summary.get("best_epoch") or runs[0].summary["epochs"])
+        if not multi:
+            if math.isnan(score):
+                raise optuna.TrialPruned(f"{primary} was not logged")
+            return score
+        out = []
+        for name in names:
+            if name == "num_params":
+                out.append(float(sum(p.numel() for p in runs[0].model.parameters())))
+            elif name == "latency_ms":
+                out.append(latency_ms(runs[0]))
+            else:
+                out.append(score if name == primary else float(runs[0].summary["validation"][name]))
+        return out
+
+
+def latency_ms(run, rows: int = 1000) -> float:
+    """Milliseconds to predict ``rows`` rows (model only, preprocessed input, best of 5)."""
+    import torch
+
+    numeric = torch.randn(rows, run.preprocessor.num_numeric)
+    codes = torch.zeros(rows, len(run.preprocessor.code_columns_), dtype=torch.long)
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(5):
+            started = time.perf_counter()
+            run.model(numeric, codes)
+            best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+def _work(source: dict, folder: str, url: str, name: str, trials: int, timeout: float | None, data=None):
+    """One worker process: optimise the shared study until it holds ``trials`` finished trials."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = RunConfig.model_validate(source)
+    study = optuna.load_study(study_name=name, storage=open_storage(url),
+                              sampler=build_sampler(config.tune, config.seed + os.getpid()),
+                              pruner=build_pruner(config.tune))
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=states))
+    if done >= trials:
+        return
+    study.optimize(Objective(source, Path(folder), data), n_trials=trials - done, timeout=timeout,
+                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)],
+                   catch=(), gc_after_trial=False)
+
+
+def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, workers: int = 1,
+         storage: str | None = None, study: str | None = None, data=None, console=None) -> dict:
+    """Run (or resume) a study, retrain the best configuration, score it on the test split once.
+
+    Returns:
+        The summary written to ``runs/<study>/summary.json``.
+    """
+    import optuna
+
+    say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda t: None)
+    stem = Path(config).stem if isinstance(config, (str, Path)) else "study"
+    config = load_config(config, overrides)
+    check_tune(config, None if config.data.task == "auto" else config.data.task)
+    name, folder, url = study_paths(config, stem, study, storage)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(dump_config(config))
+    total = trials or config.tune.trials
+    directions = directions_of(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions,
+                                  load_if_exists=True)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    before = len(created.get_trials(deepcopy=False, states=finished))
+    say(f"study [bold]{name}[/] ({url.split('@')[-1]}): {before} of {total} trials done; sampler"
+        f" {config.tune.sampler}, pruner {config.tune.pruner}, {workers} worker(s)")
+    source = config.model_dump(mode="json")
+    if workers <= 1:
+        _work(source, str(folder), url, name, total, config.tune.timeout, data)
+    else:
+        if data is not None:
+            raise ConfigError("--workers > 1 needs data.source (a DataFrame is not shared with processes)")
+        context = multiprocessing.get_context("spawn")
+        args = (source, str(folder), url, name, total, config.tune.timeout)
+        procs = [context.Process(target=_work, args=args) for _ in range(workers)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
+    study_obj = optuna.load_study(study_name=name, storage=open_storage(url))
+    summary = finish(config, study_obj, folder, data, say)
+    return summary
+
+
+def finish(config: RunConfig, study, folder: Path, data, say) -> dict:
+    """Retrain the best configuration, score the test split once, write the summary and plots."""
+    import optuna
+
+    from fitwell.pipeline import train
+    from fitwell.tune.report import write_outputs
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise ConfigError("no trial finished; every trial was pruned or failed. Loosen tune.pruner or"
+                          " check a single run with fitwell train first")
+    multi = len(study.directions) > 1
+    best = study.best_trials[0] if multi else study.best_trial
+    params = dict(best.user_attrs["overrides"])
+    overrides: dict[str, Any] = {**params, "track.runs_dir": str(folder), "track.name": "best",
+                                 "track.overwrite": True, "train.progress": False}
+    merge = config.tune.retrain_on == "train_val"
+    if merge:
+        overrides.update({"train.early_stopping.enabled": False,
+                          "train.epochs": int(best.user_attrs.get("best_epoch") or config.train.epochs)})
+    say(f"retraining trial {best.number} on {'train+validation' if merge else 'train'};"
+        " scoring the test split once")
+    source = {k: v for k, v in config.model_dump(mode="json").items() if k != "tune"}
+    final = train(source, overrides, data=data, merge_val=merge)
+    summary = {
+        "study": study.study_name, "metric": metrics_of(config), "directions": directions_of(config),
+        "best_trial": best.number, "best_params": params,
+        "best_validation": best.values if multi else best.value,
+        "test": final.metrics, "test_note": "the test split was scored once, by the retrained best"
+        " configuration, after tuning; trials never saw it",
+        "retrained_on": config.tune.retrain_on, "best_run": str(final.path),
+        "trials": len(study.trials),
+    }
+    if multi:
+        summary["pareto_front"] = [{"trial": t.number, "values": t.values,
+                                    "params": t.user_attrs["overrides"]} for t in study.best_trials]
+    write_outputs(study, folder, summary)
+    return summary
