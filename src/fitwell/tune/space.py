@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fitwell.config.load import apply_overrides
+from fitwell.config.load import apply_overrides, format_validation_error
 from fitwell.config.schema import ParamSpec, RunConfig, TuneConfig
 from fitwell.errors import ConfigError
 
@@ -24,16 +24,20 @@ def check_space(config: RunConfig) -> None:
     for key, spec in tune.space.items():
         if key.startswith("tune."):
             raise ConfigError(f"tune.space.{key}: the tune section itself cannot be searched")
-        sample = spec.choices[0] if spec.type == "categorical" else (spec.low if spec.type == "float"
-                                                                     else int(spec.low))
-        try:
-            RunConfig.model_validate(apply_overrides(base, {key: sample}))
-        except (ValidationError, ConfigError) as err:
-            problem = str(err).splitlines()
-            hint = next((line.strip() for line in problem if "unknown key" in line or "Input" in line),
-                        problem[0])
-            raise ConfigError(f"tune.space.{key}: not a settable config key or bad value {sample!r}"
-                              f" ({hint})") from err
+        if spec.type == "categorical":
+            samples = list(spec.choices)
+        else:
+            cast = float if spec.type == "float" else int
+            samples = [cast(spec.low), cast(spec.high)]  # both ends of the range must be valid
+        for sample in samples:
+            try:
+                RunConfig.model_validate(apply_overrides(base, {key: sample}))
+            except ValidationError as err:
+                problem = format_validation_error(err, "config").splitlines()[0].removeprefix("config: ")
+                raise ConfigError(f"tune.space.{key}: not a settable config key, or a bad value"
+                                  f" {sample!r}: {problem}") from err
+            except ConfigError as err:
+                raise ConfigError(f"tune.space.{key}: not a settable config key: {err}") from err
         for parent in spec.when:
             if parent not in tune.space:
                 raise ConfigError(f"tune.space.{key}.when: {parent!r} is not a tune.space entry; a"
@@ -100,6 +104,16 @@ def grid(space: dict[str, ParamSpec]) -> dict[str, list]:
 
 
 def build_sampler(tune: TuneConfig, seed: int):
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # GP and QMC samplers are marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(tune, seed)
+
+
+def _sampler(tune: TuneConfig, seed: int):
     import optuna.samplers as samplers
 
     seed = tune.seed if tune.seed is not None else seed
