@@ -153,7 +153,8 @@ def test_grid_sampler_covers_the_grid(tune_config, tmp_path):
         "model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.1},
         "train.optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]}}})
     tune(path)
-    seen = {(t.params["model.dropout"], t.params["train.optimizer"]) for t in load(tmp_path / "runs" / "study").trials}
+    trials = load(tmp_path / "runs" / "study").trials
+    seen = {(t.params["model.dropout"], t.params["train.optimizer"]) for t in trials}
     assert seen == {(0.0, "sgd"), (0.0, "adamw"), (0.1, "sgd"), (0.1, "adamw")}
 
 
