@@ -85,6 +85,7 @@ def test_killed_study_resumes_without_lost_or_duplicated_trials(tune_config, tmp
     assert all((folder / f"trial-{t.number}" / "metrics.json").exists() for t in finished)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(tune_config, tmp_path):
     path = tune_config({"trials": 4})
     summary = tune(path, workers=2)

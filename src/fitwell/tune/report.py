@@ -44,10 +44,15 @@ def write_outputs(study, folder: Path, summary: dict) -> None:
     trials_frame(study).to_csv(folder / "trials.csv", index=False)
     importances = {}
     if len(study.directions) == 1:
-        try:
-            importances = optuna.importance.get_param_importances(study)
-        except (RuntimeError, ValueError) as err:  # too few trials, or one parameter only
-            importances = {"unavailable": str(err)}
+        with warnings.catch_warnings(record=True) as caught:  # caveats go into the summary
+            warnings.simplefilter("always")
+            try:
+                importances = optuna.importance.get_param_importances(study)
+            except (RuntimeError, ValueError) as err:  # too few trials, or one parameter only
+                importances = {"unavailable": str(err)}
+        notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
+        if notes:
+            summary["importance_caveats"] = notes
     summary["importances"] = importances
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     plots = folder / "plots"

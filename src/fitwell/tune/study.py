@@ -164,9 +164,15 @@ def latency_ms(run, rows: int = 1000) -> float:
     return best * 1000
 
 
-def _work(source: dict, folder: str, url: str, name: str, trials: int, timeout: float | None, data=None):
+def _work(source: dict, folder: str, url: str, name: str, trials: int, timeout: float | None, data=None,
+          threads: int | None = None):
     """One worker process: optimise the shared study until it holds ``trials`` finished trials."""
     import optuna
+
+    if threads is not None:  # share the cores between workers instead of oversubscribing them
+        import torch
+
+        torch.set_num_threads(threads)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = RunConfig.model_validate(source)
@@ -214,7 +220,8 @@ def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, worke
         if data is not None:
             raise ConfigError("--workers > 1 needs data.source (a DataFrame is not shared with processes)")
         context = multiprocessing.get_context("spawn")
-        args = (source, str(folder), url, name, total, config.tune.timeout)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        args = (source, str(folder), url, name, total, config.tune.timeout, None, threads)
         procs = [context.Process(target=_work, args=args) for _ in range(workers)]
         for proc in procs:
             proc.start()
