@@ -51,3 +51,14 @@ def test_grid_needs_steps_for_floats():
     got = grid(config({"model.dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
                        "model.hidden_sizes": {"type": "categorical", "choices": [[8], [16, 8]]}}).tune.space)
     assert got == {"model.dropout": [0.0, 0.1, 0.2], "model.hidden_sizes": [0, 1]}
+
+
+def test_val_loss_cannot_rank_trials_with_different_losses():
+    from fitwell.tune.study import check_tune
+
+    bad = load_config({"tune": {"metric": "val_loss", "space": {
+        "train.loss": {"type": "categorical", "choices": ["mse", "huber"]}}}})
+    with pytest.raises(ConfigError, match=r"tune\.metric: val_loss is not comparable .*train\.loss"):
+        check_tune(bad)
+    check_tune(load_config({"tune": {"metric": "val_rmse", "space": {
+        "train.loss": {"type": "categorical", "choices": ["mse", "huber"]}}}}))

@@ -61,12 +61,22 @@ def directions_of(config: RunConfig) -> list[str]:
             for name in names]
 
 
+LOSS_KEYS = ("train.loss", "train.label_smoothing", "train.focal_gamma", "train.huber_delta",
+             "train.class_weights")
+
+
 def check_tune(config: RunConfig, task: str | None = None) -> None:
     if config.tune is None:
         raise ConfigError("this config has no 'tune' section; add tune.space (and tune.metric)")
     if not config.tune.space:
         raise ConfigError("tune.space is empty; name at least one dotted config key to search")
     check_space(config)
+    changes_loss = [key for key in config.tune.space if key in LOSS_KEYS]
+    if changes_loss and "val_loss" in metrics_of(config):
+        raise ConfigError(
+            f"tune.metric: val_loss is not comparable between trials when tune.space changes the loss"
+            f" itself ({', '.join(changes_loss)}); tune a task metric instead, such as val_rmse, val_r2,"
+            " val_accuracy or val_roc_auc")
     if task is not None:
         for i, name in enumerate(metrics_of(config)):
             if name not in EXTRA_OBJECTIVES:
