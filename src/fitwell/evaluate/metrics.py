@@ -21,8 +21,10 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     out = {
         "accuracy": skm.accuracy_score(y_true, pred),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred),
+        # macro F1 over the classes present (in truth or prediction): a class absent from a
+        # small labelled file must not count as an F1 of zero
         "f1": skm.f1_score(y_true, pred, average="binary" if num_classes == 2 else "macro",
-                           labels=None if num_classes == 2 else labels, zero_division=0),
+                           zero_division=0),
         "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=labels),
     }
     out["roc_auc"] = _roc_auc(y_true, proba)

@@ -1,0 +1,36 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
+
+
+def test_classification_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(3), 60)
+    got = classification_metrics(y, proba)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, proba.argmax(1)))
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba, multi_class="ovr"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, proba))
+
+
+def test_f1_ignores_classes_absent_from_a_small_file():
+    y = np.array([2, 2, 2, 2])
+    proba = np.tile([0.0, 0.1, 0.9], (4, 1))
+    got = classification_metrics(y, proba)
+    assert got["f1"] == 1.0 and got["accuracy"] == 1.0
+    assert math.isnan(got["roc_auc"])  # undefined with one class present
+
+
+def test_regression_metrics():
+    got = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert got["mae"] == pytest.approx(1 / 3) and got["rmse"] == pytest.approx(math.sqrt(1 / 3))
+    assert got["r2"] == pytest.approx(0.5)
+
+
+def test_probabilities_sum_to_one():
+    assert np.allclose(probabilities("multiclass", np.array([[1.0, 2.0, 3.0]])).sum(1), 1)
+    assert probabilities("binary", np.array([[0.0]])).tolist() == [[0.5, 0.5]]
