@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn import metrics as skm
@@ -18,7 +19,15 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     num_classes = proba.shape[1]
     pred = proba.argmax(axis=1)
     labels = np.arange(num_classes)
-    out = {
+    with warnings.catch_warnings():  # a labelled file holding one class is legitimate here
+        warnings.filterwarnings("ignore", message="A single label was found")
+        out = _classification(y_true, proba, pred, labels, num_classes)
+    out["roc_auc"] = _roc_auc(y_true, proba)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _classification(y_true, proba, pred, labels, num_classes) -> dict:
+    return {
         "accuracy": skm.accuracy_score(y_true, pred),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred),
         # macro F1 over the classes present (in truth or prediction): a class absent from a
@@ -27,8 +36,6 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
                            zero_division=0),
         "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=labels),
     }
-    out["roc_auc"] = _roc_auc(y_true, proba)
-    return {k: float(v) for k, v in out.items()}
 
 
 def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
