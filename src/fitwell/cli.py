@@ -101,6 +101,29 @@ def tune_command(
     out.print(f"study directory: {Path(summary['best_run']).parent}", soft_wrap=True, highlight=False)
 
 
+@app.command("cv")
+def cv_command(
+    config: Path = typer.Argument(..., help="YAML run config."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    folds: int = typer.Option(5, "--folds", help="Number of folds."),
+    repeats: int = typer.Option(1, "--repeats", help="Repeat with reshuffled folds."),
+):
+    """Cross-validate CONFIG: preprocessing fitted inside each fold; mean and std of every metric;
+    out-of-fold predictions saved. split.method picks stratified / random / group / time folds."""
+    from fitwell.evaluate.cross_validation import cross_validate
+
+    summary = cross_validate(config, overrides, folds=folds, repeats=repeats,
+                             console=Console(stderr=True))
+    title = f"{folds}-fold cross-validation x {repeats} ({summary['task']})"
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "mean", "std"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, mean in summary["mean"].items():
+        table.add_row(metric, f"{mean:.4f}", f"{summary['std'][metric]:.4f}")
+    Console().print(table)
+    Console().print(f"folds, oof.csv and cv.json in {summary['folder']}", soft_wrap=True, highlight=False)
+
+
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),

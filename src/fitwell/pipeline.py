@@ -108,6 +108,22 @@ def test_metrics(task: str, pre: Preprocessor, output: np.ndarray, target: np.nd
     return classification_metrics(target, probabilities(task, output))
 
 
+def prediction_frame(prepared: PreparedData, output: np.ndarray) -> pd.DataFrame:
+    """Test-row predictions keyed by the row's index in the input table."""
+    pre = prepared.preprocessor
+    rows = prepared.frame.index[prepared.split.test]
+    target = prepared.frame[prepared.plan.target].iloc[prepared.split.test].to_numpy()
+    frame = pd.DataFrame({"row": rows, "target": target})
+    if prepared.task == "regression":
+        frame["prediction"] = pre.decode_regression(output.reshape(-1))
+        return frame
+    proba = probabilities(prepared.task, output)
+    frame["prediction"] = np.asarray(pre.classes_, dtype=object)[proba.argmax(axis=1)]
+    for i, label in enumerate(pre.classes_):
+        frame[f"proba_{label}"] = proba[:, i]
+    return frame
+
+
 def final_validation(state) -> dict:
     """The epoch row whose weights were kept: the best epoch when early stopping restored it."""
     if not state.history:
@@ -186,6 +202,8 @@ def train(
     score_test: bool = True,
     fold: tuple[int, int] | None = None,
     merge_val: bool = False,
+    cv: tuple[int, int, int] | None = None,
+    save_test_predictions: bool = False,
 ) -> Run:
     """Train a model from a config and return the finished run.
 
@@ -200,6 +218,10 @@ def train(
             is never looked at while tuning).
         fold: ``(k, i)``: train on fold i of k over train+validation (cross-validated tuning).
         merge_val: train on train+validation together (final retraining; no early stopping).
+        cv: ``(folds, fold, repeat)``: hold out fold ``fold`` of a k-fold over all rows as the
+            test part (``fitwell cv``).
+        save_test_predictions: write ``test_predictions.csv`` (row index, target, prediction,
+            class probabilities) for the test rows.
 
     Returns:
         The finished Run: ``run.metrics`` (test split), ``run.predict(frame)``, ``run.path``.
@@ -241,7 +263,7 @@ def train(
     set_deterministic(config.train.deterministic)
     seed_everything(config.seed)
     loaded = Preprocessor.load(run_dir.preprocess) if checkpoint is not None else None
-    prepared = prepare(config, data, preprocessor=loaded, fold=fold, merge_val=merge_val)
+    prepared = prepare(config, data, preprocessor=loaded, fold=fold, merge_val=merge_val, cv=cv)
     config.data.task = prepared.task
     config.data.target = prepared.plan.target
     for note in prepared.notes:
@@ -297,8 +319,11 @@ def train(
                "validation": final_validation(state)}
     if score_test:
         output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final)
-        summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output.cpu().numpy(),
+        output = output.cpu().numpy()
+        summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output,
                                        prepared.test.target.numpy())
+        if save_test_predictions:
+            prediction_frame(prepared, output).to_csv(run_dir.path / "test_predictions.csv", index=False)
     run_dir.write_json(run_dir.metrics, summary)
     return Run(run_dir.path)
 

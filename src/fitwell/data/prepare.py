@@ -12,7 +12,7 @@ from fitwell.data.clean import CleanReport, clean_rows, type_columns
 from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
 from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import read_table
-from fitwell.data.split import Split, split_rows
+from fitwell.data.split import Split, cv_split, split_rows
 from fitwell.errors import ConfigError, DataError, did_you_mean
 from fitwell.train.loop import TensorData
 
@@ -114,7 +114,7 @@ def refold(split: Split, labels: np.ndarray | None, fold: tuple[int, int] | None
 
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
             preprocessor: Preprocessor | None = None, fold: tuple[int, int] | None = None,
-            merge_val: bool = False) -> PreparedData:
+            merge_val: bool = False, cv: tuple[int, int, int] | None = None) -> PreparedData:
     """Load, type, clean, split and preprocess (fitted on the training rows only).
 
     Args:
@@ -123,6 +123,8 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
         preprocessor: an already fitted one (resume); otherwise one is fitted here.
         fold: ``(k, i)``: train on fold i of a k-fold split of train+validation (tuning by CV).
         merge_val: train on train+validation with no validation rows (final retraining).
+        cv: ``(folds, fold, repeat)``: fold ``fold`` of a k-fold over all rows is the held-out
+            (test) part; the rest is split into train and validation.
     """
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
@@ -149,9 +151,12 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     y = cleaned[target]
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    split = split_rows(cleaned, strat if strat is not None else y.to_numpy(), config.split, task,
-                       config.seed)
-    split = refold(split, strat, fold, merge_val, config.seed)
+    labels = strat if strat is not None else y.to_numpy()
+    if cv is not None:
+        split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
+    else:
+        split = split_rows(cleaned, labels, config.split, task, config.seed)
+        split = refold(split, strat, fold, merge_val, config.seed)
     inputs = cleaned[plan.inputs]
     if preprocessor is None:
         train_rows = inputs.iloc[split.train]

@@ -93,3 +93,48 @@ def _group_split(positions: np.ndarray, groups: np.ndarray, share: float, seed: 
     splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
     keep, held = next(splitter.split(positions, groups=groups))
     return positions[keep], positions[held]
+
+
+def cv_split(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: str, seed: int,
+             folds: int, fold: int, repeat: int = 0) -> Split:
+    """Fold ``fold`` of a k-fold split of all rows: that fold is the held-out ``test`` part; the
+    other rows are divided into train and validation (for early stopping) as ``config`` says.
+
+    Stratified for classification unless ``split.method`` says otherwise; grouped by
+    ``split.group_column`` (groups never straddle train and held-out rows); forward-chaining for
+    ``time`` (held-out rows always come after the training rows). Repeats reshuffle with
+    ``seed + repeat``.
+    """
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit
+
+    method = resolve_method(config, task)
+    positions = np.arange(len(frame))
+    state = seed + 1000 * repeat
+    if method == "time":
+        times = _column(frame, config.time_column, "split.time_column").to_numpy()
+        order = np.argsort(times, kind="stable")
+        rest, held = list(TimeSeriesSplit(n_splits=folds).split(order))[fold]
+        rest, held = order[rest], order[held]
+        n_val = max(1, round(len(rest) * config.val / (config.train + config.val))) if config.val else 0
+        return Split(rest[:len(rest) - n_val], rest[len(rest) - n_val:], held)
+    if method == "group":
+        groups = _column(frame, config.group_column, "split.group_column").to_numpy()
+        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=state)
+        rest, held = list(splitter.split(positions, groups=groups))[fold]
+    elif method == "stratified":
+        try:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=state)
+            rest, held = list(splitter.split(positions, y))[fold]
+        except ValueError as err:
+            raise DataError(f"stratified {folds}-fold split failed: {err}; use fewer --folds") from err
+    else:
+        rest, held = list(KFold(folds, shuffle=True, random_state=state).split(positions))[fold]
+    if config.val == 0:
+        return Split(np.sort(rest), np.array([], dtype=int), np.sort(held))
+    share = config.val / (config.train + config.val)
+    if method == "group":
+        train, val = _group_split(rest, groups[rest], share, state + 1)
+    else:
+        strat = y[rest] if method == "stratified" else None
+        train, val = train_test_split(rest, test_size=share, random_state=state + 1, stratify=strat)
+    return Split(np.sort(train), np.sort(val), np.sort(held))
