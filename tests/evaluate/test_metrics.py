@@ -34,3 +34,25 @@ def test_regression_metrics():
 def test_probabilities_sum_to_one():
     assert np.allclose(probabilities("multiclass", np.array([[1.0, 2.0, 3.0]])).sum(1), 1)
     assert probabilities("binary", np.array([[0.0]])).tolist() == [[0.5, 0.5]]
+
+
+def test_more_metrics_come_from_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 80)
+    p1 = np.clip(y * 0.6 + rng.uniform(0, 0.4, 80), 0, 1)
+    proba = np.stack([1 - p1, p1], axis=1)
+    got = classification_metrics(y, proba)
+    assert got["pr_auc"] == pytest.approx(skm.average_precision_score(y, p1))
+    assert got["brier"] == pytest.approx(skm.brier_score_loss(y, p1))
+    assert got["f1_weighted"] == pytest.approx(skm.f1_score(y, proba.argmax(1), average="weighted"))
+    reg = regression_metrics(np.array([2.0, 4.0, 10.0]), np.array([1.0, 5.0, 10.0]))
+    assert reg["mape"] == pytest.approx((0.5 + 0.25 + 0) / 3) and reg["median_ae"] == 1.0
+
+
+def test_expected_calibration_error_by_hand():
+    from fitwell.evaluate.metrics import expected_calibration_error
+
+    # four rows at confidence 0.9 with 2 right (gap 0.4), four at 0.6 with 3 right (gap 0.15)
+    proba = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 4)
+    y = np.array([0, 0, 1, 1, 0, 0, 0, 1])
+    assert expected_calibration_error(y, proba) == pytest.approx(0.5 * 0.4 + 0.5 * 0.15)

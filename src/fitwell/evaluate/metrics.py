@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, F1 (macro for multiclass), ROC AUC, log loss.
+    """Accuracy, balanced accuracy, F1 (binary, or macro for multiclass) and its macro and
+    weighted forms, ROC AUC, PR AUC (average precision), log loss, Brier score, expected
+    calibration error.
 
     Args:
         y_true: class indices, shape (n,).
@@ -26,8 +28,52 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     return {k: float(v) for k, v in out.items()}
 
 
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: the share-weighted gap between confidence and accuracy over equal-width
+    confidence bins (Guo et al. 2017). scikit-learn has reliability curves but no ECE."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def reliability_curve(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> dict:
+    """Top-label reliability data: per confidence bin, the mean confidence, accuracy and count."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = [{"bin": [float(edges[b]), float(edges[b + 1])], "count": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None}
+            for b in range(bins)]
+    return {"bins": rows, "ece": expected_calibration_error(y_true, proba)}
+
+
+def _pr_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    if proba.shape[1] == 2:
+        return skm.average_precision_score(y_true, proba[:, 1]) if len(np.unique(y_true)) == 2 else math.nan
+    from sklearn.preprocessing import label_binarize
+
+    onehot = label_binarize(y_true, classes=np.arange(proba.shape[1]))
+    present = onehot.sum(axis=0) > 0
+    return skm.average_precision_score(onehot[:, present], proba[:, present], average="macro")
+
+
 def _classification(y_true, proba, pred, labels, num_classes) -> dict:
     return {
+        "f1_macro": skm.f1_score(y_true, pred, average="macro", zero_division=0),
+        "f1_weighted": skm.f1_score(y_true, pred, average="weighted", zero_division=0),
+        "pr_auc": _pr_auc(y_true, proba),
+        "brier": (skm.brier_score_loss(y_true, proba[:, 1]) if num_classes == 2
+                  else skm.brier_score_loss(y_true, proba, labels=labels)),
+        "ece": expected_calibration_error(y_true, proba),
         "accuracy": skm.accuracy_score(y_true, pred),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred),
         # macro F1 over the classes present (in truth or prediction): a class absent from a
@@ -51,11 +97,13 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 
 def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and R2 in the target's own units."""
+    """RMSE, MAE, R2, MAPE and median absolute error, in the target's own units."""
     return {
         "rmse": float(math.sqrt(skm.mean_squared_error(y_true, pred))),
         "mae": float(skm.mean_absolute_error(y_true, pred)),
         "r2": float(skm.r2_score(y_true, pred)),
+        "mape": float(skm.mean_absolute_percentage_error(y_true, pred)),
+        "median_ae": float(skm.median_absolute_error(y_true, pred)),
     }
 
 
