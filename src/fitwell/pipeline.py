@@ -108,6 +108,39 @@ def test_metrics(task: str, pre: Preprocessor, output: np.ndarray, target: np.nd
     return classification_metrics(target, probabilities(task, output))
 
 
+def calibrate(config: RunConfig, prepared: PreparedData, trainer: Trainer, final, run_dir: RunDir,
+              say) -> float | None:
+    """Fit the configured calibration on the validation split; save it; return the temperature."""
+    if config.calibration.method == "none" or prepared.task == "regression":
+        return None
+    if len(prepared.val) == 0:
+        raise ConfigError("calibration.method: temperature is fitted on the validation split, but"
+                          " split.val is 0; give the validation split a share")
+    from fitwell.evaluate.calibration import fit_temperature
+    from fitwell.evaluate.metrics import expected_calibration_error
+
+    logits = trainer.predict_output(prepared.val.numeric, prepared.val.codes, module=final).cpu().numpy()
+    target = prepared.val.target.numpy()
+    temperature = fit_temperature(prepared.task, logits, target)
+    before = expected_calibration_error(target, probabilities(prepared.task, logits))
+    after = expected_calibration_error(target, probabilities(prepared.task, logits / temperature))
+    run_dir.write_json(run_dir.path / "calibration.json", {
+        "method": "temperature", "temperature": temperature, "fitted_on": "validation split",
+        "val_ece_before": before, "val_ece_after": after})
+    say(f"calibration: temperature {temperature:.3f} (validation ECE {before:.4f} -> {after:.4f})")
+    return temperature
+
+
+def write_reliability(run_dir: RunDir, task: str, target: np.ndarray, logits: np.ndarray,
+                      temperature: float, bins: int) -> None:
+    from fitwell.evaluate.metrics import reliability_curve
+
+    run_dir.write_json(run_dir.path / "reliability.json", {
+        "split": "test",
+        "uncalibrated": reliability_curve(target, probabilities(task, logits), bins),
+        "calibrated": reliability_curve(target, probabilities(task, logits / temperature), bins)})
+
+
 def prediction_frame(prepared: PreparedData, output: np.ndarray) -> pd.DataFrame:
     """Test-row predictions keyed by the row's index in the input table."""
     pre = prepared.preprocessor
@@ -317,9 +350,15 @@ def train(
     summary = {"task": prepared.task, "epochs": state.epoch, "steps": state.step,
                "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
                "validation": final_validation(state)}
+    temperature = calibrate(config, prepared, trainer, final, run_dir, say)
     if score_test:
         output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final)
         output = output.cpu().numpy()
+        if temperature is not None:
+            target = prepared.test.target.numpy()
+            summary["test_uncalibrated"] = test_metrics(prepared.task, prepared.preprocessor, output, target)
+            write_reliability(run_dir, prepared.task, target, output, temperature, config.calibration.bins)
+            output = output / temperature
         summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output,
                                        prepared.test.target.numpy())
         if save_test_predictions:

@@ -139,3 +139,12 @@ def test_early_stopping_state_survives_a_round_trip():
     other.on_fit_start(None, None)
     other.load_state_dict(stop.state_dict())
     assert (other.best, other.wait) == (0.3, 2)
+
+
+def test_no_validation_split_trains_on_train_loss(tmp_path, mixed_frame):
+    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+                         "split": {"train": 0.85, "val": 0.0, "test": 0.15},
+                         "train": {"epochs": 4, "progress": False,
+                                   "early_stopping": {"monitor": "train_loss"}}}, data=mixed_frame)
+    assert run.summary["split"]["val"] == 0 and "val_loss" not in run.history[0]
+    assert run.metrics["accuracy"] > 0.7

@@ -263,6 +263,13 @@ class TuneConfig(Section):
     seed: int | None = None
 
 
+class CalibrationConfig(Section):
+    """Probability calibration of classifiers, fitted on the validation split."""
+
+    method: Literal["none", "temperature"] = "none"
+    bins: int = Field(10, ge=2, description="Bins of the saved reliability curve")
+
+
 class RunConfig(Section):
     """A whole run."""
 
@@ -273,12 +280,16 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:
         if self.data.task != "auto":
             check_monitors(self, self.data.task)
+        if self.calibration.method != "none" and self.split.val == 0:
+            raise ValueError("calibration.method: temperature scaling is fitted on the validation"
+                             " split, but split.val is 0; give the validation split a share")
         return self
 
 

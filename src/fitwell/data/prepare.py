@@ -167,6 +167,11 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)
     parts = []
     for rows in (split.train, split.val, split.test):
+        if len(rows) == 0:  # e.g. split.val: 0
+            parts.append(TensorData.from_numpy(np.zeros((0, preprocessor.num_numeric), np.float32),
+                                               np.zeros((0, len(preprocessor.code_columns_)), np.int64),
+                                               np.zeros(0, np.float32 if task == "regression" else np.int64)))
+            continue
         features = preprocessor.transform(inputs.iloc[rows])
         target_values = preprocessor.encode_target(y.iloc[rows])
         parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values,

@@ -38,6 +38,10 @@ class Run:
         self.model = MODELS.build(spec["name"], **spec["kwargs"])
         self.model.load_state_dict(load_file(self.dir.model), strict=True)
         self.model.eval()
+        calibration = self.path / "calibration.json"
+        self.temperature = None  # temperature scaling fitted on validation, applied to every output
+        if calibration.exists():
+            self.temperature = json.loads(calibration.read_text())["temperature"]
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, task={self.task!r})"
@@ -66,7 +70,8 @@ class Run:
         features = self.preprocessor.transform(frame)
         with torch.inference_mode():
             out = self.model(torch.from_numpy(features.numeric), torch.from_numpy(features.codes))
-        return out.float().numpy()
+        out = out.float().numpy()
+        return out / self.temperature if self.temperature is not None else out
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
