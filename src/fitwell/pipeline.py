@@ -364,7 +364,14 @@ def train(
         if save_test_predictions:
             prediction_frame(prepared, output).to_csv(run_dir.path / "test_predictions.csv", index=False)
     run_dir.write_json(run_dir.metrics, summary)
-    return Run(run_dir.path)
+    run = Run(run_dir.path)
+    if score_test and config.explain.permutation:
+        from fitwell.evaluate.explain import permutation_importance
+
+        raw = prepared.frame.iloc[prepared.split.test]
+        run_dir.write_json(run_dir.path / "importance.json",
+                           permutation_importance(run, raw, config.explain.repeats, config.seed))
+    return run
 
 
 def find_lr(config: ConfigLike, overrides=None, out: str | Path | None = None):

@@ -270,6 +270,13 @@ class CalibrationConfig(Section):
     bins: int = Field(10, ge=2, description="Bins of the saved reliability curve")
 
 
+class ExplainConfig(Section):
+    """Explanations computed on the test split at the end of training."""
+
+    permutation: bool = False
+    repeats: int = Field(5, ge=1)
+
+
 class RunConfig(Section):
     """A whole run."""
 
@@ -281,6 +288,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     tune: TuneConfig | None = None
 
     @model_validator(mode="after")
