@@ -14,6 +14,10 @@ class _RunAdapter:
     def __init__(self, run):
         self.run = run
 
+    def fit(self, X, y=None):
+        """Never called: scikit-learn's parameter validation only requires that it exists."""
+        return self
+
 
 def permutation_importance(run, frame: pd.DataFrame, repeats: int = 5, seed: int = 0) -> dict:
     """Mean and std drop of the run's main test metric when each input column is shuffled.
