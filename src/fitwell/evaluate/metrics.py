@@ -25,7 +25,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
         warnings.filterwarnings("ignore", message="A single label was found")
         out = _classification(y_true, proba, pred, labels, num_classes)
     out["roc_auc"] = _roc_auc(y_true, proba)
-    return {k: float(v) for k, v in out.items()}
+    order = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_weighted", "roc_auc", "pr_auc",
+             "log_loss", "brier", "ece")
+    return {k: float(out[k]) for k in order}
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
