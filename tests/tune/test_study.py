@@ -213,3 +213,15 @@ def test_study_in_a_real_postgresql_server(tune_config, tmp_path, postgres):
     study = optuna.load_study(study_name="pg-study", storage=postgres)
     assert len(study.get_trials(states=FINISHED)) == 3 and summary["study"] == "pg-study"
     assert not (tmp_path / "runs" / "pg-study" / "study.db").exists()  # nothing went to SQLite
+
+
+def test_retrain_on_train_and_validation(tune_config, tmp_path):
+    path = tune_config({"trials": 2, "retrain_on": "train_val"})
+    summary = tune(path)
+    best = json.loads((tmp_path / "runs" / "study" / "best" / "metrics.json").read_text())
+    trial = json.loads((tmp_path / "runs" / "study" / f"trial-{summary['best_trial']}" / "metrics.json")
+                       .read_text())
+    assert best["split"]["val"] == 0
+    assert best["split"]["train"] == trial["split"]["train"] + trial["split"]["val"]
+    assert best["epochs"] == (trial["best_epoch"] or trial["epochs"])  # the epochs the trial needed
+    assert summary["retrained_on"] == "train_val" and "accuracy" in summary["test"]
