@@ -11,11 +11,13 @@ from importlib import import_module
 from fitwell.errors import ConfigError, DataError, UserError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "DataError", "Run", "RunConfig", "UserError", "load_config", "load_run",
+__all__ = ["Classifier", "ConfigError", "DataError", "Regressor",
+           "Run", "RunConfig", "UserError", "load_config", "load_run",
            "train", "__version__"]
 
 # Heavy modules (torch, scikit-learn) load on first use, so `fitwell --help` stays quick.
-_LAZY = {"Run": "fitwell.serve", "load_run": "fitwell.serve",
+_LAZY = {"Classifier": "fitwell.estimators", "Regressor": "fitwell.estimators",
+         "Run": "fitwell.serve", "load_run": "fitwell.serve",
          "RunConfig": "fitwell.config", "load_config": "fitwell.config"}
 
 

@@ -16,14 +16,19 @@ from safetensors.torch import load_file
 from fitwell.cli import run_cli
 
 
-def kill_at(args, run_dir, delay, env):
-    """Start `fitwell ...args`, wait until training has begun, SIGKILL it ``delay`` s later.
+def kill_at(args, run_dir, epochs_logged, delay, env):
+    """Start `fitwell ...args`; once its history shows ``epochs_logged`` epochs, wait ``delay``
+    seconds (a fraction of an epoch, so mid-epoch) and SIGKILL it. Progress-based, so the kill
+    lands mid-run however loaded the machine is.
 
     Returns True if it was killed before finishing training, False if it finished first."""
+    history = run_dir / "history.jsonl"
     victim = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and victim.poll() is None and not (run_dir / "checkpoints").exists():
-        time.sleep(0.02)
+    deadline = time.time() + 180
+    while time.time() < deadline and victim.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= epochs_logged:
+            break
+        time.sleep(0.01)
     time.sleep(delay)
     if victim.poll() is not None:
         return False
@@ -52,19 +57,23 @@ def test_killed_at_random_points_resumes_bit_for_bit(tmp_path, write_config):
     reference_metrics = json.loads((tmp_path / "runs" / "whole" / "metrics.json").read_text())
     ref_history = [json.loads(line) for line in
                    (tmp_path / "runs" / "whole" / "history.jsonl").read_text().splitlines()]
-    seconds = sum(row["seconds"] for row in ref_history)  # training time alone
+    epochs = len(ref_history)
+    assert epochs >= 4
+    epoch_seconds = min(row["seconds"] for row in ref_history)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     fitwell = [sys.executable, "-m", "fitwell.cli"]
     chooser = random.Random(1)
     for case, kills in enumerate([1, 2]):  # the second run is killed, resumed, killed again
         name = f"killed{case}"
         run_dir = tmp_path / "runs" / name
-        assert kill_at([*fitwell, "train", str(config), f"track.name={name}"], run_dir,
-                       chooser.uniform(0.1, 0.8) * seconds, env), "finished before the kill"
+        first = chooser.randint(1, epochs - 3)
+        assert kill_at([*fitwell, "train", str(config), f"track.name={name}"], run_dir, first,
+                       chooser.uniform(0.0, 0.9) * epoch_seconds, env), "finished before the kill"
         killed = True
-        for _ in range(kills - 1):  # the resumed run may finish first under load: then it is done
-            killed = kill_at([*fitwell, "train", "--resume", str(run_dir)], run_dir,
-                             chooser.uniform(0.1, 0.4) * seconds, env)
+        for _ in range(kills - 1):  # killed again while resuming, a later epoch
+            later = chooser.randint(first + 1, epochs - 1)
+            killed = kill_at([*fitwell, "train", "--resume", str(run_dir)], run_dir, later,
+                             chooser.uniform(0.0, 0.9) * epoch_seconds, env)
         if killed:
             resumed = subprocess.run([*fitwell, "train", "--resume", str(run_dir)], env=env,
                                      capture_output=True, text=True)
