@@ -219,6 +219,13 @@ def resolve_auto(config: RunConfig, prepared: PreparedData, model: torch.nn.Modu
         say(f"lr auto -> {result.suggestion:.3g} (range test plot: {run_dir.path / 'lr_find.png'})")
 
 
+def build_run_loss(config: RunConfig, prepared: PreparedData):
+    """The loss ``train.*`` configures, with class weights from the training rows."""
+    train = config.train
+    return build_loss(train.loss, prepared.task, class_weight_tensor(config, prepared),
+                      train.huber_delta, train.focal_gamma, train.label_smoothing)
+
+
 def _optimizer(config: RunConfig, module: torch.nn.Module, lr: float):
     train = config.train
     return build_optimizer(train.optimizer, module, lr, train.weight_decay, train.momentum, train.nesterov)
@@ -307,8 +314,7 @@ def train(
 
     model, spec = build_model(config, prepared)
     train_cfg = config.train
-    loss_fn = build_loss(train_cfg.loss, prepared.task, class_weight_tensor(config, prepared),
-                         train_cfg.huber_delta, train_cfg.focal_gamma, train_cfg.label_smoothing)
+    loss_fn = build_run_loss(config, prepared)
     chosen = build_callbacks(config, run_dir, callbacks, console)
     check_callback_monitors(chosen, prepared.task)
     fabric = build_fabric(config)
@@ -383,8 +389,7 @@ def find_lr(config: ConfigLike, overrides=None, out: str | Path | None = None):
     prepared = prepare(config)
     model, _ = build_model(config, prepared)
     train_cfg = config.train
-    loss_fn = build_loss(train_cfg.loss, prepared.task, class_weight_tensor(config, prepared),
-                         train_cfg.huber_delta, train_cfg.focal_gamma, train_cfg.label_smoothing)
+    loss_fn = build_run_loss(config, prepared)
     batch_size = 128 if train_cfg.batch_size == "auto" else train_cfg.batch_size
     result = lr_range_test(model, loss_fn, lambda m, rate: _optimizer(config, m, rate), prepared.train,
                            batch_size, seed=config.seed)

@@ -66,3 +66,14 @@ def test_missing_indicator_and_persistence(tmp_path, mixed_frame):
     a, b = pre.transform(mixed_frame), back.transform(mixed_frame)
     assert np.array_equal(a.numeric, b.numeric) and np.array_equal(a.codes, b.codes)
     assert back.classes_ == [0, 1]
+
+
+def test_scale_target_false_leaves_the_target_alone():
+    frame = pd.DataFrame({"a": np.arange(20.0)})
+    y = pd.Series(np.linspace(100, 300, 20))
+    plan = ColumnPlan("y", {"a": "numeric"})
+    pre = Preprocessor(plan, PreprocessConfig(scale_target=False), "regression").fit(frame, y)
+    assert (pre.target_mean_, pre.target_std_) == (0.0, 1.0)
+    assert np.allclose(pre.encode_target(y), y)
+    scaled = Preprocessor(plan, PreprocessConfig(), "regression").fit(frame, y)
+    assert scaled.target_std_ == pytest.approx(y.std(ddof=0))

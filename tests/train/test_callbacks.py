@@ -150,3 +150,12 @@ def test_callback_state_rides_in_the_checkpoint(tmp_path, mixed_frame):
     counter = Counter()
     fitwell.train(resume=tmp_path / "r", data=mixed_frame, callbacks=[counter])
     assert counter.count == 4  # 1 from the checkpoint (epoch 1) + 3 after resuming
+
+
+def test_resume_checkpoint_stays_off_the_per_batch_path_unless_asked(tmp_path):
+    from fitwell.train.callbacks import CheckpointWriter, NanGuard
+
+    assert not CheckpointWriter(tmp_path).uses_hook("on_batch_end")
+    assert CheckpointWriter(tmp_path, every_steps=5).uses_hook("on_batch_end")
+    assert CheckpointWriter(tmp_path).uses_hook("on_epoch_end")
+    assert NanGuard().uses_hook("on_batch_end") and not NanGuard().uses_hook("on_batch_start")

@@ -225,3 +225,12 @@ def test_retrain_on_train_and_validation(tune_config, tmp_path):
     assert best["split"]["train"] == trial["split"]["train"] + trial["split"]["val"]
     assert best["epochs"] == (trial["best_epoch"] or trial["epochs"])  # the epochs the trial needed
     assert summary["retrained_on"] == "train_val" and "accuracy" in summary["test"]
+
+
+def test_a_metric_the_runs_never_log_fails_before_training(tune_config, tmp_path):
+    from fitwell.errors import ConfigError
+
+    path = tune_config({"trials": 2, "metric": "val_acc"})  # data.task is auto: known only at run time
+    with pytest.raises(ConfigError, match=r"'val_acc' is never logged for a binary task"):
+        tune(path)
+    assert not (tmp_path / "runs" / "study" / "trial-0" / "history.jsonl").exists()

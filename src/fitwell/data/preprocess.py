@@ -174,7 +174,7 @@ class Preprocessor:
             values = y.to_numpy(dtype=float)
             scale = self.config.scale_target
             self.target_mean_ = float(values.mean()) if scale else 0.0
-            self.target_std_ = float(values.std()) or 1.0 if scale else 1.0
+            self.target_std_ = (float(values.std()) or 1.0) if scale else 1.0
             self.classes_ = None
         else:
             self.target_mean_, self.target_std_ = 0.0, 1.0

@@ -21,7 +21,7 @@ from torch import nn
 
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
 from fitwell.train.averaging import WeightAverage
-from fitwell.train.callbacks.base import Callback, overrides
+from fitwell.train.callbacks.base import Callback
 from fitwell.train.checkpoint import clone_state, rng_state, set_rng_state
 from fitwell.train.regularize import WeightPenalty
 from fitwell.train.schedules import Schedule
@@ -118,6 +118,8 @@ class Trainer:
         self.decode = decode
         self.config = config or {}
         self.run_dir = run_dir
+        self.epoch_lrs: list[float] = []  # the rates in force during the last epoch
+        self._swa_done = False
         self.device = torch.device("cpu") if fabric is None else fabric.device
         self.data_device = self.device if device_data else torch.device("cpu")
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
@@ -138,8 +140,6 @@ class Trainer:
             return self.averaging.module
         return self.module
 
-    _swa_done = False
-    epoch_lrs: list[float] = []
 
     # --- the loop ------------------------------------------------------------------------
     def fit(self, train: TensorData, val: TensorData | None = None,
@@ -194,9 +194,9 @@ class Trainer:
 
     def _train_epoch(self, data: TensorData, state: TrainState) -> float:
         model, loss_fn, optimizer, backward = self.model, self.loss_fn, self.optimizer, self._backward
-        start_hooks = [cb for cb in self.callbacks if overrides(cb, "on_batch_start")]
-        end_hooks = [cb for cb in self.callbacks if overrides(cb, "on_batch_end")]
-        step_hooks = [cb for cb in self.callbacks if overrides(cb, "on_before_optimizer_step")]
+        start_hooks = [cb for cb in self.callbacks if cb.uses_hook("on_batch_start")]
+        end_hooks = [cb for cb in self.callbacks if cb.uses_hook("on_batch_end")]
+        step_hooks = [cb for cb in self.callbacks if cb.uses_hook("on_before_optimizer_step")]
         penalty = self.penalty if self.penalty else None
         accumulate = self.accumulate_batches
         per_batch_schedule = self.schedule is not None and self.schedule.interval == "batch"

@@ -26,21 +26,24 @@ EXTRA_OBJECTIVES = ("num_params", "latency_ms")
 
 
 class PruneOnPlateau(Callback):
-    """Report the trial's metric each epoch to Optuna and stop the run if the pruner says so."""
+    """Report the trial's metric each epoch to Optuna and stop the run if the pruner says so.
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric = trial, metric
+    The metric is this callback's ``monitor``, so a metric the run never logs is a config error
+    before the first epoch (the pipeline checks every callback's monitor)."""
+
+    def __init__(self, trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
 
     def on_validation_end(self, trainer, state, metrics):
         import optuna
 
-        value = metrics.get(self.metric)
+        value = metrics.get(self.monitor)
         if value is None or math.isnan(value):
             return
         self.trial.report(value, state.epoch)
         if self.trial.should_prune():
             self.trial.set_user_attr("pruned_at_epoch", state.epoch)
-            raise optuna.TrialPruned(f"pruned at epoch {state.epoch} ({self.metric} {value:.4g})")
+            raise optuna.TrialPruned(f"pruned at epoch {state.epoch} ({self.monitor} {value:.4g})")
 
 
 def metrics_of(config: RunConfig) -> list[str]:

@@ -39,6 +39,11 @@ class Callback:
     def on_validation_end(self, trainer: Trainer, state: TrainState, metrics: dict) -> None: ...
     def on_exception(self, trainer: Trainer, state: TrainState, error: BaseException) -> None: ...
 
+    def uses_hook(self, hook: str) -> bool:
+        """Whether the loop must call ``hook``; per-batch hooks cost a call every step, so a
+        callback whose batch hook would do nothing in this configuration can say no."""
+        return overrides(self, hook)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

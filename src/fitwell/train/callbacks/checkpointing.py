@@ -29,6 +29,9 @@ class CheckpointWriter(Callback):
         if state.epoch % self.every == 0 or state.should_stop or last:
             self._writer.submit(trainer.checkpoint_state(state), self.folder)
 
+    def uses_hook(self, hook: str) -> bool:
+        return hook != "on_batch_end" or self.every_steps is not None  # off the hot path otherwise
+
     def on_batch_end(self, trainer, state):
         if (self.every_steps and state.at_step_boundary and state.step % self.every_steps == 0
                 and not state.diverged and state.batch_in_epoch < state.batches_per_epoch):
