@@ -1,4 +1,4 @@
-"""The ``fitwell`` command: train, predict, evaluate.
+"""The ``fitwell`` command: train, tune, cv, ensemble, predict, evaluate.
 
 User errors (config, data, arguments) end in one message and exit code 2, without a traceback
 unless ``--debug``; anything else is a bug and exits 1 with its traceback.
@@ -122,6 +122,22 @@ def cv_command(
         table.add_row(metric, f"{mean:.4f}", f"{summary['std'][metric]:.4f}")
     Console().print(table)
     Console().print(f"folds, oof.csv and cv.json in {summary['folder']}", soft_wrap=True, highlight=False)
+
+
+@app.command("ensemble")
+def ensemble_command(
+    config: Path = typer.Argument(..., help="YAML run config with an 'ensemble' section."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+):
+    """Fit the ensemble of CONFIG: out-of-fold predictions, members, the configured combiner;
+    member, combination and diversity tables; one run directory that fitwell predict reads."""
+    from fitwell.ensemble import fit_ensemble
+
+    run = fit_ensemble(config, overrides, console=Console(stderr=True, width=110))
+    out = Console()
+    out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
+    out.print(f"ensemble: {run.summary['method']} of {', '.join(run.summary['members'])}", highlight=False)
+    out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
 
 
 @app.command()

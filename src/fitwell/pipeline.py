@@ -61,14 +61,19 @@ def build_model(config: RunConfig, data: PreparedData) -> tuple[torch.nn.Module,
 
 
 def class_weight_tensor(config: RunConfig, data: PreparedData) -> torch.Tensor | None:
-    setting = config.train.class_weights
-    if setting is None or data.task == "regression":
+    if data.task == "regression":
         return None
-    classes = data.preprocessor.classes_
+    return class_weights_for(config.train.class_weights, data.preprocessor.classes_,
+                             data.train.target.numpy())
+
+
+def class_weights_for(setting, classes: list, y: np.ndarray) -> torch.Tensor | None:
+    """``train.class_weights`` as a tensor in class order: "balanced" from ``y``, or by class name."""
+    if setting is None:
+        return None
     if setting == "balanced":
         from sklearn.utils.class_weight import compute_class_weight
 
-        y = data.train.target.numpy()
         present = np.unique(y)
         weights = np.ones(len(classes))
         weights[present] = compute_class_weight("balanced", classes=present, y=y)
@@ -231,6 +236,29 @@ def _optimizer(config: RunConfig, module: torch.nn.Module, lr: float):
     return build_optimizer(train.optimizer, module, lr, train.weight_decay, train.momentum, train.nesterov)
 
 
+def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str, num_train_rows: int,
+                  callbacks: Sequence[Callback], *, fabric=None, decode=None, run_dir=None) -> Trainer:
+    """The Trainer ``train.*`` configures: optimizer, schedule, penalties, averaging, clipping."""
+    train_cfg = config.train
+    optimizer = _optimizer(config, model, train_cfg.lr)
+    batch_size = train_cfg.batch_size
+    trainer_steps = -(-num_train_rows // batch_size)
+    steps_per_epoch = -(-trainer_steps // train_cfg.accumulate_batches)
+    schedule = build_schedule(train_cfg.schedule, optimizer, steps_per_epoch, train_cfg.epochs, train_cfg.lr)
+    averaging = None
+    if train_cfg.averaging is not None:
+        avg = train_cfg.averaging
+        averaging = WeightAverage(model, optimizer, avg.kind, avg.decay, avg.start_epoch, avg.swa_lr)
+    return Trainer(model, loss_fn, optimizer, task=task, epochs=train_cfg.epochs,
+                   batch_size=batch_size, seed=config.seed, callbacks=callbacks, fabric=fabric,
+                   schedule=schedule, penalty=WeightPenalty(model, train_cfg.l1, train_cfg.l2),
+                   averaging=averaging, clip_grad_norm=train_cfg.clip_grad_norm,
+                   clip_grad_value=train_cfg.clip_grad_value,
+                   accumulate_batches=train_cfg.accumulate_batches, decode=decode,
+                   config=config.model_dump(mode="json"), device_data=train_cfg.device_data,
+                   run_dir=run_dir)
+
+
 def train(
     config: ConfigLike | None = None,
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
@@ -313,7 +341,6 @@ def train(
         f" val {sizes['val']}, test {sizes['test']}")
 
     model, spec = build_model(config, prepared)
-    train_cfg = config.train
     loss_fn = build_run_loss(config, prepared)
     chosen = build_callbacks(config, run_dir, callbacks, console)
     check_callback_monitors(chosen, prepared.task)
@@ -326,24 +353,9 @@ def train(
         prepared.preprocessor.save(run_dir.preprocess)
     run_dir.write_json(run_dir.model_spec, spec)
 
-    optimizer = _optimizer(config, model, train_cfg.lr)
-    batch_size = train_cfg.batch_size
-    trainer_steps = -(-len(prepared.train) // batch_size)
-    steps_per_epoch = -(-trainer_steps // train_cfg.accumulate_batches)
-    schedule = build_schedule(train_cfg.schedule, optimizer, steps_per_epoch, train_cfg.epochs, train_cfg.lr)
-    averaging = None
-    if train_cfg.averaging is not None:
-        avg = train_cfg.averaging
-        averaging = WeightAverage(model, optimizer, avg.kind, avg.decay, avg.start_epoch, avg.swa_lr)
-    trainer = Trainer(model, loss_fn, optimizer, task=prepared.task, epochs=train_cfg.epochs,
-                      batch_size=batch_size, seed=config.seed, callbacks=chosen, fabric=fabric,
-                      schedule=schedule, penalty=WeightPenalty(model, train_cfg.l1, train_cfg.l2),
-                      averaging=averaging, clip_grad_norm=train_cfg.clip_grad_norm,
-                      clip_grad_value=train_cfg.clip_grad_value,
-                      accumulate_batches=train_cfg.accumulate_batches,
-                      decode=prepared.preprocessor.decode_regression,
-                      config=config.model_dump(mode="json"), device_data=train_cfg.device_data,
-                      run_dir=run_dir.path)
+    trainer = build_trainer(config, model, loss_fn, prepared.task, len(prepared.train), chosen,
+                            fabric=fabric, decode=prepared.preprocessor.decode_regression,
+                            run_dir=run_dir.path)
     state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
     if state.diverged:
         raise TrainingFailed(f"{state.stop_reason}. Run directory: {run_dir.path}")

@@ -54,19 +54,49 @@ def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each dotted key set to its value."""
+    """Return a copy of ``raw`` with each dotted key set to its value.
+
+    A part may index a list by position (``ensemble.members.0.params``) or, in a list of named
+    sections, by name (``ensemble.members.lightgbm.params``); an unset (null) section becomes one.
+    """
     raw = copy.deepcopy(raw)
     for dotted, value in overrides.items():
-        node = raw
+        node: Any = raw
         parts = dotted.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[: depth + 1])
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                position = _list_position(node, part, dotted, where)
+                if last:
+                    node[position] = value
+                else:
+                    node = node[position]
+                continue
+            if last:
+                node[part] = value
+                break
+            if node.get(part) is None:
+                node[part] = {}
+            child = node[part]
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override {dotted}: {where} is a value, not a section ({child!r})")
             node = child
-        node[parts[-1]] = value
     return raw
+
+
+def _list_position(items: list, part: str, dotted: str, where: str) -> int:
+    if part.lstrip("-").isdigit():
+        position = int(part)
+        if not -len(items) <= position < len(items):
+            raise ConfigError(f"override {dotted}: {where} is past the end of a list of {len(items)}")
+        return position
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    known = ", ".join(str(n) for n in names if n is not None) or "none"
+    raise ConfigError(f"override {dotted}: {where}: no list entry named {part!r} (names: {known});"
+                      " index a list by position or by an entry's name")
 
 
 def _fields_at(loc: Sequence[Any]) -> list[str]:

@@ -18,7 +18,7 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("loss", "accuracy"),
     "regression": ("loss", "rmse", "mae", "r2"),
 }
-LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier")
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "median_ae")
 LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
 
 
@@ -277,6 +277,82 @@ class ExplainConfig(Section):
     repeats: int = Field(5, ge=1)
 
 
+MemberKind = Literal["fitwell", "lightgbm", "hist_gradient_boosting", "sklearn"]
+
+
+class MemberConfig(Section):
+    """One ensemble member: a fitwell model (the run's model/train sections plus ``overrides``),
+    a gradient-boosting model, or any scikit-learn estimator, optionally bagged, boosted or
+    calibrated."""
+
+    name: str = Field(min_length=1)
+    kind: MemberKind = "fitwell"
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="fitwell members: dotted model.*/train.* keys")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="constructor arguments of non-fitwell members")
+    estimator: str | None = Field(None, description="sklearn members: 'module:Class'")
+    bagging: int = Field(0, ge=0, description="> 0: copies on bootstrap samples")
+    boosting: int = Field(0, ge=0, description="> 0: AdaBoost with that many rounds, through sample weights")
+    calibration: Literal["none", "isotonic", "sigmoid"] = "none"
+
+    @model_validator(mode="after")
+    def _check(self) -> MemberConfig:
+        if self.kind == "sklearn" and not self.estimator:
+            raise ValueError(f"member {self.name!r}: kind sklearn needs estimator: 'module:Class'"
+                             " (for example sklearn.linear_model:LogisticRegression)")
+        if self.kind != "sklearn" and self.estimator:
+            raise ValueError(f"member {self.name!r}: estimator is for kind sklearn (kind is {self.kind})")
+        if self.kind != "fitwell" and self.overrides:
+            raise ValueError(f"member {self.name!r}: overrides are config keys of fitwell members;"
+                             f" a {self.kind} member takes constructor arguments in params")
+        if self.kind == "fitwell" and self.params:
+            raise ValueError(f"member {self.name!r}: a fitwell member is configured by overrides"
+                             " (dotted model.*/train.* keys), not params")
+        bad = [k for k in self.overrides if not k.startswith(("model.", "train."))]
+        if bad:
+            raise ValueError(f"member {self.name!r}: overrides may set model.* and train.* keys only"
+                             f" (got {', '.join(bad)}); data and split are shared by all members")
+        if self.bagging and self.boosting:
+            raise ValueError(f"member {self.name!r}: choose bagging or boosting, not both")
+        return self
+
+
+class EnsembleConfig(Section):
+    """Members combined by stacking, voting, greedy weights or picking the best (``fitwell ensemble``)."""
+
+    members: list[MemberConfig] = Field(min_length=1)
+    method: Literal["stacking", "voting", "greedy", "best"] = "stacking"
+    voting: Literal["soft", "hard"] = "soft"
+    weights: dict[str, float] | None = Field(None, description="voting weight per member name (default 1)")
+    meta_learner: Literal["linear", "lightgbm", "hist_gradient_boosting"] = "linear"
+    use: list[str] | None = Field(None, description="names of the members to combine; default all")
+    folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
+    greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5,
+                                       description="share of a fitwell member's rows used for early stopping")
+
+    @model_validator(mode="after")
+    def _check(self) -> EnsembleConfig:
+        names = [m.name for m in self.members]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"member names must be unique; repeated: {', '.join(repeated)}")
+        for key, given in (("use", self.use or []), ("weights", list(self.weights or {}))):
+            unknown = [n for n in given if n not in names]
+            if unknown:
+                raise ValueError(f"ensemble.{key}: unknown member {unknown[0]!r}; members are"
+                                 f" {', '.join(names)}")
+        if self.use is not None and not self.use:
+            raise ValueError("ensemble.use is empty; name at least one member")
+        if self.weights is not None and any(w < 0 for w in self.weights.values()):
+            raise ValueError("ensemble.weights must be >= 0")
+        return self
+
+    def chosen(self) -> list[MemberConfig]:
+        return [m for m in self.members if self.use is None or m.name in self.use]
+
+
 class RunConfig(Section):
     """A whole run."""
 
@@ -290,6 +366,7 @@ class RunConfig(Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     tune: TuneConfig | None = None
+    ensemble: EnsembleConfig | None = None
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:

@@ -34,3 +34,52 @@ def fit_temperature(task: str, logits: np.ndarray, target: np.ndarray, steps: in
 
     optimizer.step(closure)
     return float(log_t.detach().exp())
+
+
+class _GivenProbabilities:
+    """A fitted "classifier" whose input is already a probability matrix: lets scikit-learn's
+    CalibratedClassifierCV learn a mapping from any member's probabilities, out-of-fold ones
+    included, not only from one fitted estimator's."""
+
+    _estimator_type = "classifier"
+
+    def __init__(self, num_classes: int):
+        self.classes_ = np.arange(num_classes)
+
+    def fit(self, X, y=None):
+        return self
+
+    def predict_proba(self, X):
+        return np.asarray(X, dtype=np.float64)
+
+    def predict(self, X):
+        return self.classes_[np.asarray(X).argmax(axis=1)]
+
+    def get_params(self, deep=True):
+        return {"num_classes": len(self.classes_)}
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+
+
+def fit_probability_calibrator(method: str, probabilities: np.ndarray, target: np.ndarray):
+    """Isotonic or sigmoid (Platt) calibration of a probability matrix, fitted on held-out rows
+    with scikit-learn's CalibratedClassifierCV (one-vs-rest and renormalised for multiclass).
+
+    Returns:
+        A fitted calibrator; ``calibrator.predict_proba(probabilities)`` maps any rows.
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]] * 10)
+        >>> y = np.array([0, 1, 1, 0] * 10)
+        >>> fit_probability_calibrator("isotonic", p, y).predict_proba(p).shape
+        (40, 2)
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    frozen = FrozenEstimator(_GivenProbabilities(probabilities.shape[1]))
+    return CalibratedClassifierCV(frozen, method=method).fit(probabilities, target)

@@ -81,37 +81,57 @@ class Run:
     def predict(self, frame: pd.DataFrame | str | Path) -> pd.DataFrame:
         """Predictions for each row: ``prediction`` and, for classifiers, ``proba_<class>``."""
         frame = _frame(frame)
-        if self.task == "regression":
-            values = self.preprocessor.decode_regression(self._output(frame).reshape(-1))
-            return pd.DataFrame({"prediction": values}, index=frame.index)
-        proba = self.predict_proba(frame)
-        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
-        out = pd.DataFrame({"prediction": labels}, index=frame.index)
-        for i, label in enumerate(self.classes):
-            out[f"proba_{label}"] = proba[:, i]
-        return out
+        return prediction_table(self.task, self.preprocessor, self._scores(frame), frame.index)
+
+    def _scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities, or the regression output in the model's (scaled) units."""
+        output = self._output(frame)
+        return output.reshape(-1) if self.task == "regression" else probabilities(self.task, output)
 
     def evaluate(self, frame: pd.DataFrame | str | Path) -> dict[str, float]:
         """Test-style metrics on another labelled table (rows with a missing target are skipped)."""
-        frame = _frame(frame)
-        target = self.preprocessor.plan.target
-        if target not in frame.columns:
-            raise DataError(f"the labelled data has no target column {target!r}; evaluate needs it")
-        labelled = frame.loc[frame[target].notna()]
-        if len(labelled) == 0:
-            raise DataError(f"no row of the labelled data has a value in {target!r}")
-        output = self._output(labelled)
-        if self.task == "regression":
-            pred = self.preprocessor.decode_regression(output.reshape(-1))
-            return regression_metrics(labelled[target].to_numpy(dtype=float), pred)
-        y = self.preprocessor.encode_target(labelled[target])
-        return classification_metrics(y, probabilities(self.task, output))
+        labelled = labelled_rows(self.preprocessor, _frame(frame))
+        return score_output(self.task, self.preprocessor, labelled, self._scores(labelled))
+
+
+def prediction_table(task: str, pre: Preprocessor, scores: np.ndarray, index) -> pd.DataFrame:
+    """``prediction`` (+ ``proba_<class>``) from probabilities or a scaled regression output."""
+    if task == "regression":
+        return pd.DataFrame({"prediction": pre.decode_regression(scores.reshape(-1))}, index=index)
+    labels = np.asarray(pre.classes_, dtype=object)[scores.argmax(axis=1)]
+    out = pd.DataFrame({"prediction": labels}, index=index)
+    for i, label in enumerate(pre.classes_):
+        out[f"proba_{label}"] = scores[:, i]
+    return out
+
+
+def labelled_rows(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a target value, or a DataError naming the target column."""
+    target = pre.plan.target
+    if target not in frame.columns:
+        raise DataError(f"the labelled data has no target column {target!r}; evaluate needs it")
+    labelled = frame.loc[frame[target].notna()]
+    if len(labelled) == 0:
+        raise DataError(f"no row of the labelled data has a value in {target!r}")
+    return labelled
+
+
+def score_output(task: str, pre: Preprocessor, labelled: pd.DataFrame,
+                 scores: np.ndarray) -> dict[str, float]:
+    target = labelled[pre.plan.target]
+    if task == "regression":
+        return regression_metrics(target.to_numpy(dtype=float), pre.decode_regression(scores.reshape(-1)))
+    return classification_metrics(pre.encode_target(target), scores)
 
 
 def _frame(data) -> pd.DataFrame:
     return data if isinstance(data, pd.DataFrame) else read_table(data)
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a finished run directory."""
+def load_run(path: str | Path):
+    """Load a finished run directory: a Run, or an EnsembleRun for a ``fitwell ensemble`` run."""
+    from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleRun
+
+    if (Path(path) / ENSEMBLE_FILE).exists():
+        return EnsembleRun(path)
     return Run(path)

@@ -80,6 +80,20 @@ def check_tune(config: RunConfig, task: str | None = None) -> None:
             f"tune.metric: val_loss is not comparable between trials when tune.space changes the loss"
             f" itself ({', '.join(changes_loss)}); tune a task metric instead, such as val_rmse, val_r2,"
             " val_accuracy or val_roc_auc")
+    if config.ensemble is not None:
+        extra = [n for n in metrics_of(config) if n in EXTRA_OBJECTIVES]
+        single = "tune.cv" if config.tune.cv else "tune.retrain_on: train_val" \
+            if config.tune.retrain_on == "train_val" else (extra[0] if extra else None)
+        if single:
+            raise ConfigError(f"tune with an ensemble section: {single} is for single models; an"
+                              " ensemble trial is scored on the validation split and refitted as it was")
+        if task is not None:
+            known = ensemble_metric_names(task)
+            for name in metrics_of(config):
+                if name not in known:
+                    raise ConfigError(f"tune.metric: {name!r} is not reported by an ensemble for a {task}"
+                                      f" task; reported: {', '.join(known)}")
+        return
     if task is not None:
         for i, name in enumerate(metrics_of(config)):
             if name not in EXTRA_OBJECTIVES:
@@ -119,6 +133,7 @@ class Objective:
 
     def __init__(self, source: dict, folder: Path, data=None):
         self.source, self.folder, self.data = source, folder, data
+        self.members: dict = {}  # fitted ensemble members, reused by trials that do not change them
 
     def __call__(self, trial):
         import optuna
@@ -132,6 +147,8 @@ class Objective:
         trial.set_user_attr("pid", os.getpid())
         names = metrics_of(config)
         primary = next((n for n in names if n not in EXTRA_OBJECTIVES), "val_loss")
+        if config.ensemble is not None:
+            return self._ensemble_trial(trial, params, names)
         multi = len(names) > 1
         folds = [None] if tune.cv is None else [(tune.cv, i) for i in range(tune.cv)]
         values, runs = [], []
@@ -160,6 +177,36 @@ class Objective:
             else:
                 out.append(score if name == primary else float(runs[0].summary["validation"][name]))
         return out
+
+
+    def _ensemble_trial(self, trial, params: dict, names: list[str]):
+        """A trial of an ensemble config: fit it (members reused from earlier trials when their
+        spec is unchanged) and return its validation score(s); no pruning (no epochs)."""
+        import optuna
+
+        from fitwell.ensemble import fit_ensemble
+
+        overrides = {**params, "track.runs_dir": str(self.folder), "track.name": f"trial-{trial.number}",
+                     "track.overwrite": True}
+        source = {k: v for k, v in self.source.items() if k != "tune"}
+        run = fit_ensemble(source, overrides, data=self.data, score_test=False, cache=self.members)
+        values = [float(run.summary.get("validation", {}).get(name, math.nan)) for name in names]
+        if any(math.isnan(v) for v in values):
+            raise optuna.TrialPruned(f"{', '.join(names)} not scored on validation (split.val is 0?)")
+        return values if len(values) > 1 else values[0]
+
+
+def ensemble_metric_names(task: str) -> list[str]:
+    """Validation metrics an ensemble trial reports for ``task`` (``val_`` + every test metric)."""
+    import numpy as np
+
+    from fitwell.evaluate.metrics import classification_metrics, regression_metrics
+
+    if task == "regression":
+        names = regression_metrics(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.5]))
+    else:
+        names = classification_metrics(np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))
+    return ["val_loss"] + [f"val_{name}" for name in names]
 
 
 def latency_ms(run, rows: int = 1000) -> float:
@@ -268,10 +315,17 @@ def finish(config: RunConfig, study, folder: Path, data, say) -> dict:
     if merge:
         overrides.update({"train.early_stopping.enabled": False,
                           "train.epochs": int(best.user_attrs.get("best_epoch") or config.train.epochs)})
-    say(f"retraining trial {best.number} on {'train+validation' if merge else 'train'};"
-        " scoring the test split once")
     source = {k: v for k, v in config.model_dump(mode="json").items() if k != "tune"}
-    final = train(source, overrides, data=data, merge_val=merge)
+    if config.ensemble is not None:
+        from fitwell.ensemble import fit_ensemble
+
+        say(f"refitting trial {best.number}'s ensemble; scoring the test split once")
+        overrides = {k: v for k, v in overrides.items() if k != "train.progress"}
+        final = fit_ensemble(source, overrides, data=data)
+    else:
+        say(f"retraining trial {best.number} on {'train+validation' if merge else 'train'};"
+            " scoring the test split once")
+        final = train(source, overrides, data=data, merge_val=merge)
     summary = {
         "study": study.study_name, "metric": metrics_of(config), "directions": directions_of(config),
         "best_trial": best.number, "best_params": params,

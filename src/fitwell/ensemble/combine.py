@@ -1,0 +1,152 @@
+"""Combiners: how members' outputs become one prediction.
+
+Every combiner learns from the members' out-of-fold (OOF) outputs on the train split and is then
+applied to the outputs of the members refitted on the whole train split: scikit-learn's
+StackingClassifier/Regressor scheme. fitwell computes each member's OOF outputs once (with
+scikit-learn's ``cross_val_predict``) and shares them between stacking, the greedy weight search,
+the diversity table and the member scores, instead of letting each scikit-learn ensemble refit
+the members again; tests/ensemble/test_combine.py checks that the stacking here gives
+StackingClassifier's predictions.
+
+An output is a probability matrix (n, classes) for classifiers and a vector (n,) for regressors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import log_loss, mean_squared_error
+
+
+def stack_features(outputs: list[np.ndarray], task: str) -> np.ndarray:
+    """The meta-learner's inputs, built as StackingClassifier builds them: each member's
+    probabilities side by side, the first column dropped for a binary task (it is 1 - the other)."""
+    if task == "regression":
+        return np.column_stack(outputs)
+    if task == "binary":
+        return np.hstack([o[:, 1:] for o in outputs])
+    return np.hstack(outputs)
+
+
+def build_meta_learner(name: str, task: str, seed: int):
+    """scikit-learn's stacking defaults for ``linear`` (LogisticRegression / RidgeCV), or a tree model."""
+    classify = task != "regression"
+    if name == "linear":
+        from sklearn.linear_model import LogisticRegression, RidgeCV
+
+        return LogisticRegression() if classify else RidgeCV()
+    if name == "lightgbm":
+        import lightgbm
+
+        cls = lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor
+        return cls(n_estimators=100, num_leaves=7, learning_rate=0.05, random_state=seed, verbose=-1)
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    return cls(max_leaf_nodes=7, random_state=seed)
+
+
+class Stacking:
+    """A meta-learner fitted on the members' OOF outputs."""
+
+    kind = "stacking"
+
+    def __init__(self, meta_learner, task: str):
+        self.meta_learner = meta_learner
+        self.task = task
+
+    def fit(self, outputs: list[np.ndarray], y: np.ndarray) -> Stacking:
+        self.meta_learner_ = clone(self.meta_learner).fit(stack_features(outputs, self.task), y)
+        return self
+
+    def combine(self, outputs: list[np.ndarray]) -> np.ndarray:
+        features = stack_features(outputs, self.task)
+        if self.task == "regression":
+            return np.asarray(self.meta_learner_.predict(features), dtype=np.float64)
+        return np.asarray(self.meta_learner_.predict_proba(features), dtype=np.float64)
+
+    def describe(self) -> dict:
+        return {"method": "stacking", "meta_learner": type(self.meta_learner).__name__}
+
+
+class Voting:
+    """Weighted average of probabilities (soft) or of one-hot votes (hard); a weighted mean for
+    regression. Hard voting's "probabilities" are the weighted vote shares."""
+
+    kind = "voting"
+
+    def __init__(self, weights: list[float], task: str, voting: str = "soft", method: str = "voting"):
+        self.weights = list(weights)
+        self.task = task
+        self.voting = voting
+        self.method = method
+
+    def fit(self, outputs: list[np.ndarray], y: np.ndarray) -> Voting:
+        total = float(sum(self.weights))
+        if total <= 0:
+            raise ValueError("voting weights are all zero; give at least one member a weight above 0")
+        self.weights_ = np.asarray(self.weights, dtype=np.float64) / total
+        return self
+
+    def combine(self, outputs: list[np.ndarray]) -> np.ndarray:
+        if self.task != "regression" and self.voting == "hard":
+            outputs = [np.eye(o.shape[1])[o.argmax(axis=1)] for o in outputs]
+        return sum(w * np.asarray(o, dtype=np.float64) for w, o in zip(self.weights_, outputs, strict=True))
+
+    def describe(self) -> dict:
+        return {"method": self.method, "voting": self.voting, "weights": [float(w) for w in self.weights_]}
+
+
+def ensemble_loss(task: str, y: np.ndarray, output: np.ndarray) -> float:
+    """Log loss for classifiers, mean squared error for regressors: what greedy selection lowers."""
+    if task == "regression":
+        return float(mean_squared_error(y, output))
+    return float(log_loss(y, np.clip(output, 1e-15, 1), labels=np.arange(output.shape[1])))
+
+
+def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50) -> list[float]:
+    """Ensemble selection with replacement (Caruana et al., 2004): each round adds the member
+    whose addition most lowers the OOF loss of the running average; weights are the counts.
+
+    Example:
+        >>> greedy_weights([np.array([0.0, 1.0]), np.array([1.0, 1.0])], np.array([0.0, 1.0]),
+        ...                "regression", rounds=4)
+        [1.0, 0.0]
+    """
+    counts = np.zeros(len(outputs))
+    total = np.zeros_like(np.asarray(outputs[0], dtype=np.float64))
+    for step in range(1, rounds + 1):
+        losses = [ensemble_loss(task, y, (total + o) / step) for o in outputs]
+        best = int(np.argmin(losses))
+        counts[best] += 1
+        total = total + outputs[best]
+    return [float(c) for c in counts / counts.sum()]
+
+
+def build_combiner(method: str, outputs: list[np.ndarray], y: np.ndarray, task: str, *,
+                   names: list[str], voting: str = "soft", weights: dict[str, float] | None = None,
+                   meta_learner: str = "linear", greedy_rounds: int = 50, seed: int = 0):
+    """A fitted combiner of ``method`` (stacking, voting, greedy, best) from OOF outputs."""
+    if method == "stacking":
+        return Stacking(build_meta_learner(meta_learner, task, seed), task).fit(outputs, y)
+    if method == "voting":
+        chosen = [float((weights or {}).get(n, 1.0)) for n in names]  # unnamed members weigh 1
+        return Voting(chosen, task, voting).fit(outputs, y)
+    if method == "greedy":
+        return Voting(greedy_weights(outputs, y, task, greedy_rounds), task, "soft", "greedy").fit(outputs, y)
+    losses = [ensemble_loss(task, y, o) for o in outputs]
+    one_hot = [0.0] * len(outputs)
+    one_hot[int(np.argmin(losses))] = 1.0
+    return Voting(one_hot, task, "soft", "best").fit(outputs, y)
+
+
+def error_correlation(outputs: list[np.ndarray], y: np.ndarray, task: str) -> np.ndarray:
+    """Pearson correlation of the members' OOF errors: residuals for regression, 1 - the
+    probability of the true class for classification. Low values mean members err differently."""
+    if task == "regression":
+        errors = [np.asarray(o, dtype=np.float64) - y for o in outputs]
+    else:
+        errors = [1.0 - o[np.arange(len(y)), y] for o in outputs]
+    matrix = np.vstack(errors)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.corrcoef(matrix) if len(errors) > 1 else np.ones((1, 1))

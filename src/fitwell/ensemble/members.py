@@ -1,0 +1,246 @@
+"""Ensemble members as scikit-learn estimators, so scikit-learn's own machinery wraps them.
+
+A fitwell member is the run's model trained by fitwell's Trainer on the packed ``nn`` view (see
+features.py); it honours ``sample_weight`` through the loss, which is what AdaBoost needs. Bagging
+is scikit-learn's BaggingClassifier/Regressor, boosting its AdaBoostClassifier/Regressor, gradient
+boosting LightGBM or HistGradientBoosting, and any other estimator comes by ``module:Class``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+
+from fitwell.config.schema import MemberConfig, RunConfig
+from fitwell.ensemble.features import unpack
+from fitwell.errors import ConfigError
+from fitwell.evaluate.metrics import probabilities
+from fitwell.models import MODELS
+from fitwell.train.loop import TensorData
+
+TREE_KINDS = ("lightgbm", "hist_gradient_boosting")
+
+
+class _FitwellMember(BaseEstimator):
+    """The run's fitwell model as a scikit-learn estimator over the packed ``nn`` view.
+
+    Args:
+        config: the run config as JSON-ready dict (member overrides already applied).
+        num_numeric: leading columns of X that are numbers; the rest are category codes.
+        cardinalities: embedding sizes of the code columns.
+        num_classes: classes of the whole task (0 for regression); every copy predicts all of them,
+            so bagged copies that miss a class still line up.
+        validation_fraction: rows held out of ``fit`` for early stopping.
+        random_state: seed of the model's initialisation, the shuffling and the held-out rows.
+    """
+
+    def __init__(self, config: dict | None = None, num_numeric: int = 0, cardinalities=(),
+                 num_classes: int = 0, validation_fraction: float = 0.1, random_state: int = 0):
+        self.config = config
+        self.num_numeric = num_numeric
+        self.cardinalities = cardinalities
+        self.num_classes = num_classes
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    @property
+    def _task(self) -> str:
+        return "regression" if self.num_classes == 0 else "binary" if self.num_classes == 2 else "multiclass"
+
+    def fit(self, X, y, sample_weight=None):
+        from fitwell.pipeline import build_trainer, class_weights_for
+        from fitwell.train.callbacks import EarlyStopping, NanGuard
+        from fitwell.train.losses import build_loss
+
+        config = RunConfig.model_validate(self.config)
+        seed = int(self.random_state)
+        torch.manual_seed(seed)
+        task = self._task
+        numeric, codes = unpack(X, self.num_numeric)
+        y = np.asarray(y)
+        target = y.astype(np.float32 if task == "regression" else np.int64)
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        out = 1 if task in ("binary", "regression") else self.num_classes
+        kwargs = config.model.model_dump(exclude={"name"})
+        kwargs.update(num_numeric=self.num_numeric, cardinalities=list(self.cardinalities), out_features=out)
+        self.model_spec_ = {"name": config.model.name, "kwargs": kwargs}
+        self.model_ = MODELS.build(config.model.name, key="model.name", **kwargs)
+        rows = np.arange(len(target))
+        stop = config.train.early_stopping
+        use_val = stop.enabled and len(rows) >= 20
+        train_rows, val_rows = rows, rows[:0]
+        if use_val:
+            stratify = None
+            if task != "regression":
+                _, counts = np.unique(target, return_counts=True)
+                if counts.min() >= 2 and self.validation_fraction * len(rows) >= len(counts):
+                    stratify = target
+            train_rows, val_rows = train_test_split(rows, test_size=self.validation_fraction,
+                                                    random_state=seed, stratify=stratify)
+        class_weights = None
+        if task != "regression":
+            class_weights = class_weights_for(config.train.class_weights, list(range(self.num_classes)),
+                                              target[train_rows])
+        loss_fn = build_loss(config.train.loss, task, class_weights, config.train.huber_delta,
+                             config.train.focal_gamma, config.train.label_smoothing)
+        callbacks = [NanGuard()] if config.train.nan_guard else []
+        if use_val:
+            callbacks.append(EarlyStopping(stop.monitor, stop.resolved_mode, stop.patience, stop.min_delta,
+                                           stop.restore_best))
+        config.train.progress = False
+        if config.train.batch_size == "auto" or config.train.lr == "auto":
+            raise ConfigError("ensemble members need a fixed train.batch_size and train.lr (not auto);"
+                              " run fitwell lr-find once and set the value")
+        config.seed = seed
+        trainer = build_trainer(config, self.model_, loss_fn, task, len(train_rows), callbacks)
+
+        def part(index):
+            return TensorData.from_numpy(numeric[index], codes[index], target[index],
+                                         None if weight is None else weight[index])
+
+        state = trainer.fit(part(train_rows), part(val_rows) if use_val else None)
+        if state.diverged:
+            from fitwell.errors import TrainingFailed
+
+            raise TrainingFailed(f"a fitwell ensemble member diverged: {state.stop_reason}")
+        self.model_ = trainer.eval_module
+        self.model_.eval()
+        self.n_iter_ = state.epoch
+        if task != "regression":
+            self.classes_ = np.arange(self.num_classes)
+        return self
+
+    def _raw(self, X) -> np.ndarray:
+        numeric, codes = unpack(X, self.num_numeric)
+        with torch.inference_mode():
+            out = self.model_(torch.from_numpy(numeric), torch.from_numpy(codes))
+        return out.float().numpy()
+
+    # skops stores plain data: the weights go as numpy arrays and the module is rebuilt on load
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if "model_" in state:
+            state["model_"] = {k: v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        weights = state.pop("model_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            spec = self.model_spec_
+            self.model_ = MODELS.build(spec["name"], **spec["kwargs"])
+            self.model_.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()},
+                                        strict=True)
+            self.model_.eval()
+
+
+class FitwellMemberClassifier(ClassifierMixin, _FitwellMember):
+    def predict_proba(self, X):
+        return probabilities(self._task, self._raw(X))
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FitwellMemberRegressor(RegressorMixin, _FitwellMember):
+    def predict(self, X):
+        return self._raw(X).reshape(-1)
+
+
+def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: int, cardinalities: list[int],
+                 num_classes: int, tree_categorical: list[int], seed: int,
+                 validation_fraction: float = 0.1, where: str = "ensemble.members") -> BaseEstimator:
+    """The scikit-learn estimator a member spec describes (unfitted).
+
+    Raises:
+        ConfigError: unknown estimator, bad params or overrides; the message names the member key.
+    """
+    classify = task != "regression"
+    if spec.kind == "fitwell":
+        from fitwell.config.load import load_config
+
+        source = base.model_dump(mode="json", exclude={"tune", "ensemble"})
+        try:
+            config = load_config(source, spec.overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{where} {spec.name!r} overrides: {err}") from err
+        cls = FitwellMemberClassifier if classify else FitwellMemberRegressor
+        estimator = cls(config.model_dump(mode="json"), num_numeric, list(cardinalities),
+                        num_classes if classify else 0, validation_fraction, seed)
+    elif spec.kind == "lightgbm":
+        estimator = _lightgbm(spec, classify, tree_categorical, seed, where)
+    elif spec.kind == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        params = {"random_state": seed, **spec.params}
+        if tree_categorical and "categorical_features" not in params:
+            params["categorical_features"] = tree_categorical
+        estimator = _construct(cls, params, spec, where)
+    else:
+        from fitwell.train.losses import import_object
+
+        cls = import_object(spec.estimator, f"{where} {spec.name!r} estimator")
+        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+            raise ConfigError(f"{where} {spec.name!r}: estimator {spec.estimator!r} is not a scikit-learn"
+                              " estimator class")
+        params = dict(spec.params)
+        if "random_state" in inspect.signature(cls).parameters:
+            params.setdefault("random_state", seed)
+        estimator = _construct(cls, params, spec, where)
+        kind = getattr(estimator, "_estimator_type", None) or ("classifier" if hasattr(
+            estimator, "predict_proba") else "regressor")
+        if classify and not hasattr(estimator, "predict_proba"):
+            raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} has no predict_proba; a"
+                              " classification ensemble combines probabilities (use a probabilistic"
+                              " classifier)")
+        if classify != (kind == "classifier"):
+            raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} is a {kind} but the task is {task}")
+    if spec.bagging:
+        from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+
+        cls = BaggingClassifier if classify else BaggingRegressor
+        estimator = cls(estimator=estimator, n_estimators=spec.bagging, random_state=seed)
+    elif spec.boosting:
+        from sklearn.ensemble import AdaBoostClassifier, AdaBoostRegressor
+
+        if classify and "sample_weight" not in inspect.signature(estimator.fit).parameters:
+            raise ConfigError(f"{where} {spec.name!r}: boosting needs an estimator whose fit takes"
+                              " sample_weight")
+        cls = AdaBoostClassifier if classify else AdaBoostRegressor
+        estimator = cls(estimator=estimator, n_estimators=spec.boosting, random_state=seed)
+    if spec.calibration != "none" and not classify:
+        raise ConfigError(f"{where} {spec.name!r}: calibration is for classifiers; the task is regression")
+    return estimator
+
+
+def _lightgbm(spec: MemberConfig, classify: bool, categorical: list[int], seed: int, where: str):
+    try:
+        import lightgbm
+    except ImportError as err:  # a dependency; only a broken install lacks it
+        raise ConfigError(f"{where} {spec.name!r}: kind lightgbm needs the lightgbm package"
+                          " (pip install lightgbm)") from err
+    cls = lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor
+    # LightGBM's OpenMP threads spin while they wait: with more threads than free cores (tuning
+    # workers, other processes) a 0.2 s fit took 80 s here. Use the threads PyTorch was given.
+    params: dict[str, Any] = {"random_state": seed, "verbose": -1, "n_jobs": torch.get_num_threads(),
+                              **spec.params}
+    if categorical and "categorical_feature" not in params:
+        params["categorical_feature"] = categorical  # a Booster parameter: survives cloning and bagging
+    return _construct(cls, params, spec, where)
+
+
+def _construct(cls, params: dict, spec: MemberConfig, where: str):
+    try:
+        estimator = cls(**params)
+        if hasattr(estimator, "_parameter_constraints"):
+            estimator._validate_params()  # scikit-learn's own check: wrong types named now, not at fit
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} {spec.name!r} params: {err}") from err
+    return estimator

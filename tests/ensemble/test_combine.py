@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.ensemble import StackingClassifier, StackingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from fitwell.ensemble.combine import Voting, build_combiner, error_correlation, greedy_weights
+
+
+@pytest.mark.parametrize("loader", [load_breast_cancer, load_wine])
+def test_stacking_gives_scikit_learns_stacking_classifier_predictions(loader):
+    X, y = loader(return_X_y=True)
+    members = [("nb", GaussianNB()), ("tree", DecisionTreeClassifier(max_depth=3, random_state=0)),
+               ("lr", make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)))]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    task = "binary" if len(np.unique(y)) == 2 else "multiclass"
+    oof = [cross_val_predict(m, X, y, cv=cv, method="predict_proba") for _, m in members]
+    fitted = [m.fit(X, y).predict_proba(X) for _, m in members]
+    ours = build_combiner("stacking", oof, y, task, names=[n for n, _ in members]).combine(fitted)
+    theirs = StackingClassifier(members, cv=cv).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(ours, theirs, atol=1e-10)
+
+
+def test_stacking_gives_scikit_learns_stacking_regressor_predictions():
+    X, y = load_diabetes(return_X_y=True)
+    members = [("ridge", Ridge(alpha=1.0)), ("tree", DecisionTreeRegressor(max_depth=3, random_state=0))]
+    cv = KFold(5, shuffle=True, random_state=0)
+    oof = [cross_val_predict(m, X, y, cv=cv) for _, m in members]
+    fitted = [m.fit(X, y).predict(X) for _, m in members]
+    ours = build_combiner("stacking", oof, y, "regression", names=["ridge", "tree"]).combine(fitted)
+    theirs = StackingRegressor(members, final_estimator=RidgeCV(), cv=cv).fit(X, y).predict(X)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)
+
+
+@pytest.mark.parametrize("outputs, y, expected", [
+    ([np.array([0.0, 1.0]), np.array([1.0, 1.0])], np.array([0.0, 1.0]), [1.0, 0.0]),  # one is exact
+    ([np.array([1.0, 1.0]), np.array([-1.0, -1.0])], np.array([0.0, 0.0]), [0.5, 0.5]),  # errors cancel
+    ([np.array([2.0]), np.array([-1.0])], np.array([0.0]), [1 / 3, 2 / 3]),  # 1/3*2 + 2/3*-1 = 0
+])
+def test_greedy_weights(outputs, y, expected):
+    np.testing.assert_allclose(greedy_weights(outputs, y, "regression", rounds=6), expected)
+
+
+def test_greedy_prefers_the_informative_member_and_beats_averaging():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    good = np.where(y[:, None] == np.arange(2), 0.8, 0.2)
+    noise = rng.dirichlet([1, 1], 500)
+    weights = greedy_weights([good, noise], y, "binary")
+    assert weights[0] > 0.9
+    greedy = build_combiner("greedy", [good, noise], y, "binary", names=["good", "noise"])
+    average = build_combiner("voting", [good, noise], y, "binary", names=["good", "noise"])
+    from sklearn.metrics import log_loss
+
+    assert log_loss(y, greedy.combine([good, noise])) < log_loss(y, average.combine([good, noise]))
+
+
+def test_hard_and_soft_voting_differ_as_they_should():
+    # two members barely for class 0, one member strongly for class 1
+    a = np.array([[0.55, 0.45]])
+    b = np.array([[0.0, 1.0]])
+    soft = Voting([1, 1, 1], "binary", "soft").fit([], None).combine([a, a, b])
+    hard = Voting([1, 1, 1], "binary", "hard").fit([], None).combine([a, a, b])
+    assert soft.argmax() == 1 and hard.argmax() == 0
+    np.testing.assert_allclose(hard, [[2 / 3, 1 / 3]])
+    weighted = Voting([1, 1, 3], "binary", "hard").fit([], None).combine([a, a, b])
+    assert weighted.argmax() == 1
+
+
+def test_weights_default_to_one_for_unnamed_members_and_best_picks_the_lowest_loss():
+    y = np.array([0.0, 1.0, 2.0])
+    outputs = [y + 1.0, y.copy(), y - 3.0]
+    voting = build_combiner("voting", outputs, y, "regression", names=["a", "b", "c"], weights={"c": 0.0})
+    np.testing.assert_allclose(voting.combine(outputs), y + 0.5)
+    best = build_combiner("best", outputs, y, "regression", names=["a", "b", "c"])
+    assert best.describe()["weights"] == [0.0, 1.0, 0.0]
+
+
+def test_error_correlation_of_identical_and_opposite_members():
+    y = np.array([0.0, 0.0, 0.0, 0.0])
+    a = np.array([1.0, -1.0, 2.0, 0.5])
+    matrix = error_correlation([a, a * 2, -a], y, "regression")
+    np.testing.assert_allclose(matrix, [[1, 1, -1], [1, 1, -1], [-1, -1, 1]])

@@ -1,0 +1,121 @@
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, make_classification
+
+from fitwell.config.load import load_config
+from fitwell.config.schema import MemberConfig
+from fitwell.ensemble.members import FitwellMemberClassifier, build_member
+from fitwell.errors import ConfigError
+
+
+def base_config():
+    return load_config({"train": {"epochs": 20, "progress": False}})
+
+
+def member(**spec):
+    spec.setdefault("name", "m")
+    return build_member(MemberConfig(**spec), base_config(), "binary", num_numeric=30, cardinalities=[],
+                        num_classes=2, tree_categorical=[], seed=0)
+
+
+def scaled_breast_cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return ((X - X.mean(0)) / X.std(0)).astype(np.float32), y
+
+
+def test_fitwell_member_learns_and_honours_sample_weight():
+    X, y = scaled_breast_cancer()
+    model = member().fit(X, y)
+    assert model.score(X, y) > 0.95
+    # flip the labels of half the rows, then give those rows no weight: the model learns the rest
+    flipped = y.copy()
+    rng = np.random.default_rng(0)
+    half = rng.random(len(y)) < 0.5
+    flipped[half] = 1 - flipped[half]
+    ignored = member().fit(X, flipped, sample_weight=(~half).astype(float))
+    trusted = member().fit(X, flipped)
+    assert ignored.score(X, y) > 0.9 > trusted.score(X, y)
+
+
+def test_fitwell_member_round_trips_through_skops(tmp_path):
+    import skops.io as sio
+
+    X, y = scaled_breast_cancer()
+    model = member().fit(X, y)
+    sio.dump(model, tmp_path / "m.skops")
+    loaded = sio.load(tmp_path / "m.skops", trusted=sio.get_untrusted_types(file=tmp_path / "m.skops"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_bagging_and_adaboost_wrap_fitwell_members():
+    X, y = scaled_breast_cancer()
+    bagged = member(bagging=3).fit(X, y)
+    assert type(bagged).__name__ == "BaggingClassifier" and len(bagged.estimators_) == 3
+    assert bagged.score(X, y) > 0.95
+    weak = {"model.hidden_sizes": [8], "train.lr": 0.01, "train.epochs": 10}
+    boosted = member(boosting=3, overrides=weak).fit(X, y)
+    assert type(boosted).__name__ == "AdaBoostClassifier"
+    assert len(boosted.estimators_) >= 1 and boosted.score(X, y) > 0.9
+    # AdaBoost reweights rows between rounds: later learners saw different weights, so they differ
+    if len(boosted.estimators_) > 1:
+        first, second = (e.predict_proba(X) for e in boosted.estimators_[:2])
+        assert not np.allclose(first, second)
+
+
+def test_lightgbm_member_splits_on_categories():
+    rng = np.random.default_rng(0)
+    category = rng.integers(0, 8, 800).astype(float)
+    number = rng.normal(size=800)
+    y = (np.isin(category, [1, 4, 6]) ^ (number > 0)).astype(int)
+    X = np.c_[number, category]
+    estimator = build_member(MemberConfig(name="gbm", kind="lightgbm"), base_config(), "binary", 1, [], 2,
+                             tree_categorical=[1], seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="categorical_feature keyword")
+        estimator.fit(X, y)
+    dumped = str(estimator.booster_.dump_model())
+    assert "'decision_type': '=='" in dumped  # categorical splits, not thresholds on the code
+    assert estimator.score(X, y) > 0.97
+
+
+def test_sklearn_member_by_import_path():
+    X, y = make_classification(200, 5, random_state=0)
+    estimator = member(kind="sklearn", estimator="sklearn.naive_bayes:GaussianNB")
+    assert estimator.fit(X, y).predict_proba(X).shape == (200, 2)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "sklearn"}, r"kind sklearn needs estimator"),
+    ({"kind": "lightgbm", "overrides": {"model.dropout": 0.1}}, r"params"),
+    ({"overrides": {"data.target": "y"}}, r"model\.\* and train\.\* keys only"),
+    ({"bagging": 2, "boosting": 2}, r"bagging or boosting"),
+])
+def test_bad_member_specs_name_the_problem(spec, message):
+    with pytest.raises(ValueError, match=message):
+        MemberConfig(name="m", **spec)
+
+
+def test_build_errors_name_the_member():
+    with pytest.raises(ConfigError, match=r"'m' params: .*n_estimatorz"):
+        member(kind="hist_gradient_boosting", params={"n_estimatorz": 3})
+    with pytest.raises(ConfigError, match=r"'m' overrides: .*train\.lrr"):
+        member(overrides={"train.lrr": 0.1})
+    with pytest.raises(ConfigError, match=r"'m'.*Ridge has no predict_proba"):
+        member(kind="sklearn", estimator="sklearn.linear_model:Ridge")
+    with pytest.raises(ConfigError, match=r"'m'.*is a classifier but the task is regression"):
+        build_member(MemberConfig(name="m", kind="sklearn", estimator="sklearn.naive_bayes:GaussianNB"),
+                     base_config(), "regression", 30, [], 0, [], 0)
+    with pytest.raises(ConfigError, match=r"calibration is for classifiers"):
+        build_member(MemberConfig(name="m", calibration="isotonic"), base_config(), "regression", 30, [], 0,
+                     [], 0)
+    with pytest.raises(ConfigError, match=r"no_such_module"):
+        member(kind="sklearn", estimator="no_such_module:Thing")
+
+
+def test_fitwell_member_predicts_every_class_even_when_a_bootstrap_missed_one():
+    X, y = make_classification(300, 6, n_informative=4, n_classes=3, random_state=0)
+    config = base_config().model_dump(mode="json")
+    model = FitwellMemberClassifier(config, 6, [], num_classes=3).fit(X[y != 2], y[y != 2])
+    assert model.predict_proba(X).shape == (300, 3)
