@@ -21,7 +21,8 @@ def test_stacking_gives_scikit_learns_stacking_classifier_predictions(loader):
     task = "binary" if len(np.unique(y)) == 2 else "multiclass"
     oof = [cross_val_predict(m, X, y, cv=cv, method="predict_proba") for _, m in members]
     fitted = [m.fit(X, y).predict_proba(X) for _, m in members]
-    ours = build_combiner("stacking", oof, y, task, names=[n for n, _ in members]).combine(fitted)
+    ours = build_combiner("stacking", oof, y, task, names=[n for n, _ in members],
+                          stack_on="probability").combine(fitted)
     theirs = StackingClassifier(members, cv=cv).fit(X, y).predict_proba(X)
     np.testing.assert_allclose(ours, theirs, atol=1e-10)
 
@@ -86,3 +87,11 @@ def test_error_correlation_of_identical_and_opposite_members():
     a = np.array([1.0, -1.0, 2.0, 0.5])
     matrix = error_correlation([a, a * 2, -a], y, "regression")
     np.testing.assert_allclose(matrix, [[1, 1, -1], [1, 1, -1], [-1, -1, 1]])
+
+
+def test_logit_stacking_reads_log_odds():
+    from fitwell.ensemble.combine import stack_features
+
+    p = np.array([[0.5, 0.5], [0.2, 0.8]])
+    np.testing.assert_allclose(stack_features([p], "binary"), [[0.0], [np.log(4.0)]])
+    np.testing.assert_allclose(stack_features([p], "binary", "probability"), [[0.5], [0.8]])

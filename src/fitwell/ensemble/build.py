@@ -169,7 +169,7 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
         for method in METHODS:
             combiner = build_combiner(method, outputs["oof"], y["train"], task, names=names,
                                       voting=settings.voting, weights=settings.weights,
-                                      meta_learner=settings.meta_learner,
+                                      meta_learner=settings.meta_learner, stack_on=settings.stack_on,
                                       greedy_rounds=settings.greedy_rounds, seed=config.seed)
             combiners[method] = combiner
             methods[method] = {**combiner.describe()}
