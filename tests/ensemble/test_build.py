@@ -20,7 +20,7 @@ def test_ensemble_cli_exports_one_run_that_fitwell_predict_reads(tmp_path, mixed
     config = tmp_path / "ens.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"source": str(data), "target": "label"}, "train": FAST,
-        "track": {"runs_dir": str(tmp_path / "runs"), "name": "ens"},
+        "track": {"runs_dir": str(tmp_path / "runs"), "name": "ens"}, "explain": {"permutation": True},
         "ensemble": {"folds": 3, "members": [
             {"name": "mlp"}, {"name": "gbm", "kind": "lightgbm", "params": {"n_estimators": 30}},
             {"name": "bag", "kind": "sklearn", "estimator": "sklearn.linear_model:LogisticRegression",
@@ -42,6 +42,8 @@ def test_ensemble_cli_exports_one_run_that_fitwell_predict_reads(tmp_path, mixed
     np.testing.assert_allclose(np.diag(matrix), 1.0)
     assert summary["test"]["roc_auc"] > 0.85
     assert "test_uncalibrated" in summary["members"]["bag"]  # the calibrated member, before calibration
+    importance = json.loads((run_dir / "importance.json").read_text())["importances"]
+    assert {importance[0]["column"], importance[1]["column"]} == {"x1", "x2"}  # the planted signal
 
     # out-of-fold predictions cover exactly the training rows, never a test row
     oof = pd.read_csv(run_dir / "oof.csv")

@@ -213,7 +213,13 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     _member_table(rows).to_csv(run_dir.path / "members.csv", index=False)
     run_dir.write_json(run_dir.metrics, summary)
     _show(console, task, rows, methods, diversity, settings.method, score_test)
-    return EnsembleRun(run_dir.path)
+    run = EnsembleRun(run_dir.path)
+    if score_test and config.explain.permutation:
+        from fitwell.evaluate.explain import permutation_importance
+
+        run_dir.write_json(run_dir.path / "importance.json", permutation_importance(
+            run, prepared.frame.iloc[parts["test"]], config.explain.repeats, config.seed))
+    return run
 
 
 def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes, splitter, groups, seed,

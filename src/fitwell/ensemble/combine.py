@@ -39,12 +39,13 @@ def stack_features(outputs: list[np.ndarray], task: str, stack_on: str = "logit"
 
 
 def build_meta_learner(name: str, task: str, seed: int):
-    """scikit-learn's stacking defaults for ``linear`` (LogisticRegression / RidgeCV), or a tree model."""
+    """scikit-learn's stacking defaults for ``linear`` (LogisticRegression, RidgeCV), or a tree model."""
     classify = task != "regression"
     if name == "linear":
         from sklearn.linear_model import LogisticRegression, RidgeCV
 
-        return LogisticRegression() if classify else RidgeCV()
+        # max_iter: log-odds inputs are unscaled, and lbfgs stopped at its default 100 on iris
+        return LogisticRegression(max_iter=1000) if classify else RidgeCV()
     if name == "lightgbm":
         import lightgbm
 
