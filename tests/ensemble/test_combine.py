@@ -94,5 +94,5 @@ def test_logit_stacking_reads_log_odds():
     from fitwell.ensemble.combine import stack_features
 
     p = np.array([[0.5, 0.5], [0.2, 0.8]])
-    np.testing.assert_allclose(stack_features([p], "binary"), [[0.0], [np.log(4.0)]])
-    np.testing.assert_allclose(stack_features([p], "binary", "probability"), [[0.5], [0.8]])
+    np.testing.assert_allclose(stack_features([p], "binary", "logit"), [[0.0], [np.log(4.0)]])
+    np.testing.assert_allclose(stack_features([p], "binary"), [[0.5], [0.8]])

@@ -326,8 +326,8 @@ class EnsembleConfig(Section):
     voting: Literal["soft", "hard"] = "soft"
     weights: dict[str, float] | None = Field(None, description="voting weight per member name (default 1)")
     meta_learner: Literal["linear", "lightgbm", "hist_gradient_boosting"] = "linear"
-    stack_on: Literal["logit", "probability"] = Field(
-        "logit", description="classifier outputs the meta-learner reads: log-odds or probabilities")
+    stack_on: Literal["probability", "logit"] = Field(
+        "probability", description="classifier outputs the meta-learner reads: probabilities or log-odds")
     use: list[str] | None = Field(None, description="names of the members to combine; default all")
     folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
     greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")

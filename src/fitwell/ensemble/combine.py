@@ -2,8 +2,8 @@
 
 Every combiner learns from the members' out-of-fold (OOF) outputs on the train split and is then
 applied to the outputs of the members refitted on the whole train split: scikit-learn's
-StackingClassifier/Regressor scheme (``stack_on: probability`` reproduces its inputs exactly;
-the default stacks log-odds). fitwell computes each member's OOF outputs once (with
+StackingClassifier/Regressor scheme (the default ``stack_on: probability`` reproduces its
+inputs exactly; ``logit`` stacks log-odds). fitwell computes each member's OOF outputs once (with
 scikit-learn's ``cross_val_predict``) and shares them between stacking, the greedy weight search,
 the diversity table and the member scores, instead of letting each scikit-learn ensemble refit
 the members again; tests/ensemble/test_combine.py checks that the stacking here gives
@@ -19,14 +19,13 @@ from sklearn.base import clone
 from sklearn.metrics import log_loss, mean_squared_error
 
 
-def stack_features(outputs: list[np.ndarray], task: str, stack_on: str = "logit") -> np.ndarray:
+def stack_features(outputs: list[np.ndarray], task: str, stack_on: str = "probability") -> np.ndarray:
     """The meta-learner's inputs: each member's outputs side by side.
 
-    ``probability`` builds them as StackingClassifier does (probabilities, the first column
-    dropped for a binary task). ``logit`` (the default) gives the same information on the
-    log-odds scale a logistic meta-learner is linear in: log(p1 / p0) for binary, log p for
-    multiclass. In 5-fold CV of an MLP + LightGBM stack it matched or beat the better member on
-    breast cancer, wine and diabetes, where probabilities lost on wine (docs/benchmarks.md).
+    ``probability`` (the default) builds them as StackingClassifier does (probabilities, the first
+    column dropped for a binary task). ``logit`` gives the log-odds a logistic meta-learner is
+    linear in: log(p1 / p0) for binary, log p for multiclass. Neither wins everywhere on the
+    bundled datasets (docs/benchmarks.md, "Ensembles").
     """
     if task == "regression":
         return np.column_stack(outputs)
@@ -62,7 +61,7 @@ class Stacking:
 
     kind = "stacking"
 
-    def __init__(self, meta_learner, task: str, stack_on: str = "logit"):
+    def __init__(self, meta_learner, task: str, stack_on: str = "probability"):
         self.meta_learner = meta_learner
         self.task = task
         self.stack_on = stack_on
@@ -139,7 +138,7 @@ def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: 
 
 def build_combiner(method: str, outputs: list[np.ndarray], y: np.ndarray, task: str, *,
                    names: list[str], voting: str = "soft", weights: dict[str, float] | None = None,
-                   meta_learner: str = "linear", stack_on: str = "logit", greedy_rounds: int = 50,
+                   meta_learner: str = "linear", stack_on: str = "probability", greedy_rounds: int = 50,
                    seed: int = 0):
     """A fitted combiner of ``method`` (stacking, voting, greedy, best) from OOF outputs."""
     if method == "stacking":
