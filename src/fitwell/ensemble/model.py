@@ -9,7 +9,7 @@ such a directory, so ``fitwell predict`` and ``fitwell evaluate`` work on it unc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,6 @@ class EnsembleModel:
     members: list[Member]
     combiner: object
     tree_view: TreeFeatures | None = None
-    notes: dict = field(default_factory=dict)
 
     def views(self, preprocessor: Preprocessor, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         views = {}
