@@ -1,4 +1,4 @@
-"""The ``fitwell`` command: train, tune, cv, ensemble, predict, evaluate.
+"""The ``fitwell`` command: audit, train, tune, cv, ensemble, predict, evaluate, report, runs.
 
 User errors (config, data, arguments) end in one message and exit code 2, without a traceback
 unless ``--debug``; anything else is a bug and exits 1 with its traceback.
@@ -34,6 +34,59 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     return table
+
+
+@app.command()
+def audit(
+    source: str = typer.Argument(..., help="A YAML run config, a CSV/Parquet/JSONL file or sklearn:<name>."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    target: str | None = typer.Option(None, "--target", help="The column to predict (data.target)."),
+    fail_on: str = typer.Option("none", "--fail-on", help="Exit 1 when a finding is this severe or worse:"
+                                " error, warning or none."),
+    out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON here."),
+    all_findings: bool = typer.Option(False, "--all", help="Show informational findings too."),
+):
+    """Audit a table before training: column types, missing values, outliers, duplicates, leakage,
+    class imbalance and shift between the splits the config would make."""
+    from fitwell.config import load_config
+    from fitwell.data.audit import audit as audit_data
+    from fitwell.data.prepare import prepare
+    from fitwell.findings import SEVERITIES, at_least, findings_table
+
+    if fail_on not in ("none", *SEVERITIES[1:]):
+        raise UserError(f"--fail-on must be error, warning or none (got {fail_on!r})")
+    if source.endswith((".yaml", ".yml")):
+        config = load_config(Path(source), overrides)
+        if target is not None:
+            config.data.target = target
+    else:
+        config = load_config({"data": {"source": source, "target": target}}, overrides)
+    report = audit_data(prepare(config), config)
+    console = Console(width=max(Console().width, 140))
+    table = Table(title=f"{report.rows} rows, target {report.target!r} ({report.task}), split"
+                  f" {report.split}", title_justify="left")
+    for name in ("column", "role", "kind", "missing", "distinct", "outliers (IQR / z)", "alone"):
+        table.add_column(name, justify="left" if name in ("column", "role", "kind") else "right")
+    for column in report.columns:
+        outliers = f"{column['outliers_iqr']} / {column['outliers_z']}" if "outliers_z" in column else ""
+        alone = f"{column['alone_score']:.3f}" if "alone_score" in column else ""
+        table.add_row(column["name"], column["role"], column["kind"], f"{column['missing']:.1%}",
+                      str(column["distinct"]), outliers, alone)
+    console.print(table)
+    shown = report.findings if all_findings else at_least(report.findings, "warning")
+    if shown:
+        console.print(findings_table(shown, "findings"))
+    counts = report.counts
+    console.print(f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes"
+                  + ("" if all_findings else " (--all shows the notes)"), highlight=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    failing = at_least(report.findings, fail_on)
+    if failing:
+        Console(stderr=True).print(f"[bold red]audit failed:[/] {len(failing)} finding(s) at or above"
+                                   f" {fail_on}", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from fitwell.errors import ConfigError, TrainingFailed, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
 from fitwell.serve.bundle import Run
+from fitwell.track.finish import run_audit
 from fitwell.track.run_dir import RunDir, default_run_name, environment
 from fitwell.train.averaging import WeightAverage
 from fitwell.train.batch_size import find_batch_size
@@ -339,6 +340,8 @@ def train(
     sizes = prepared.split.sizes()
     say(f"task [bold]{prepared.task}[/], {len(prepared.frame)} rows -> train {sizes['train']},"
         f" val {sizes['val']}, test {sizes['test']}")
+    if checkpoint is None and score_test:
+        run_audit(config, prepared, run_dir, console, say)
 
     model, spec = build_model(config, prepared)
     loss_fn = build_run_loss(config, prepared)

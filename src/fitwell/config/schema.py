@@ -72,6 +72,22 @@ class DataConfig(Section):
     weight_column: str | None = Field(None, description="Per-row sample weights for the loss")
     max_classes: int = Field(
         20, ge=2, description="Integer targets with at most this many values are classes")
+    sensitive: list[str] = Field(
+        default_factory=list, description="Columns whose groups the bias audit compares on the test split")
+
+
+class AuditConfig(Section):
+    """The data audit run before every training (``audit.json``) and by ``fitwell audit``."""
+
+    enabled: bool = True
+    fail_on: Literal["none", "warning", "error"] = Field(
+        "none", description="Stop before training when a finding is at least this severe")
+    leakage_score: float = Field(
+        0.99, gt=0.5, le=1, description="A single column scoring this well on held-out rows is a leak")
+    shift_psi: float = Field(0.25, gt=0, description="Population stability index that counts as a shift")
+    imbalance_ratio: float = Field(0.1, gt=0, lt=1, description="Minority/majority class ratio to warn at")
+    min_group_size: int = Field(30, ge=1, description="Bias audit: smaller test groups are not judged")
+    max_rows: int = Field(50_000, ge=100, description="Rows sampled for the costlier checks")
 
 
 class PreprocessConfig(Section):
@@ -154,6 +170,16 @@ class AveragingConfig(Section):
     swa_lr: float | None = Field(None, gt=0, description="swa: constant rate while averaging")
 
 
+class ResampleConfig(Section):
+    """Over- or under-sampling of the training split only (imbalanced-learn), after preprocessing."""
+
+    method: Literal["random_over", "random_under", "smote", "adasyn", "smote_tomek",
+                    "smote_enn"] = "smote"
+    ratio: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = Field(
+        "auto", description="Wanted minority/majority ratio after resampling; auto = balanced")
+    k_neighbors: int = Field(5, ge=1, description="smote/adasyn: neighbours interpolated between")
+
+
 class CallbackSpec(BaseModel):
     """A callback from config: a built-in name or 'module:Class', plus its arguments."""
 
@@ -185,7 +211,10 @@ class TrainConfig(Section):
     clip_grad_norm: float | None = Field(None, gt=0)
     clip_grad_value: float | None = Field(None, gt=0)
     accumulate_batches: int = Field(1, ge=1)
+    resample: ResampleConfig | None = Field(None, description="Rebalance the training split's classes")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    grad_norm_every: int | None = Field(
+        10, ge=1, description="Log the gradient norm every n steps (the doctor reads it); null = off")
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     nan_guard: bool = True
     max_time: float | None = Field(None, gt=0, description="Stop after this many seconds")
@@ -207,12 +236,21 @@ class TrainConfig(Section):
         return value
 
 
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
+
+
 class TrackConfig(Section):
-    """Where the run directory goes."""
+    """Where the run directory goes, and which trackers follow the run."""
 
     runs_dir: str = "runs"
     name: str | None = Field(None, description="Run name; default '<config stem>-<timestamp>'")
     overwrite: bool = False
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["csv"], description="csv, tensorboard, mlflow, wandb (offline)")
+    experiment: str = Field("fitwell", description="MLflow experiment / W&B project name")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<runs_dir>/mlflow.db")
+    mlflow_log_model: bool = Field(True, description="Log the trained model to MLflow as a pyfunc model")
+    report: bool = Field(True, description="Write report.html at the end of the run")
 
 
 class ParamSpec(Section):
@@ -367,6 +405,7 @@ class RunConfig(Section):
     track: TrackConfig = Field(default_factory=TrackConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     tune: TuneConfig | None = None
     ensemble: EnsembleConfig | None = None
 

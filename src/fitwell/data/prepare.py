@@ -29,6 +29,7 @@ class PreparedData:
     test: TensorData
     clean: CleanReport
     notes: list[str] = field(default_factory=list)
+    raw: pd.DataFrame | None = None  # the table as loaded, before typing and cleaning (the audit reads it)
 
     def summary(self) -> dict:
         return {
@@ -181,4 +182,4 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     if clipped:
         notes.append(f"clipped {sum(clipped.values())} outlying training values in {len(clipped)} columns"
                      f" ({config.preprocess.outliers})")
-    return PreparedData(cleaned, plan, task, split, preprocessor, *parts, clean=report, notes=notes)
+    return PreparedData(cleaned, plan, task, split, preprocessor, *parts, clean=report, notes=notes, raw=raw)

@@ -39,6 +39,12 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     env = property(lambda self: self.path / "env.json")
     data_report = property(lambda self: self.path / "data.json")
+    audit = property(lambda self: self.path / "audit.json")
+    fairness = property(lambda self: self.path / "fairness.json")
+    doctor = property(lambda self: self.path / "doctor.json")
+    report = property(lambda self: self.path / "report.html")
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+    test_predictions = property(lambda self: self.path / "test_predictions.csv")
 
     @classmethod
     def create(cls, runs_dir: str | Path, name: str, overwrite: bool = False) -> RunDir:
