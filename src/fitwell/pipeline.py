@@ -342,6 +342,10 @@ def train(
         f" val {sizes['val']}, test {sizes['test']}")
     if checkpoint is None and score_test:
         run_audit(config, prepared, run_dir, console, say)
+    resampled = prepared.resample(config)
+    if resampled is not None:
+        say(f"resampled the training split ({resampled['method']}): class counts {resampled['before']}"
+            f" -> {resampled['after']}")
 
     model, spec = build_model(config, prepared)
     loss_fn = build_run_loss(config, prepared)

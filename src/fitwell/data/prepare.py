@@ -30,6 +30,17 @@ class PreparedData:
     clean: CleanReport
     notes: list[str] = field(default_factory=list)
     raw: pd.DataFrame | None = None  # the table as loaded, before typing and cleaning (the audit reads it)
+    resampled: dict | None = None  # class counts before/after train.resample
+
+    def resample(self, config: RunConfig) -> dict | None:
+        """Apply ``train.resample`` to the training tensors (never validation or test)."""
+        if config.train.resample is None:
+            return None
+        from fitwell.data.resample import resample_training
+
+        self.train, self.resampled = resample_training(self.train, config.train.resample, self.task,
+                                                       self.preprocessor.classes_, config.seed)
+        return self.resampled
 
     def summary(self) -> dict:
         return {
@@ -39,6 +50,7 @@ class PreparedData:
             "missing_target_rows": self.clean.missing_target_rows,
             "duplicate_rows": self.clean.duplicate_rows,
             "preprocessing": self.preprocessor.statistics(),
+            "resampled": self.resampled,
         }
 
 

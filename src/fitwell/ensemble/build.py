@@ -30,6 +30,7 @@ from fitwell.ensemble.members import TREE_KINDS, build_member
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import classification_metrics, regression_metrics
+from fitwell.track.finish import run_audit
 from fitwell.track.run_dir import RunDir, default_run_name, environment
 
 METHODS = ("stacking", "voting", "greedy", "best")
@@ -104,6 +105,10 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
                           " 'Ensembles')")
     from fitwell.pipeline import seed_everything
 
+    if config.train.resample is not None:
+        raise ConfigError("train.resample is not applied to ensemble members (out-of-fold predictions"
+                          " need the real rows); use train.class_weights=balanced, or member params such"
+                          " as class_weight: balanced")
     seed_everything(config.seed)
     prepared = prepare(config, data, cv=cv)
     task = prepared.task
@@ -112,6 +117,8 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     run_dir = RunDir.create(config.track.runs_dir, name, config.track.overwrite)
     for note in prepared.notes:
         say(f"[yellow]data:[/] {note}")
+    if cv is None and score_test:
+        run_audit(config, prepared, run_dir, console, say)
     sizes = prepared.split.sizes()
     chosen = settings.chosen()
     say(f"task [bold]{task}[/], {len(prepared.frame)} rows -> train {sizes['train']}, val {sizes['val']},"
