@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from fitwell.errors import ConfigError, TrainingFailed, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
 from fitwell.serve.bundle import Run
-from fitwell.track.finish import run_audit
+from fitwell.track.finish import finish_run, run_audit
+from fitwell.track.loggers import Tracker, build_trackers
 from fitwell.track.run_dir import RunDir, default_run_name, environment
 from fitwell.train.averaging import WeightAverage
 from fitwell.train.batch_size import find_batch_size
@@ -30,6 +32,7 @@ from fitwell.train.callbacks import (
     Callback,
     CheckpointWriter,
     EarlyStopping,
+    GradientNormMonitor,
     LearningRateMonitor,
     MetricsLogger,
     NanGuard,
@@ -189,6 +192,9 @@ def build_callbacks(config: RunConfig, run_dir: RunDir, extra: Sequence[Callback
         chosen.append(Budget(train.max_time, train.max_steps))
     if train.progress and console is not None:
         chosen.append(ProgressBar(stop.monitor, console=console))
+    if train.grad_norm_every:
+        chosen.append(GradientNormMonitor(train.grad_norm_every))
+    chosen.extend(build_trackers(config.track, run_dir.path))
     chosen.extend(build_callback(spec.model_dump(), i) for i, spec in enumerate(train.callbacks))
     chosen.extend(extra)
     return chosen
@@ -272,7 +278,7 @@ def train(
     fold: tuple[int, int] | None = None,
     merge_val: bool = False,
     cv: tuple[int, int, int] | None = None,
-    save_test_predictions: bool = False,
+    save_test_predictions: bool = True,
 ) -> Run:
     """Train a model from a config and return the finished run.
 
@@ -290,7 +296,7 @@ def train(
         cv: ``(folds, fold, repeat)``: hold out fold ``fold`` of a k-fold over all rows as the
             test part (``fitwell cv``).
         save_test_predictions: write ``test_predictions.csv`` (row index, target, prediction,
-            class probabilities) for the test rows.
+            class probabilities) for the test rows (the report's plots read it).
 
     Returns:
         The finished Run: ``run.metrics`` (test split), ``run.predict(frame)``, ``run.path``.
@@ -304,6 +310,7 @@ def train(
         >>> run.metrics["accuracy"]  # doctest: +SKIP
     """
     say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda text: None)
+    started = time.perf_counter()
     checkpoint = None
     if resume is not None:
         run_dir = RunDir(resume)
@@ -363,9 +370,13 @@ def train(
     trainer = build_trainer(config, model, loss_fn, prepared.task, len(prepared.train), chosen,
                             fabric=fabric, decode=prepared.preprocessor.decode_regression,
                             run_dir=run_dir.path)
+    trackers = [cb for cb in chosen if isinstance(cb, Tracker)]
     state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
     if state.diverged:
-        raise TrainingFailed(f"{state.stop_reason}. Run directory: {run_dir.path}")
+        findings = finish_run(config, prepared, trainer, state, run_dir, {}, None, trackers, console, say,
+                              status="FAILED", report=True)
+        advice = next((f" The doctor suggests: {f.fix}." for f in findings if f.fix), "")
+        raise TrainingFailed(f"{state.stop_reason}.{advice} Run directory: {run_dir.path}")
     if state.stop_reason:
         say(state.stop_reason)
 
@@ -376,6 +387,7 @@ def train(
                "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
                "validation": final_validation(state)}
     temperature = calibrate(config, prepared, trainer, final, run_dir, say)
+    predictions = None
     if score_test:
         output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final)
         output = output.cpu().numpy()
@@ -386,8 +398,10 @@ def train(
             output = output / temperature
         summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output,
                                        prepared.test.target.numpy())
+        predictions = prediction_frame(prepared, output)
         if save_test_predictions:
-            prediction_frame(prepared, output).to_csv(run_dir.path / "test_predictions.csv", index=False)
+            predictions.to_csv(run_dir.test_predictions, index=False)
+    summary["duration_s"] = round(time.perf_counter() - started, 3)
     run_dir.write_json(run_dir.metrics, summary)
     run = Run(run_dir.path)
     if score_test and config.explain.permutation:
@@ -396,6 +410,8 @@ def train(
         raw = prepared.frame.iloc[prepared.split.test]
         run_dir.write_json(run_dir.path / "importance.json",
                            permutation_importance(run, raw, config.explain.repeats, config.seed))
+    finish_run(config, prepared, trainer, state, run_dir, summary, predictions, trackers, console, say,
+               report=score_test)
     return run
 
 

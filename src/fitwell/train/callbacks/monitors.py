@@ -49,3 +49,9 @@ class GradientNormMonitor(Callback):
             metrics["grad_norm"] = sum(finite) / len(finite) if finite else math.nan
             metrics["grad_norm_max"] = max(self._norms)
         self._norms = []
+
+    def state_dict(self):
+        return {"norms": list(self._norms)}  # a mid-epoch resume keeps the epoch's measurements
+
+    def load_state_dict(self, state):
+        self._norms = list(state.get("norms", []))

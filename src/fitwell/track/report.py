@@ -1,0 +1,355 @@
+"""``report.html``: one self-contained page per run (inline SVG plots, no scripts or fonts from the
+network) with the config, the audit, learning curves, the test split's confusion matrix, ROC,
+precision-recall and reliability curves or residual plots, feature importance, the bias table
+and the doctor's findings."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fitwell.errors import UserError
+from fitwell.findings import STYLE
+
+SECTIONS = ("summary", "doctor", "curves", "evaluation", "importance", "bias", "audit", "config")
+COLORS = {"info": "#2b7bb9", "warning": "#b8860b", "error": "#c0392b"}
+_ = STYLE  # severity names are shared with the console tables
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1.5rem;color:#222;line-height:1.4}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}
+.plots svg{width:480px;height:auto}.missing{color:#777;font-style:italic}
+.sev{font-weight:600}pre{background:#f7f7f7;padding:.75rem;overflow:auto;font-size:.85rem}
+nav a{margin-right:.8rem}
+"""
+
+# Runs on load in a browser: records, for each section, how many plots it holds and whether
+# each drew with a non-empty box; the headless-Chromium test reads it from the DOM.
+CHECK_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var out = {};
+  document.querySelectorAll('section').forEach(function (s) {
+    var svgs = s.querySelectorAll('svg');
+    var drawn = 0;
+    svgs.forEach(function (g) {
+      var b = g.getBoundingClientRect();
+      if (b.width > 10 && b.height > 10) drawn++;
+    });
+    out[s.id] = {plots: svgs.length, drawn: drawn, rows: s.querySelectorAll('tr').length,
+                 height: Math.round(s.getBoundingClientRect().height)};
+  });
+  document.body.setAttribute('data-rendered', JSON.stringify(out));
+});
+</script>
+"""
+
+
+def _svg(figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(width: float = 5.0, height: float = 3.4):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _plot(title: str, figure) -> str:
+    return f"<figure>{_svg(figure)}<figcaption>{html.escape(title)}</figcaption></figure>"
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return ""
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            if isinstance(value, float):
+                cells.append(f"<td class=num>{value:.4g}</td>")
+            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                cells.append(f"<td class=num>{value}</td>")
+            else:
+                cells.append(f"<td>{html.escape(str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _missing(text: str) -> str:
+    return f"<p class=missing>{html.escape(text)}</p>"
+
+
+def _findings(findings: list[dict]) -> str:
+    rows = []
+    for f in findings:
+        color = COLORS[f["severity"]]
+        rows.append(f"<tr><td class=sev style='color:{color}'>{f['severity']}</td>"
+                    f"<td>{html.escape(f['check'])}</td><td>{html.escape(f.get('column') or '')}</td>"
+                    f"<td>{html.escape(f['message'])}</td>"
+                    f"<td><code>{html.escape(f.get('fix') or '')}</code></td></tr>")
+    return ("<table><tr><th>severity</th><th>check</th><th>column</th><th>finding</th><th>fix</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+def _curves(history: list[dict]) -> str:
+    if not history:
+        return _missing("no per-epoch history in this run")
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    plots = []
+
+    def series(key):
+        return [row.get(key, np.nan) if row.get(key) is not None else np.nan for row in history]
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        if any(np.isfinite(series(key))):
+            ax.plot(epochs, series(key), marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    plots.append(_plot("training and validation loss", fig))
+    metrics = [k for k in history[-1] if k.startswith("val_") and k != "val_loss"]
+    if metrics:
+        fig = _figure()
+        ax = fig.add_subplot()
+        for key in metrics:
+            ax.plot(epochs, series(key), marker=".", label=key[4:])
+        ax.set(xlabel="epoch", title="validation metrics")
+        ax.legend()
+        plots.append(_plot("validation metrics per epoch", fig))
+    if "lr" in history[-1]:
+        fig = _figure()
+        ax = fig.add_subplot()
+        ax.plot(epochs, series("lr"), marker=".")
+        ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+        plots.append(_plot("learning rate in force each epoch", fig))
+    if any("grad_norm" in row for row in history):
+        fig = _figure()
+        ax = fig.add_subplot()
+        ax.plot(epochs, series("grad_norm"), marker=".", label="mean")
+        ax.plot(epochs, series("grad_norm_max"), marker=".", label="max")
+        ax.set(xlabel="epoch", ylabel="gradient norm", title="gradient norm", yscale="log")
+        ax.legend()
+        plots.append(_plot("total gradient norm before clipping", fig))
+    return f"<div class=plots>{''.join(plots)}</div>"
+
+
+def _classification(predictions: pd.DataFrame, classes: list, reliability: dict | None) -> str:
+    from sklearn.metrics import auc, confusion_matrix, precision_recall_curve, roc_curve
+
+    from fitwell.evaluate.metrics import reliability_curve
+
+    labels = [str(c) for c in classes]
+    truth = predictions["target"].astype(str).to_numpy()
+    guess = predictions["prediction"].astype(str).to_numpy()
+    proba = predictions[[f"proba_{c}" for c in classes]].to_numpy(dtype=float)
+    plots = []
+    matrix = confusion_matrix(truth, guess, labels=labels)
+    fig = _figure(4.6, 4.0)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+           xlabel="predicted", ylabel="true", title="confusion matrix (test)")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    plots.append(_plot("confusion matrix on the test split", fig))
+    positives = [1] if len(labels) == 2 else range(len(labels))
+    roc, pr = _figure(), _figure()
+    ax_roc, ax_pr = roc.add_subplot(), pr.add_subplot()
+    for k in positives:
+        is_k = (truth == labels[k]).astype(int)
+        if is_k.min() == is_k.max():
+            continue
+        fpr, tpr, _ = roc_curve(is_k, proba[:, k])
+        precision, recall, _ = precision_recall_curve(is_k, proba[:, k])
+        ax_roc.plot(fpr, tpr, label=f"{labels[k]} (AUC {auc(fpr, tpr):.3f})")
+        ax_pr.plot(recall, precision, label=f"{labels[k]} (area {auc(recall, precision):.3f})")
+    ax_roc.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall (test)")
+    ax_roc.legend(fontsize=8)
+    ax_pr.legend(fontsize=8)
+    plots += [_plot("ROC curve, one-vs-rest per class" if len(labels) > 2 else "ROC curve", roc),
+              _plot("precision-recall curve", pr)]
+    index = np.array([labels.index(t) if t in labels else -1 for t in truth])
+    keep = index >= 0
+    curves = {"model": reliability_curve(index[keep], proba[keep], 10)}
+    if reliability and "uncalibrated" in reliability:
+        curves = {"uncalibrated": reliability["uncalibrated"], "calibrated": reliability["calibrated"]}
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect")
+    for name, curve in curves.items():
+        points = [(b["confidence"], b["accuracy"]) for b in curve["bins"] if b["count"]]
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} (ECE {curve['ece']:.3f})")
+    ax.set(xlabel="confidence", ylabel="accuracy", title="reliability (test)")
+    ax.legend(fontsize=8)
+    plots.append(_plot("reliability curve of the top-class probability", fig))
+    return f"<div class=plots>{''.join(plots)}</div>"
+
+
+def _regression(predictions: pd.DataFrame) -> str:
+    truth = predictions["target"].to_numpy(dtype=float)
+    guess = predictions["prediction"].to_numpy(dtype=float)
+    residual = truth - guess
+    plots = []
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(truth, guess, s=10, alpha=0.7)
+    low, high = float(min(truth.min(), guess.min())), float(max(truth.max(), guess.max()))
+    ax.plot([low, high], [low, high], "k--", linewidth=0.8)
+    ax.set(xlabel="true", ylabel="predicted", title="predicted vs true (test)")
+    plots.append(_plot("predicted against true values", fig))
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(guess, residual, s=10, alpha=0.7)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set(xlabel="predicted", ylabel="residual (true - predicted)", title="residuals (test)")
+    plots.append(_plot("residuals against predictions", fig))
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.hist(residual, bins=30)
+    ax.set(xlabel="residual", ylabel="rows", title="residual distribution (test)")
+    plots.append(_plot("distribution of residuals", fig))
+    return f"<div class=plots>{''.join(plots)}</div>"
+
+
+def _importance(importance: dict | None) -> str:
+    if not importance:
+        return _missing("not computed for this run; set explain.permutation: true to measure how much the"
+                        " test score drops when each column is shuffled")
+    rows = importance["importances"][:25]
+    fig = _figure(5.5, max(2.0, 0.28 * len(rows) + 0.8))
+    ax = fig.add_subplot()
+    names = [r["column"] for r in rows][::-1]
+    ax.barh(names, [r["mean"] for r in rows][::-1], xerr=[r["std"] for r in rows][::-1])
+    ax.set(xlabel=f"drop in test {importance['metric']} when shuffled", title="permutation importance")
+    return (f"<div class=plots>{_plot('permutation importance on the test split', fig)}</div>"
+            + _table(rows, ["column", "mean", "std"]))
+
+
+def _bias(fairness: dict | None) -> str:
+    if not fairness:
+        return _missing("no bias audit: name the columns to compare groups by in data.sensitive")
+    parts = []
+    for column, table in fairness["columns"].items():
+        parts.append(f"<h3>{html.escape(column)}</h3>")
+        if table.get("note"):
+            parts.append(f"<p>{html.escape(column)} {html.escape(table['note'])}</p>")
+        parts.append(_table(table["groups"]))
+        differences = [{"measure": k, "value": v if v is not None else "fewer than two groups to judge"}
+                       for k, v in table["differences"].items()]
+        parts.append(_table(differences))
+        if table["small_groups"]:
+            parts.append(f"<p><b>Too small to judge</b> (under {fairness['min_group_size']} test rows):"
+                         f" {html.escape(', '.join(table['small_groups']))}</p>")
+    return "".join(parts)
+
+
+def _audit(audit: dict | None) -> str:
+    if not audit:
+        return _missing("no audit in this run (audit.enabled is false)")
+    counts = audit["counts"]
+    columns = [{k: c.get(k, "") for k in ("name", "role", "kind", "missing", "distinct", "outliers_iqr",
+                                          "outliers_z", "alone_score")} for c in audit["columns"]]
+    return (f"<p>{audit['rows']} rows; {counts['error']} errors, {counts['warning']} warnings,"
+            f" {counts['info']} notes.</p>" + (_findings(audit["findings"]) if audit["findings"] else "")
+            + "<h3>Columns</h3>" + _table(columns))
+
+
+def render(run_path: str | Path) -> str:
+    """The report page of a finished (or failed) run directory, as HTML text."""
+    path = Path(run_path)
+    if not (path / "config.yaml").exists():
+        raise UserError(f"{path} is not a fitwell run directory (no config.yaml)")
+    metrics = _read_json(path / "metrics.json") or {}
+    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()
+               if line.strip()] if (path / "history.jsonl").exists() else []
+    data = _read_json(path / "data.json") or {}
+    doctor = _read_json(path / "doctor.json")
+    task = metrics.get("task") or data.get("task", "?")
+    test = metrics.get("test", {})
+    summary = [_table([{"metric": k, "test": v} for k, v in test.items()]) if test
+               else _missing("the test split was not scored (the run failed or was a tuning trial)")]
+    facts = {"task": task, "rows": data.get("rows"), "split": metrics.get("split") or data.get("split"),
+             "epochs": metrics.get("epochs"), "best epoch": metrics.get("best_epoch"),
+             "stopped": metrics.get("stop_reason") or ("ran all epochs" if metrics else "did not finish"),
+             "duration": f"{metrics['duration_s']:.1f} s" if "duration_s" in metrics else None}
+    summary.insert(0, _table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
+    if doctor is None:
+        doctor_html = _missing("the doctor has not examined this run")
+    elif doctor["findings"]:
+        doctor_html = _findings(doctor["findings"])
+    else:
+        doctor_html = "<p>No problems found in the curves and statistics.</p>"
+    predictions_path = path / "test_predictions.csv"
+    if predictions_path.exists():
+        predictions = pd.read_csv(predictions_path)
+        if task == "regression":
+            evaluation = _regression(predictions)
+        else:
+            classes = data.get("classes") or sorted(predictions["target"].unique().tolist())
+            evaluation = _classification(predictions, classes, _read_json(path / "reliability.json"))
+    else:
+        evaluation = _missing("no test predictions in this run")
+    config_text = (path / "config.yaml").read_text()
+    body = {
+        "summary": ("Summary", "".join(summary)),
+        "doctor": ("Doctor's findings", doctor_html),
+        "curves": ("Learning curves", _curves(history)),
+        "evaluation": ("Test split", evaluation),
+        "importance": ("Feature importance", _importance(_read_json(path / "importance.json"))),
+        "bias": ("Bias audit", _bias(_read_json(path / "fairness.json"))),
+        "audit": ("Data audit", _audit(_read_json(path / "audit.json"))),
+        "config": ("Config", f"<pre>{html.escape(config_text)}</pre>"),
+    }
+    nav = "".join(f"<a href='#{key}'>{title}</a>" for key, (title, _) in body.items())
+    sections = "".join(f"<section id={key}><h2>{title}</h2>{content}</section>"
+                       for key, (title, content) in body.items())
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>fitwell run {html.escape(path.name)}</title><style>{CSS}</style></head>"
+            f"<body><h1>{html.escape(path.name)}</h1><nav>{nav}</nav>"
+            f"{sections}{CHECK_SCRIPT}</body></html>")
+
+
+def write_report(run_path: str | Path) -> Path:
+    """Write ``report.html`` into the run directory (atomically) and return its path.
+
+    Example:
+        >>> write_report("runs/breast_cancer-20261123-193553-539")  # doctest: +SKIP
+        PosixPath('runs/breast_cancer-20261123-193553-539/report.html')
+    """
+    path = Path(run_path)
+    text = render(path)
+    out = path / "report.html"
+    tmp = out.with_name(".report.html.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
