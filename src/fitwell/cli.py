@@ -226,6 +226,74 @@ def evaluate(
         out.write_text(json.dumps(metrics, indent=2))
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+):
+    """(Re)write RUN/report.html: config, audit, curves, test plots, importance, bias, doctor."""
+    from fitwell.track.report import write_report
+
+    Console().print(f"report: {write_report(run_dir)}", soft_wrap=True, highlight=False)
+
+
+runs_app = typer.Typer(help="List runs, or compare two.", no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(
+    ctx: typer.Context,
+    runs_dir: Path = typer.Option(Path("runs"), "--dir", help="The runs folder (track.runs_dir)."),
+):
+    """A table of the runs under --dir: name, kind, task, status, main test metric, duration."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from fitwell.track.runs import list_runs
+
+    rows = list_runs(runs_dir)
+    table = Table(title=f"{len(rows)} runs in {runs_dir}", title_justify="left")
+    for name in ("run", "kind", "task", "status", "test metric", "value", "val_loss", "seconds", "started"):
+        table.add_column(name, justify="right" if name in ("value", "val_loss", "seconds") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], row["task"] or "", row["status"], row["metric"] or "",
+                      _cell(row["value"]), _cell(row["val_loss"]), _cell(row["duration_s"]),
+                      (row["started"] or "").replace("T", " ")[:19])
+    Console(width=max(Console().width, 140)).print(table)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    first: Path = typer.Argument(..., help="A run directory."),
+    second: Path = typer.Argument(..., help="Another run directory."),
+    everything: bool = typer.Option(False, "--all", help="Show every config key."),
+):
+    """Two runs side by side: the config keys that differ, then every metric with the difference."""
+    from fitwell.track.runs import compare_runs
+
+    result = compare_runs(first, second, everything)
+    console = Console(width=max(Console().width, 140))
+    table = Table(title="config" + ("" if everything else " (keys that differ)"), title_justify="left")
+    for name in ("key", first.name, second.name):
+        table.add_column(name)
+    for key, a, b in result["config"]:
+        table.add_row(key, _cell(a), _cell(b))
+    console.print(table)
+    table = Table(title="metrics", title_justify="left")
+    for name in ("metric", first.name, second.name, "difference"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for name, a, b, delta in result["metrics"]:
+        table.add_row(name, _cell(a), _cell(b), "" if delta is None else f"{delta:+.4g}")
+    console.print(table)
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code (0 ok, 2 user error, 1 failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)

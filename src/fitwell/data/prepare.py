@@ -141,6 +141,10 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     """
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
+    if config.data.sensitive:
+        from fitwell.evaluate.fairness import check_sensitive
+
+        check_sensitive(config.data.sensitive, raw)
     weight_column = config.data.weight_column
     if weight_column is not None and weight_column not in raw.columns:
         raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."

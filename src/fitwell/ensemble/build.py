@@ -98,6 +98,7 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     """
     say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda text: None)
     stem = Path(config).stem if isinstance(config, (str, Path)) else "ensemble"
+    started = time.perf_counter()
     config = load_config(config, overrides)
     settings = config.ensemble
     if settings is None:
@@ -218,6 +219,7 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     diversity.to_csv(run_dir.path / "diversity.csv", float_format="%.4f")
     _oof_frame(prepared, names, outputs["oof"]).to_csv(run_dir.path / "oof.csv", index=False)
     _member_table(rows).to_csv(run_dir.path / "members.csv", index=False)
+    summary["duration_s"] = round(time.perf_counter() - started, 3)
     run_dir.write_json(run_dir.metrics, summary)
     _show(console, task, rows, methods, diversity, settings.method, score_test)
     run = EnsembleRun(run_dir.path)
@@ -226,6 +228,16 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
 
         run_dir.write_json(run_dir.path / "importance.json", permutation_importance(
             run, prepared.frame.iloc[parts["test"]], config.explain.repeats, config.seed))
+    if score_test:
+        test_rows = prepared.frame.iloc[parts["test"]]
+        predictions = run.predict(test_rows.drop(columns=[prepared.plan.target]))
+        predictions.insert(0, "target", test_rows[prepared.plan.target].to_numpy())
+        predictions.insert(0, "row", test_rows.index)
+        predictions.to_csv(run_dir.test_predictions, index=False)
+        if config.track.report:
+            from fitwell.track.report import write_report
+
+            say(f"report: {write_report(run_dir.path)}")
     return run
 
 

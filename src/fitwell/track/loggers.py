@@ -276,7 +276,9 @@ class WandbLogger(Tracker):
         os.environ.setdefault("WANDB_SILENT", "true")
         run_id = self._ids().get("wandb_run_id")
         if run_id is None:
-            run_id = wandb.util.generate_id()
+            import secrets
+
+            run_id = secrets.token_hex(4)  # W&B run ids: short, lowercase alphanumeric
             self._save_id("wandb_run_id", run_id)
         self.run = wandb.init(mode="offline", dir=str(self.run_dir), project=self.project,
                               name=self.run_dir.name, id=run_id, resume="allow",

@@ -4,6 +4,7 @@ what ``fitwell predict`` returns."""
 
 import mlflow.models
 import mlflow.pyfunc
+import pandas as pd
 
 
 class FitwellModel(mlflow.pyfunc.PythonModel):
@@ -14,7 +15,7 @@ class FitwellModel(mlflow.pyfunc.PythonModel):
 
         self.run = load_run(context.artifacts["run"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.run.predict(model_input)
 
 
