@@ -92,24 +92,32 @@ class Tracker(Callback):
 
 
 class CSVLogger(Tracker):
-    """``metrics.csv``: one row per epoch, one column per metric (rewritten whole, atomically)."""
+    """``metrics.csv``: one row per epoch, one column per metric. A row with a new metric rewrites
+    the file (atomically) with the wider header; otherwise the row is appended."""
 
     name = "csv"
 
     def start(self, history):
         self._rows = [dict(row) for row in history]
+        self._columns: list[str] = []
         self._write()
 
     def log(self, row, epoch):
         self._rows.append(dict(row))
-        self._write()
+        if all(k in self._columns for k in row):  # same columns: append one line
+            buffer = io.StringIO()
+            csv.DictWriter(buffer, fieldnames=self._columns).writerow(row)
+            with open(self.run_dir / "metrics.csv", "a") as handle:
+                handle.write(buffer.getvalue())
+        else:
+            self._write()
 
     def _write(self):
-        columns: list[str] = []
+        """The whole file (a metric appeared): header and every row, replaced atomically."""
         for row in self._rows:
-            columns.extend(k for k in row if k not in columns)
+            self._columns.extend(k for k in row if k not in self._columns)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer = csv.DictWriter(buffer, fieldnames=self._columns)
         writer.writeheader()
         writer.writerows(self._rows)
         path = self.run_dir / "metrics.csv"
