@@ -21,6 +21,7 @@ from fitwell.data.preprocess import Preprocessor
 from fitwell.errors import ConfigError, TrainingFailed, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
+from fitwell.models.registry import model_arguments
 from fitwell.serve.bundle import Run
 from fitwell.track.finish import finish_run, run_audit
 from fitwell.track.loggers import Tracker, build_trackers
@@ -58,7 +59,7 @@ def build_model(config: RunConfig, data: PreparedData) -> tuple[torch.nn.Module,
     """The configured model, plus the spec (name + arguments) that rebuilds it."""
     pre = data.preprocessor
     out = 1 if data.task in ("binary", "regression") else len(pre.classes_)
-    kwargs = config.model.model_dump(exclude={"name"})
+    kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
     kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=out)
     return MODELS.build(config.model.name, key="model.name", **kwargs), {
         "name": config.model.name, "kwargs": kwargs}

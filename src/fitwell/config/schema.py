@@ -122,6 +122,13 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = False
     embedding_dim: int = Field(16, gt=0, description="Largest embedding width for coded categories")
+    # Keys of other families; unset (null) means the family's own default. A family ignores keys
+    # it does not take, so a tuning space can search model.name across families.
+    width: int | None = Field(None, gt=0, description="resmlp: residual width; transformer: token width")
+    blocks: int | None = Field(None, ge=1, description="resmlp / tabular_transformer: number of blocks")
+    heads: int | None = Field(None, ge=1, description="tabular_transformer: attention heads")
+    ffn_factor: float | None = Field(None, gt=0, description="feed-forward width = width * ffn_factor")
+    attention_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer")
 
 
 class EarlyStoppingConfig(Section):

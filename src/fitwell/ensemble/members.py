@@ -20,7 +20,7 @@ from fitwell.config.schema import MemberConfig, RunConfig
 from fitwell.ensemble.features import unpack
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
-from fitwell.models import MODELS
+from fitwell.models import MODELS, model_arguments
 from fitwell.train.loop import TensorData
 
 TREE_KINDS = ("lightgbm", "hist_gradient_boosting")
@@ -66,7 +66,7 @@ class _FitwellMember(BaseEstimator):
         target = y.astype(np.float32 if task == "regression" else np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
         out = 1 if task in ("binary", "regression") else self.num_classes
-        kwargs = config.model.model_dump(exclude={"name"})
+        kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
         kwargs.update(num_numeric=self.num_numeric, cardinalities=list(self.cardinalities), out_features=out)
         self.model_spec_ = {"name": config.model.name, "kwargs": kwargs}
         self.model_ = MODELS.build(config.model.name, key="model.name", **kwargs)

@@ -1,6 +1,26 @@
 """The model registry. Every model takes ``(numeric, codes)`` batches and returns logits."""
 
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
 from fitwell.registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register
+
+
+def model_arguments(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``model.*`` settings the family ``name`` takes: unset (None) keys fall back to the
+    family's defaults, and keys of other families (``hidden_sizes`` for a transformer) are left
+    out, so one config -- or one tuning space over ``model.name`` -- can hold several families.
+
+    Example:
+        >>> import fitwell.models
+        >>> sorted(model_arguments("resmlp", {"width": 32, "hidden_sizes": [8], "heads": None}))
+        ['width']
+    """
+    factory = MODELS.get(name, "model.name")
+    accepted = inspect.signature(factory).parameters
+    return {k: v for k, v in settings.items() if v is not None and k in accepted}
