@@ -234,3 +234,13 @@ def test_a_metric_the_runs_never_log_fails_before_training(tune_config, tmp_path
     with pytest.raises(ConfigError, match=r"'val_acc' is never logged for a binary task"):
         tune(path)
     assert not (tmp_path / "runs" / "study" / "trial-0" / "history.jsonl").exists()
+
+
+def test_search_across_model_families(tune_config, tmp_path):
+    config = tune_config({"sampler": "grid", "trials": 3, "space": {
+        "model.name": {"type": "categorical", "choices": ["mlp", "resmlp", "tabular_transformer"]},
+        "model.width": {"type": "categorical", "choices": [16]}}})
+    summary = tune(config)
+    names = {json.loads(p.read_text())["name"] for p in (tmp_path / "runs").glob("*/trial-*/model.json")}
+    assert names == {"mlp", "resmlp", "tabular_transformer"}
+    assert summary["test"]["roc_auc"] > 0.8
