@@ -123,3 +123,35 @@ def test_wandb_offline_run_files_hold_the_metrics(tmp_path):
     assert config["train.epochs"] == 4 and config["data.source"] == "sklearn:breast_cancer"
     ids = json.loads((run.path / "trackers.json").read_text())
     assert ids["wandb_run_id"] in folder.name
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_resumed_run_continues_its_mlflow_run_and_csv(tmp_path):
+    import mlflow
+
+    from fitwell.train.callbacks import Callback
+
+    class StopAtEpoch2(Callback):
+        def on_epoch_end(self, trainer, state):
+            if state.epoch == 2:
+                raise Interrupt
+
+    sections = {"data": {"source": "sklearn:breast_cancer"},
+                "train": {"epochs": 4, "progress": False, "early_stopping": {"enabled": False}},
+                "track": {"runs_dir": str(tmp_path / "runs"), "name": "cut", "loggers": ["mlflow"],
+                          "mlflow_log_model": False}}
+    with pytest.raises(Interrupt):
+        train(sections, callbacks=[StopAtEpoch2()])
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (first,) = client.search_runs([client.get_experiment_by_name("fitwell").experiment_id])
+    assert first.info.status == "FAILED"
+    run = train(resume=tmp_path / "runs" / "cut")
+    (again,) = client.search_runs([client.get_experiment_by_name("fitwell").experiment_id])
+    assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(again.info.run_id, "val_loss")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    with open(run.path / "metrics.csv") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3, 4]
