@@ -279,7 +279,6 @@ def train(
     fold: tuple[int, int] | None = None,
     merge_val: bool = False,
     cv: tuple[int, int, int] | None = None,
-    save_test_predictions: bool = True,
 ) -> Run:
     """Train a model from a config and return the finished run.
 
@@ -296,8 +295,6 @@ def train(
         merge_val: train on train+validation together (final retraining; no early stopping).
         cv: ``(folds, fold, repeat)``: hold out fold ``fold`` of a k-fold over all rows as the
             test part (``fitwell cv``).
-        save_test_predictions: write ``test_predictions.csv`` (row index, target, prediction,
-            class probabilities) for the test rows (the report's plots read it).
 
     Returns:
         The finished Run: ``run.metrics`` (test split), ``run.predict(frame)``, ``run.path``.
@@ -399,9 +396,8 @@ def train(
             output = output / temperature
         summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output,
                                        prepared.test.target.numpy())
-        predictions = prediction_frame(prepared, output)
-        if save_test_predictions:
-            predictions.to_csv(run_dir.test_predictions, index=False)
+        predictions = prediction_frame(prepared, output)  # the report's plots and `fitwell cv` read it
+        predictions.to_csv(run_dir.test_predictions, index=False)
     summary["duration_s"] = round(time.perf_counter() - started, 3)
     run_dir.write_json(run_dir.metrics, summary)
     run = Run(run_dir.path)

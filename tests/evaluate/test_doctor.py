@@ -73,9 +73,11 @@ def test_gradients_exploding_and_vanishing():
 
 def test_patience_unused_when_still_improving_at_the_last_epoch():
     config = load_config({"train": {"epochs": 5}})
-    finding = check_patience(rows([1.0, 0.9, 0.8, 0.7, 0.6]), config, best_epoch=5, stop_reason=None)
+    finding = check_patience(rows([1.0, 0.9, 0.8, 0.7, 0.6]), config, best_epoch=5)
     assert finding.check == "early_stopping_unused" and "train.epochs=10" in finding.fix
-    assert check_patience(rows([1.0] * 3), config, best_epoch=3, stop_reason=None) is None  # stopped early
+    assert check_patience(rows([1.0] * 3), config, best_epoch=3) is None  # stopped early
+    short = load_config({"train": {"epochs": 5, "early_stopping": {"patience": 2}}})
+    assert check_patience(rows([1.0, 0.5, 0.6, 0.7, 0.8]), short, best_epoch=2) is None  # patience used
 
 
 def test_baseline_loss_is_the_class_entropy():

@@ -31,7 +31,9 @@ def test_family_trains_from_config_and_predicts(tmp_path, mixed_frame, name, set
     assert run.metrics["roc_auc"] > 0.85
     spec = (run.path / "model.json").read_text()
     assert '"width"' in spec and "hidden_sizes" not in spec  # other families' keys are left out
-    assert list(run.predict(mixed_frame.head(3))["prediction"]) is not None
+    predicted = run.predict(mixed_frame.head(20))
+    assert len(predicted) == 20 and set(predicted["prediction"]) <= {0, 1}
+    assert (predicted["prediction"].to_numpy() == mixed_frame["label"].head(20).to_numpy()).mean() >= 0.7
 
 
 def test_transformer_width_must_divide_by_heads(tmp_path, mixed_frame):

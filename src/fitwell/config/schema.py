@@ -243,9 +243,6 @@ class TrainConfig(Section):
         return value
 
 
-LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
-
-
 class TrackConfig(Section):
     """Where the run directory goes, and which trackers follow the run."""
 

@@ -118,7 +118,7 @@ def single_column_score(x: pd.Series, y: np.ndarray, task: str, numeric: bool, t
             max_depth=3, random_state=seed)
         predicted = tree.fit(values[train], y_train).predict(values[held])
     else:
-        keys = x.astype(object).where(x.notna(), "<missing>").to_numpy()
+        keys = category_keys(x)
         table = pd.DataFrame({"key": keys[train], "y": y_train})
         if task == "regression":
             by_key, default = table.groupby("key")["y"].mean(), float(np.mean(y_train))
@@ -129,6 +129,11 @@ def single_column_score(x: pd.Series, y: np.ndarray, task: str, numeric: bool, t
     if task == "regression":
         return float(r2_score(y_held, predicted)) if np.var(y_held) > 0 else 0.0
     return float(balanced_accuracy_score(y_held, predicted.astype(y_held.dtype)))
+
+
+def category_keys(values: pd.Series) -> np.ndarray:
+    """Values as objects with missing ones as their own category."""
+    return values.astype(object).where(values.notna(), "<missing>").to_numpy()
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -353,8 +358,7 @@ def _shift(prepared: PreparedData, config: RunConfig, findings: list[Finding]) -
                 evidence = {"split": part, "psi": psi, "ks_statistic": float(ks.statistic) if ks else None,
                             "ks_pvalue": float(ks.pvalue) if ks else None}
             else:
-                keys = lambda s: s.astype(object).where(s.notna(), "<missing>").to_numpy()  # noqa: E731
-                psi = population_stability(keys(base), keys(other), categorical=True)
+                psi = population_stability(category_keys(base), category_keys(other), categorical=True)
                 significant, evidence = True, {"split": part, "psi": psi}
             if psi >= config.audit.shift_psi and significant:
                 findings.append(Finding(

@@ -47,7 +47,7 @@ def cross_validate(config: ConfigLike, overrides=None, *, folds: int = 5, repeat
             run = train(source, {"track.runs_dir": str(folder / f"repeat-{repeat}"),
                                  "track.name": f"fold-{fold}", "track.overwrite": True,
                                  "train.progress": False},
-                        data=data, cv=(folds, fold, repeat), save_test_predictions=True)
+                        data=data, cv=(folds, fold, repeat))
             rows.append({"repeat": repeat, "fold": fold, **run.metrics})
             oof = pd.read_csv(run.path / "test_predictions.csv")
             predictions.append(oof.assign(repeat=repeat, fold=fold))

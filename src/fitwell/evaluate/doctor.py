@@ -191,14 +191,11 @@ def check_dead_units(activations: dict[str, dict] | None) -> Finding | None:
         fix="model.activation=leaky_relu (or gelu), a lower train.lr, or model.batch_norm=true")
 
 
-def check_patience(history: Sequence[dict], config, best_epoch: int | None,
-                   stop_reason: str | None) -> Finding | None:
+def check_patience(history: Sequence[dict], config, best_epoch: int | None) -> Finding | None:
     """Training ended by train.epochs while the monitored metric was still improving, so early
     stopping's patience was never used."""
     train = config.train
-    if not history or len(history) < train.epochs or (stop_reason and "early" in stop_reason.lower()):
-        return None
-    if not train.early_stopping.enabled:
+    if not history or len(history) < train.epochs or not train.early_stopping.enabled:
         return None
     patience = train.early_stopping.patience
     best = best_epoch or len(history)
@@ -308,7 +305,7 @@ def diagnose(history: Sequence[dict], config, *, task: str, diverged: bool = Fal
         found += [check_spikes(history, lr), check_overfitting(history, config),
                   check_underfitting(history, baseline_loss(task, class_counts,
                                                             config.preprocess.scale_target), config),
-                  check_slow_learning(history, lr), check_patience(history, config, best_epoch, stop_reason)]
+                  check_slow_learning(history, lr), check_patience(history, config, best_epoch)]
     found += [check_gradients(history), check_dead_units(activations)]
     if task != "regression":
         found.append(check_minority_recall(predictions, classes or []))

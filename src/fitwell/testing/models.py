@@ -47,11 +47,10 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
     model = MODELS.build(name, num_numeric=5, cardinalities=cardinalities, out_features=3, **arguments)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
+    model.eval()
     with torch.no_grad():
-        model.eval()
         before = float(loss_fn(model(numeric, codes), target))
-        model.train()
+    model.train()
     for _ in range(steps):
         optimizer.zero_grad()
         loss = loss_fn(model(numeric, codes), target)

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def _require(module: str, package: str):
+    """Import an optional tracker's package, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(f"track.loggers: this logger needs the {package} package: pip install"
+                          f" 'fitwell[track]' (or pip install {package})") from err
 
 
 def _numbers(row: dict) -> dict[str, float]:
@@ -85,9 +97,9 @@ class Tracker(Callback):
         path = self.run_dir / TRACKERS_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _save_id(self, key: str, value: Any) -> None:
+    def _save_ids(self, **values: Any) -> None:
         ids = self._ids()
-        ids[key] = value
+        ids.update(values)
         (self.run_dir / TRACKERS_FILE).write_text(json.dumps(ids, indent=2))
 
 
@@ -140,11 +152,9 @@ class TensorBoardLogger(Tracker):
     name = "tensorboard"
 
     def start(self, history):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ConfigError("track.loggers: tensorboard needs the tensorboard package:"
-                              " pip install 'fitwell[track]' (or pip install tensorboard)") from err
+        _require("tensorboard", "tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         if not history:
             text = "\n".join(f"    {k}: {v}" for k, v in flatten(self.config).items())
@@ -181,11 +191,7 @@ class MLflowLogger(Tracker):
         self.experiment, self.log_model = experiment, log_model
 
     def start(self, history):
-        try:
-            import mlflow
-        except ImportError as err:
-            raise ConfigError("track.loggers: mlflow needs MLflow: pip install 'fitwell[track]'"
-                              " (or pip install mlflow)") from err
+        mlflow = _require("mlflow", "mlflow")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -198,8 +204,7 @@ class MLflowLogger(Tracker):
             run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
                                          tags={"fitwell.run_dir": str(self.run_dir.resolve())})
             run_id = run.info.run_id
-            self._save_id("mlflow_run_id", run_id)
-            self._save_id("mlflow_uri", self.uri)
+            self._save_ids(mlflow_run_id=run_id, mlflow_uri=self.uri)
             from mlflow.entities import Param
 
             params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
@@ -211,8 +216,6 @@ class MLflowLogger(Tracker):
         self.run_id = run_id
 
     def log(self, row, epoch):
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -220,8 +223,6 @@ class MLflowLogger(Tracker):
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self, summary, status):
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -276,18 +277,14 @@ class WandbLogger(Tracker):
         self.project = project
 
     def start(self, history):
-        try:
-            import wandb
-        except ImportError as err:
-            raise ConfigError("track.loggers: wandb needs the wandb package: pip install 'fitwell[track]'"
-                              " (or pip install wandb)") from err
+        wandb = _require("wandb", "wandb")
         os.environ.setdefault("WANDB_SILENT", "true")
         run_id = self._ids().get("wandb_run_id")
         if run_id is None:
             import secrets
 
             run_id = secrets.token_hex(4)  # W&B run ids: short, lowercase alphanumeric
-            self._save_id("wandb_run_id", run_id)
+            self._save_ids(wandb_run_id=run_id)
         self.run = wandb.init(mode="offline", dir=str(self.run_dir), project=self.project,
                               name=self.run_dir.name, id=run_id, resume="allow",
                               config=flatten(self.config), settings=wandb.Settings(

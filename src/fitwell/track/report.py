@@ -15,11 +15,8 @@ import numpy as np
 import pandas as pd
 
 from fitwell.errors import UserError
-from fitwell.findings import STYLE
 
-SECTIONS = ("summary", "doctor", "curves", "evaluation", "importance", "bias", "audit", "config")
 COLORS = {"info": "#2b7bb9", "warning": "#b8860b", "error": "#c0392b"}
-_ = STYLE  # severity names are shared with the console tables
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;
