@@ -59,10 +59,58 @@ def build_model(config: RunConfig, data: PreparedData) -> tuple[torch.nn.Module,
     """The configured model, plus the spec (name + arguments) that rebuilds it."""
     pre = data.preprocessor
     out = 1 if data.task in ("binary", "regression") else len(pre.classes_)
-    kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
+    name = config.model.name
+    check_input_kinds(name, pre)
+    kwargs = model_arguments(name, config.model.model_dump(exclude={"name"}))
     kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=out)
-    return MODELS.build(config.model.name, key="model.name", **kwargs), {
-        "name": config.model.name, "kwargs": kwargs}
+    if pre.inputs:
+        kwargs["inputs"] = pre.input_spec()
+    try:
+        model = MODELS.build(name, key="model.name", **kwargs)
+    except UserError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"model ({name}): {err}") from err
+    return model, {"name": name, "kwargs": kwargs}
+
+
+def check_input_kinds(name: str, pre: Preprocessor) -> None:
+    """The family must read every input kind the data has, and the data must have one it reads."""
+    from fitwell.models import MODELS, input_kinds
+
+    reads = input_kinds(name)
+    has = ({"table"} if pre.num_numeric or pre.code_columns_ else set()) | set(pre.input_spec())
+    unread = sorted(has - reads)
+    if unread:
+        fits = [n for n in MODELS.names() if has <= input_kinds(n)]
+        raise ConfigError(f"model.name {name!r} reads {', '.join(sorted(reads))}, but the data also has"
+                          f" {', '.join(unread)} input; use model.name {' or '.join(fits) or 'combiner'},"
+                          " or drop those columns (data.drop)")
+    if not has & reads:
+        fits = [n for n in MODELS.names() if has and has <= input_kinds(n)]
+        raise ConfigError(f"model.name {name!r} reads {', '.join(sorted(reads))}; the data has"
+                          f" {', '.join(sorted(has)) or 'no inputs'}. Use model.name {' or '.join(fits)}")
+
+
+def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDir, say) -> dict:
+    """Load ``transfer.weights`` by name and shape; write ``transfer.json``; refuse a poor match."""
+    from fitwell.train.transfer import load_matching, read_weights
+
+    report = load_matching(model, read_weights(config.transfer.weights))
+    report["source"] = str(config.transfer.weights)
+    run_dir.write_json(run_dir.path / "transfer.json", report)
+    share = report["backbone_loaded_share"]
+    if share < config.transfer.require:
+        mismatch = "; ".join(f"{k} {a} vs {b}" for k, (a, b) in list(report["shape_mismatch"].items())[:5])
+        raise ConfigError(f"transfer.weights: only {share:.0%} of the backbone's tensors matched by name and"
+                          f" shape in {config.transfer.weights} (transfer.require {config.transfer.require:.0%})."
+                          f" Shape mismatches: {mismatch or 'none'}; missing e.g."
+                          f" {', '.join(report['missing'][:5]) or 'none'}. Is it the same model family and size?")
+    skipped = len(report["shape_mismatch"]) + len(report["missing"])
+    say(f"transfer: loaded {len(report['loaded'])} tensors from {config.transfer.weights}"
+        f" ({share:.0%} of the backbone); {skipped} left as initialised"
+        + (f" ({', '.join(list(report['shape_mismatch'])[:4])}: other shape)" if report["shape_mismatch"] else ""))
+    return report
 
 
 def class_weight_tensor(config: RunConfig, data: PreparedData) -> torch.Tensor | None:
@@ -129,7 +177,7 @@ def calibrate(config: RunConfig, prepared: PreparedData, trainer: Trainer, final
     from fitwell.evaluate.calibration import fit_temperature
     from fitwell.evaluate.metrics import expected_calibration_error
 
-    logits = trainer.predict_output(prepared.val.numeric, prepared.val.codes, module=final).cpu().numpy()
+    logits = trainer.predict_output(prepared.val, module=final).cpu().numpy()
     target = prepared.val.target.numpy()
     temperature = fit_temperature(prepared.task, logits, target)
     before = expected_calibration_error(target, probabilities(prepared.task, logits))
@@ -245,10 +293,20 @@ def _optimizer(config: RunConfig, module: torch.nn.Module, lr: float):
 
 
 def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str, num_train_rows: int,
-                  callbacks: Sequence[Callback], *, fabric=None, decode=None, run_dir=None) -> Trainer:
-    """The Trainer ``train.*`` configures: optimizer, schedule, penalties, averaging, clipping."""
+                  callbacks: Sequence[Callback], *, fabric=None, decode=None, run_dir=None,
+                  inputs: dict | None = None) -> Trainer:
+    """The Trainer ``train.*`` configures: optimizer (backbone/head rates from ``transfer``),
+    schedule, penalties, averaging, clipping, and ``augment`` on the training batches."""
+    from fitwell.train.transfer import discriminative_groups
+
     train_cfg = config.train
     optimizer = _optimizer(config, model, train_cfg.lr)
+    discriminative_groups(optimizer, model, config.transfer.backbone_lr)
+    augment = None
+    if config.augment.enabled:
+        from fitwell.data.augment import BatchAugment
+
+        augment = BatchAugment(config.augment, inputs or {}, task)
     batch_size = train_cfg.batch_size
     trainer_steps = -(-num_train_rows // batch_size)
     steps_per_epoch = -(-trainer_steps // train_cfg.accumulate_batches)
@@ -264,7 +322,7 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
                    clip_grad_value=train_cfg.clip_grad_value,
                    accumulate_batches=train_cfg.accumulate_batches, decode=decode,
                    config=config.model_dump(mode="json"), device_data=train_cfg.device_data,
-                   run_dir=run_dir)
+                   run_dir=run_dir, augment=augment)
 
 
 def train(
@@ -351,10 +409,21 @@ def train(
     if resampled is not None:
         say(f"resampled the training split ({resampled['method']}): class counts {resampled['before']}"
             f" -> {resampled['after']}")
+    synthetic = prepared.synthesize(config)
+    if synthetic is not None:
+        say(f"data.synthetic ({synthetic['method']}): added {synthetic['rows_added']} generated rows to the"
+            f" training split ({synthetic['rows_before']} -> {synthetic['rows_after']}); validation and test"
+            " are untouched")
 
     model, spec = build_model(config, prepared)
+    if checkpoint is None and config.transfer.weights:
+        start_from_weights(config, model, run_dir, say)
     loss_fn = build_run_loss(config, prepared)
     chosen = build_callbacks(config, run_dir, callbacks, console)
+    if config.transfer.freeze != "none":
+        from fitwell.train.transfer import BackboneFreezing
+
+        chosen.append(BackboneFreezing(model, config.transfer.freeze, config.transfer.unfreeze_every))
     check_callback_monitors(chosen, prepared.task)
     fabric = build_fabric(config)
     if checkpoint is None:
@@ -367,7 +436,7 @@ def train(
 
     trainer = build_trainer(config, model, loss_fn, prepared.task, len(prepared.train), chosen,
                             fabric=fabric, decode=prepared.preprocessor.decode_regression,
-                            run_dir=run_dir.path)
+                            run_dir=run_dir.path, inputs=prepared.preprocessor.input_spec())
     trackers = [cb for cb in chosen if isinstance(cb, Tracker)]
     state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
     if state.diverged:
@@ -387,7 +456,7 @@ def train(
     temperature = calibrate(config, prepared, trainer, final, run_dir, say)
     predictions = None
     if score_test:
-        output = trainer.predict_output(prepared.test.numeric, prepared.test.codes, module=final)
+        output = trainer.predict_output(prepared.test, module=final)
         output = output.cpu().numpy()
         if temperature is not None:
             target = prepared.test.target.numpy()

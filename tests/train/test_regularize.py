@@ -49,8 +49,8 @@ def test_batch_norm_uses_running_stats_at_validation_and_saves_them(make_trainer
     trainer.fit(data)
     state = trainer.module.state_dict()
     assert "body.1.running_mean" in state and float(state["body.1.running_mean"].abs().sum()) > 0
-    first = trainer.predict_output(data.numeric[:5], data.codes[:5])
-    single = trainer.predict_output(data.numeric[:1], data.codes[:1])
+    first = trainer.predict_output(data.select(torch.arange(5)))
+    single = trainer.predict_output(data.select(torch.arange(1)))
     assert torch.allclose(first[:1], single)  # eval mode: a row's output does not depend on its batch
     assert trainer.module.training  # training mode restored after validation
 
@@ -59,8 +59,8 @@ def test_dropout_is_off_at_validation(make_trainer):
     trainer = make_trainer(dropout=0.5, epochs=1)
     data = synthetic()
     trainer.fit(data)
-    a = trainer.predict_output(data.numeric, data.codes)
-    b = trainer.predict_output(data.numeric, data.codes)
+    a = trainer.predict_output(data)
+    b = trainer.predict_output(data)
     assert torch.equal(a, b)
 
 

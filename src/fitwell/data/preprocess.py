@@ -8,7 +8,7 @@ codes for high-cardinality categories (0 is the "unknown" bucket, for unseen or 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,10 +97,12 @@ def build_scaler(name: str, n_rows: int):
 
 @dataclass
 class Features:
-    """Model inputs: a float32 number block and an int64 code block, row-aligned."""
+    """Model inputs: a float32 number block, an int64 code block and the other input blocks
+    (``image``, ``tokens``, ``sequence`` + ``sequence_mask``), row-aligned."""
 
     numeric: np.ndarray
     codes: np.ndarray
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.numeric)
@@ -114,6 +116,7 @@ class Preprocessor:
         config: the ``preprocess`` section.
         task: binary, multiclass or regression (decides target handling).
         normalize_strings: trim and case-fold category strings.
+        inputs: image / text / sequence blocks (``fitwell.data.inputs``), fitted with the table.
 
     Example:
         >>> pre = Preprocessor(plan, PreprocessConfig(), "binary").fit(train_frame, y_train)
@@ -121,11 +124,12 @@ class Preprocessor:
     """
 
     def __init__(self, plan: ColumnPlan, config: PreprocessConfig, task: str,
-                 normalize_strings: bool = True):
+                 normalize_strings: bool = True, inputs: list | None = None):
         self.plan = plan
         self.config = config
         self.task = task
         self.normalize_strings = normalize_strings
+        self.inputs = list(inputs or [])
 
     # --- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame, y: pd.Series) -> Preprocessor:
@@ -166,6 +170,8 @@ class Preprocessor:
                                          encoded_missing_value=-1, dtype=np.int64)
             self.codes_.fit(typed[self.code_columns_])
         self.cardinalities_ = [len(c) + 1 for c in (self.codes_.categories_ if self.codes_ else [])]
+        for block in self.inputs:
+            block.fit(frame)
         self._fit_target(y)
         return self
 
@@ -202,7 +208,17 @@ class Preprocessor:
             codes = np.asarray(codes, dtype=np.int64) + 1
         else:
             codes = np.zeros((n, 0), dtype=np.int64)
-        return Features(np.ascontiguousarray(numeric), np.ascontiguousarray(codes))
+        blocks: dict[str, np.ndarray] = {}
+        for block in self.inputs:
+            blocks.update(block.transform(frame))
+        return Features(np.ascontiguousarray(numeric), np.ascontiguousarray(codes), blocks)
+
+    def input_spec(self) -> dict[str, dict]:
+        """What the model needs to know of each non-tabular input (shape, vocabulary, ...)."""
+        return {block.key: block.spec() for block in self.inputs}
+
+    def input_columns(self) -> list[str]:
+        return [c for block in self.inputs for c in block.columns_]
 
     def encode_target(self, y: pd.Series) -> np.ndarray:
         """Class indices (int64) or the scaled regression target (float32)."""
@@ -238,6 +254,8 @@ class Preprocessor:
             out["impute"] = dict(zip(cols, map(float, pipe["impute"].statistics_), strict=False))
         out["onehot_columns"] = self.onehot_columns_
         out["embedding_columns"] = dict(zip(self.code_columns_, self.cardinalities_, strict=False))
+        if self.inputs:
+            out["inputs"] = [block.describe() for block in self.inputs]
         return out
 
     # --- persistence ---------------------------------------------------------------------
@@ -253,7 +271,8 @@ class Preprocessor:
         (folder / "preprocess.json").write_text(json.dumps(meta, indent=2))
         import skops.io as sio  # slow to import (it indexes scikit-learn), so only here
 
-        sio.dump({"numeric": self.numeric_, "codes": self.codes_}, folder / "preprocess.skops")
+        sio.dump({"numeric": self.numeric_, "codes": self.codes_, "inputs": self.inputs},
+                 folder / "preprocess.skops")
 
     @classmethod
     def load(cls, folder: Path) -> Preprocessor:
@@ -269,6 +288,7 @@ class Preprocessor:
         self = cls(ColumnPlan.from_dict(meta["plan"]), PreprocessConfig(**meta["config"]),
                    meta["task"], meta["normalize_strings"])
         self.numeric_, self.codes_ = blocks["numeric"], blocks["codes"]
+        self.inputs = list(blocks.get("inputs") or [])
         self.classes_ = meta["classes"]
         self.onehot_columns_, self.code_columns_ = meta["onehot_columns"], meta["code_columns"]
         self.cardinalities_ = meta["cardinalities"]

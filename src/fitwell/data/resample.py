@@ -77,6 +77,9 @@ def resample_training(data: TensorData, config: ResampleConfig, task: str, class
         raise ConfigError("train.resample rebalances classes; this is a regression task. Remove"
                           " train.resample (or set data.task if the target is really a class)")
     synthetic = config.method not in ("random_over", "random_under")
+    if data.inputs and synthetic:
+        raise ConfigError(f"train.resample.method: {config.method} interpolates table rows; this data has"
+                          f" {', '.join(data.inputs)} input, so use random_over or random_under")
     if data.weight is not None and synthetic:
         raise ConfigError(f"train.resample.method: {config.method} makes synthetic rows, which have no"
                           " row weight (data.weight_column); use random_over or random_under")
@@ -98,9 +101,10 @@ def resample_training(data: TensorData, config: ResampleConfig, task: str, class
     weight = None
     if data.weight is not None:
         weight = data.weight.numpy()[sampler.sample_indices_]
+    inputs = {k: v.numpy()[sampler.sample_indices_] for k, v in data.inputs.items()} if data.inputs else None
     out = TensorData.from_numpy(np.ascontiguousarray(X_new[:, :n], dtype=np.float32),
                                 np.ascontiguousarray(np.rint(X_new[:, n:]), dtype=np.int64),
-                                np.ascontiguousarray(y_new, dtype=y.dtype), weight)
+                                np.ascontiguousarray(y_new, dtype=y.dtype), weight, inputs)
     after = _counts(y_new, classes)
     return out, {"method": config.method, "ratio": config.ratio, "split": "train", "before": before,
                  "after": after, "rows_before": int(len(y)), "rows_after": int(len(y_new))}

@@ -27,7 +27,8 @@ def load_sklearn(name: str) -> pd.DataFrame:
 
 
 def read_table(source: str | Path) -> pd.DataFrame:
-    """Read CSV, TSV, Parquet or JSON lines by file suffix, or ``sklearn:<name>``.
+    """Read CSV, TSV, Parquet or JSON lines by file suffix, ``sklearn:<name>``, or an image folder
+    (one sub-folder per class: columns ``image`` and ``label``).
 
     Raises:
         DataError: the file is missing, empty, unreadable or of an unknown kind.
@@ -39,7 +40,9 @@ def read_table(source: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check data.source (or --data)")
     if path.is_dir():
-        raise DataError(f"data source {path} is a folder; point at a CSV, Parquet or JSONL file")
+        from fitwell.data.inputs import image_folder_table
+
+        return image_folder_table(path)
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise DataError(

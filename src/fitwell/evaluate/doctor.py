@@ -254,7 +254,7 @@ def check_leakage(history: Sequence[dict], audit: dict | None, task: str) -> lis
 
 
 def dead_unit_shares(module: nn.Module, numeric: torch.Tensor, codes: torch.Tensor,
-                     max_rows: int = 2048) -> dict[str, dict[str, Any]]:
+                     max_rows: int = 2048, inputs: dict | None = None) -> dict[str, dict[str, Any]]:
     """For each ReLU module: how many units output zero on every one of up to ``max_rows`` rows."""
     relus = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.ReLU)]
     if not relus or len(numeric) == 0:
@@ -277,7 +277,8 @@ def dead_unit_shares(module: nn.Module, numeric: torch.Tensor, codes: torch.Tens
         with torch.no_grad():
             for start in range(0, rows, 512):
                 stop = min(rows, start + 512)
-                module(numeric[start:stop].to(device), codes[start:stop].to(device))
+                module(numeric[start:stop].to(device), codes[start:stop].to(device),
+                       **{k: v[start:stop].to(device) for k, v in (inputs or {}).items()})
     finally:
         for handle in handles:
             handle.remove()

@@ -1,9 +1,23 @@
 """Model families, picked by ``model.name``."""
 
-from fitwell.models import mlp, resmlp, tabular_transformer  # noqa: F401  (register the families)
+from fitwell.models import (  # noqa: F401  (register the families)
+    cnn,
+    combiner,
+    mlp,
+    pretrained,
+    resmlp,
+    sequence,
+    tabular_transformer,
+)
+from fitwell.models.cnn import CNN, ResNet
+from fitwell.models.combiner import Combiner
 from fitwell.models.mlp import MLP
-from fitwell.models.registry import MODELS, model_arguments, register_model
+from fitwell.models.pretrained import MiniLM, TimmBackbone, minilm_embeddings
+from fitwell.models.registry import MODELS, input_kinds, model_arguments, register_model
 from fitwell.models.resmlp import ResMLP
+from fitwell.models.sequence import RNN, SequenceTransformer
 from fitwell.models.tabular_transformer import TabularTransformer
 
-__all__ = ["MLP", "MODELS", "ResMLP", "TabularTransformer", "model_arguments", "register_model"]
+__all__ = ["CNN", "MLP", "MODELS", "RNN", "Combiner", "MiniLM", "ResMLP", "ResNet", "SequenceTransformer",
+           "TabularTransformer", "TimmBackbone", "input_kinds", "minilm_embeddings", "model_arguments",
+           "register_model"]

@@ -41,3 +41,29 @@ class CategoryEmbeddings(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return torch.cat([table(codes[:, i]) for i, table in enumerate(self.tables)], dim=1)
+
+
+class ImageStem(nn.Module):
+    """uint8 images (or floats in [0, 1] after augmentation) -> normalised floats, on the batch.
+
+    The per-channel mean and std are the training split's, stored as buffers so they travel with
+    the weights.
+    """
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        scaled = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        return (scaled - self.mean) / self.std
+
+
+def needs_input(family: str, inputs: dict | None, *keys: str) -> dict:
+    """The spec of the first of ``keys`` present in ``inputs``, or a ValueError naming the key."""
+    for key in keys:
+        if inputs and key in inputs:
+            return inputs[key]
+    wanted = {"image": "data.image", "tokens": "data.text", "sequence": "data.sequence"}
+    raise ValueError(f"model {family!r} needs {' or '.join(wanted[k] for k in keys)} in the data config")

@@ -47,9 +47,13 @@ class MLP(nn.Module):
                 layers.append(nn.Dropout(dropout))
             width = size
         self.body = nn.Sequential(*layers)
+        self.features_out = width
         self.head = nn.Linear(width, out_features)
 
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def encode(self, numeric: torch.Tensor, codes: torch.Tensor, **_) -> torch.Tensor:
         if self.embeddings is not None:
             numeric = torch.cat([numeric, self.embeddings(codes)], dim=1)
-        return self.head(self.body(numeric))
+        return self.body(numeric)
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(numeric, codes))

@@ -1,4 +1,6 @@
-"""The model registry. Every model takes ``(numeric, codes)`` batches and returns logits."""
+"""The model registry. Every model takes ``(numeric, codes, **inputs)`` batches -- ``inputs`` being
+the image / tokens / sequence blocks the data has -- and returns logits. A family says which input
+kinds it reads in ``input_kinds`` (default: the table only)."""
 
 from __future__ import annotations
 
@@ -24,3 +26,8 @@ def model_arguments(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     factory = MODELS.get(name, "model.name")
     accepted = inspect.signature(factory).parameters
     return {k: v for k, v in settings.items() if v is not None and k in accepted}
+
+
+def input_kinds(name: str) -> frozenset[str]:
+    """The input kinds family ``name`` reads: "table", "image", "tokens", "sequence"."""
+    return getattr(MODELS.get(name, "model.name"), "input_kinds", frozenset({"table"}))

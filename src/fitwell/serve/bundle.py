@@ -67,24 +67,52 @@ class Run:
         return self.preprocessor.classes_
 
     def _output(self, frame: pd.DataFrame) -> np.ndarray:
+        from fitwell.train.loop import TensorData, predict_in_chunks
+
         features = self.preprocessor.transform(frame)
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(features.numeric), torch.from_numpy(features.codes))
-        out = out.float().numpy()
+        data = TensorData.from_numpy(features.numeric, features.codes, np.zeros(len(frame), np.float32),
+                                     inputs=features.inputs)
+        out = predict_in_chunks(self.model, data, chunk=4096 if not features.inputs else 256).numpy()
         return out / self.temperature if self.temperature is not None else out
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def _tta_scores(self, frame: pd.DataFrame, copies: int) -> np.ndarray:
+        """Test-time augmentation: probabilities (or regression outputs) averaged over copies."""
+        from fitwell.data.augment import predict_with_tta
+
+        features = self.preprocessor.transform(frame)
+        temperature = self.temperature or 1.0
+        if self.task == "regression":
+            def convert(out):
+                return out.float()
+        else:
+            def convert(out):
+                return torch.from_numpy(probabilities(self.task, out.float().numpy() / temperature))
+        inputs = {k: torch.from_numpy(v) for k, v in features.inputs.items()}
+        scores = predict_with_tta(self.model, torch.from_numpy(features.numeric), torch.from_numpy(features.codes),
+                                  inputs, self.config.augment, copies, convert).numpy()
+        return scores.reshape(-1) if self.task == "regression" else scores
+
+    def predict_proba(self, frame: pd.DataFrame, tta: int | None = None) -> np.ndarray:
         if self.task == "regression":
             raise DataError("predict_proba is for classification runs; this run is a regression")
-        return probabilities(self.task, self._output(_frame(frame)))
+        return self._scores(_frame(frame), tta)
 
-    def predict(self, frame: pd.DataFrame | str | Path) -> pd.DataFrame:
-        """Predictions for each row: ``prediction`` and, for classifiers, ``proba_<class>``."""
+    def predict(self, frame: pd.DataFrame | str | Path, tta: int | None = None) -> pd.DataFrame:
+        """Predictions for each row: ``prediction`` and, for classifiers, ``proba_<class>``.
+
+        Args:
+            tta: test-time augmentation: average over this many augmented copies (the run's
+                ``augment`` flips/affine/crop, or its noise for tables). Default ``augment.tta``
+                of the run's config; 0 or 1 = off.
+        """
         frame = _frame(frame)
-        return prediction_table(self.task, self.preprocessor, self._scores(frame), frame.index)
+        return prediction_table(self.task, self.preprocessor, self._scores(frame, tta), frame.index)
 
-    def _scores(self, frame: pd.DataFrame) -> np.ndarray:
+    def _scores(self, frame: pd.DataFrame, tta: int | None = None) -> np.ndarray:
         """Class probabilities, or the regression output in the model's (scaled) units."""
+        copies = self.config.augment.tta if tta is None else tta
+        if copies > 1:
+            return self._tta_scores(frame, copies)
         output = self._output(frame)
         return output.reshape(-1) if self.task == "regression" else probabilities(self.task, output)
 

@@ -78,7 +78,8 @@ def finish_run(config: RunConfig, prepared: PreparedData, trainer, state, run_di
     counts = None
     if task != "regression":
         counts = np.bincount(prepared.train.target.numpy().astype(np.int64), minlength=len(classes)).tolist()
-    activations = dead_unit_shares(trainer.eval_module, prepared.train.numeric, prepared.train.codes)
+    activations = dead_unit_shares(trainer.eval_module, prepared.train.numeric, prepared.train.codes,
+                                   inputs=prepared.train.inputs)
     use_baseline = task != "regression" or config.train.loss in ("auto", "mse")
     findings = diagnose(state.history, config, task=task, diverged=state.diverged,
                         stop_reason=state.stop_reason, best_epoch=state.best_epoch,

@@ -61,8 +61,8 @@ class WeightAverage:
             norm.momentum = None  # cumulative average over the pass
         was_training = self.module.training
         self.module.train()
-        for numeric, codes in batches:
-            self.module(numeric, codes)
+        for numeric, codes, inputs in batches:
+            self.module(numeric, codes, **inputs)
         for norm, momentum in momenta.items():
             norm.momentum = momentum
         self.module.train(was_training)

@@ -30,7 +30,7 @@ def activation_bytes(model: nn.Module, loss_fn: nn.Module, batch: tuple) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(model(batch[0], batch[1]), batch[2])
+        loss = loss_fn(model(batch[0], batch[1], **(batch[3] if len(batch) > 3 else {})), batch[2])
     loss.backward()
     return total
 
@@ -58,7 +58,8 @@ def find_batch_size(model: nn.Module, loss_fn: nn.Module, build_optimizer, data:
         probe = copy.deepcopy(model).to(device).train()
         optimizer = build_optimizer(probe)
         rows = torch.arange(size)
-        batch = (data.numeric[rows].to(device), data.codes[rows].to(device), data.target[rows].to(device))
+        batch = (data.numeric[rows].to(device), data.codes[rows].to(device), data.target[rows].to(device),
+                 {k: v[rows].to(device) for k, v in data.inputs.items()})
         try:
             memory = activation_bytes(probe, loss_fn, batch)
             if device.type == "cpu" and memory > memory_cap_gib * 2**30:
@@ -66,7 +67,7 @@ def find_batch_size(model: nn.Module, loss_fn: nn.Module, build_optimizer, data:
                 break
             steps, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds_per_size or steps < 3:
-                loss = loss_fn(probe(batch[0], batch[1]), batch[2])
+                loss = loss_fn(probe(batch[0], batch[1], **batch[3]), batch[2])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -29,25 +29,37 @@ from fitwell.train.schedules import Schedule
 
 @dataclass
 class TensorData:
-    """Row-aligned tensors: the number block, the code block, the target, optional row weights."""
+    """Row-aligned tensors: the number block, the code block, the target, optional row weights,
+    and the other input blocks by name (``image``, ``tokens``, ``sequence``, ``sequence_mask``),
+    passed to the model as keyword arguments."""
 
     numeric: torch.Tensor
     codes: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor | None = None
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
 
     def to(self, device: torch.device | str) -> TensorData:
         weight = None if self.weight is None else self.weight.to(device)
-        return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device), weight)
+        return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device), weight,
+                          {k: v.to(device) for k, v in self.inputs.items()})
+
+    def select(self, rows: torch.Tensor | np.ndarray) -> TensorData:
+        """The given rows of every block (an index tensor or array)."""
+        rows = torch.as_tensor(rows, device=self.numeric.device)
+        return TensorData(self.numeric[rows], self.codes[rows], self.target[rows],
+                          None if self.weight is None else self.weight[rows],
+                          {k: v[rows] for k, v in self.inputs.items()})
 
     @classmethod
     def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray,
-                   weight: np.ndarray | None = None) -> TensorData:
+                   weight: np.ndarray | None = None, inputs: dict[str, np.ndarray] | None = None) -> TensorData:
         return cls(torch.from_numpy(numeric), torch.from_numpy(codes), torch.from_numpy(target),
-                   None if weight is None else torch.from_numpy(weight))
+                   None if weight is None else torch.from_numpy(weight),
+                   {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (inputs or {}).items()})
 
 
 @dataclass
@@ -92,6 +104,7 @@ class Trainer:
         decode: maps regression outputs back to target units for metrics.
         config: the resolved run config, saved with every checkpoint.
         run_dir: the run directory (callbacks resolve relative paths against it).
+        augment: a BatchAugment applied to training batches only (``fitwell.data.augment``).
 
     Example:
         >>> trainer = Trainer(model, loss, opt, task="binary", epochs=5, batch_size=64)  # doctest: +SKIP
@@ -105,7 +118,8 @@ class Trainer:
                  averaging: WeightAverage | None = None, clip_grad_norm: float | None = None,
                  clip_grad_value: float | None = None, accumulate_batches: int = 1,
                  decode: Callable[[np.ndarray], np.ndarray] | None = None,
-                 config: dict | None = None, device_data: bool = True, run_dir: Any = None):
+                 config: dict | None = None, device_data: bool = True, run_dir: Any = None,
+                 augment: Any = None):
         self.module = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -118,6 +132,7 @@ class Trainer:
         self.decode = decode
         self.config = config or {}
         self.run_dir = run_dir
+        self.augment = augment
         self.epoch_lrs: list[float] = []  # the rates in force during the last epoch
         self._swa_done = False
         self.device = torch.device("cpu") if fabric is None else fabric.device
@@ -208,9 +223,12 @@ class Trainer:
         order = torch.randperm(n, generator=generator).to(data.numeric.device)
         numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
         weight = None if data.weight is None else data.weight[order]
+        inputs = {k: v[order] for k, v in data.inputs.items()}
         if numeric.device != self.device:
             numeric, codes, target = (t.to(self.device, non_blocking=True) for t in (numeric, codes, target))
             weight = None if weight is None else weight.to(self.device, non_blocking=True)
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        augment = self.augment
         stop = n if n % size != 1 or n == 1 else n - 1
         num_batches = state.batches_per_epoch
         total = torch.full((), state.epoch_total, device=self.device)
@@ -218,11 +236,14 @@ class Trainer:
             start, end = batch * size, min((batch + 1) * size, stop)
             for cb in start_hooks:
                 cb.on_batch_start(self, state)
-            output = model(numeric[start:end], codes[start:end])
-            if weight is None:
-                loss = loss_fn(output, target[start:end])
+            if augment is None and not inputs:  # the plain tabular path: nothing extra per batch
+                output = model(numeric[start:end], codes[start:end])
+                if weight is None:
+                    loss = loss_fn(output, target[start:end])
+                else:
+                    loss = loss_fn(output, target[start:end], weight[start:end])
             else:
-                loss = loss_fn(output, target[start:end], weight[start:end])
+                loss = self._extended_step(numeric, codes, inputs, target, weight, start, end)
             if penalty is not None:
                 loss = loss + penalty()
             backward(loss / accumulate if accumulate > 1 else loss)
@@ -250,6 +271,27 @@ class Trainer:
                     break
         state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
         return float(total) / stop
+
+    def _extended_step(self, numeric, codes, inputs, target, weight, start: int, end: int) -> torch.Tensor:
+        """One batch with input blocks and/or augmentation; mixup/cutmix mix the loss too."""
+        batch_numeric, batch_codes = numeric[start:end], codes[start:end]
+        batch_inputs = {k: v[start:end] for k, v in inputs.items()}
+        batch_target = target[start:end]
+        batch_weight = None if weight is None else weight[start:end]
+        mix = None
+        if self.augment is not None:
+            batch_numeric, batch_codes, batch_inputs, mix = self.augment(batch_numeric, batch_codes, batch_inputs,
+                                                                         batch_target)
+        output = self.model(batch_numeric, batch_codes, **batch_inputs)
+        loss = self._loss(output, batch_target, batch_weight)
+        if mix is not None:  # mixup / cutmix: lam * loss(y_a) + (1 - lam) * loss(y_b)
+            permutation, lam = mix
+            other_weight = None if batch_weight is None else batch_weight[permutation]
+            loss = lam * loss + (1.0 - lam) * self._loss(output, batch_target[permutation], other_weight)
+        return loss
+
+    def _loss(self, output, target, weight):
+        return self.loss_fn(output, target) if weight is None else self.loss_fn(output, target, weight)
 
     def _clip(self) -> None:
         if self.wrapped:
@@ -279,27 +321,23 @@ class Trainer:
             return  # stopped before SWA started: keep the trained weights
         size = max(self.batch_size, 256)
         device = self.device
-        self.averaging.finish((train.numeric[i:i + size].to(device), train.codes[i:i + size].to(device))
+        self.averaging.finish((train.numeric[i:i + size].to(device), train.codes[i:i + size].to(device),
+                               {k: v[i:i + size].to(device) for k, v in train.inputs.items()})
                               for i in range(0, len(train), size))
         self._swa_done = True
 
     # --- evaluation ----------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_output(self, numeric: torch.Tensor, codes: torch.Tensor, chunk: int = 16384,
+    def predict_output(self, data: TensorData, chunk: int | None = None,
                        module: nn.Module | None = None) -> torch.Tensor:
-        """Raw outputs of the evaluated weights in eval mode, in chunks; modes restored after."""
+        """Raw outputs of the evaluated weights in eval mode, in chunks; modes restored after.
+        Never augmented."""
         module = module or (self.model if self.eval_module is self.module else self.eval_module)
-        was_training = module.training
-        module.eval()
-        try:
-            parts = [module(numeric[i:i + chunk].to(self.device), codes[i:i + chunk].to(self.device))
-                     for i in range(0, len(numeric), chunk)]
-        finally:
-            module.train(was_training)
-        return torch.cat(parts).float()
+        chunk = chunk or (16384 if not data.inputs else 512)
+        return predict_in_chunks(module, data, self.device, chunk)
 
     def validate(self, data: TensorData) -> dict[str, float]:
-        output = self.predict_output(data.numeric, data.codes)
+        output = self.predict_output(data)
         target = data.target.to(output.device)
         with torch.inference_mode():
             weight = None if data.weight is None else data.weight.to(output.device)
@@ -347,6 +385,23 @@ class Trainer:
         state.epoch_total = saved.get("epoch_total", 0.0)
         state.history = [dict(row) for row in saved["history"]]
         set_rng_state(checkpoint["rng"])
+
+
+@torch.inference_mode()
+def predict_in_chunks(module: nn.Module, data: TensorData, device: torch.device | str = "cpu",
+                      chunk: int = 512) -> torch.Tensor:
+    """``module``'s outputs in eval mode over every row of ``data``; its mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        parts = [module(data.numeric[i:i + chunk].to(device), data.codes[i:i + chunk].to(device),
+                        **{k: v[i:i + chunk].to(device) for k, v in data.inputs.items()})
+                 for i in range(0, len(data), chunk)]
+    finally:
+        module.train(was_training)
+    if not parts:
+        return torch.zeros(0)
+    return torch.cat(parts).float()
 
 
 def _plain_precision(fabric: Any) -> bool:

@@ -95,7 +95,8 @@ def lr_range_test(model: nn.Module, loss_fn: nn.Module, build_optimizer, data: T
         rows = order[cursor:cursor + batch_size]
         cursor += batch_size
         weight = None if data.weight is None else data.weight[rows].to(device)
-        output = probe(data.numeric[rows].to(device), data.codes[rows].to(device))
+        output = probe(data.numeric[rows].to(device), data.codes[rows].to(device),
+                       **{k: v[rows].to(device) for k, v in data.inputs.items()})
         target = data.target[rows].to(device)
         loss = loss_fn(output, target) if weight is None else loss_fn(output, target, weight)
         optimizer.zero_grad(set_to_none=True)

