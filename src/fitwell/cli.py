@@ -198,11 +198,14 @@ def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: Path = typer.Option(..., "--data", help="CSV/Parquet/JSONL rows to predict."),
     out: Path | None = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
+    tta: int | None = typer.Option(None, "--tta", help="Test-time augmentation: average over N augmented"
+                                   " copies (default: the run's augment.tta)."),
 ):
     """Predict labels (and class probabilities) or values for new rows."""
     from fitwell.serve import load_run
 
-    predictions = load_run(run_dir).predict(data)
+    loaded = load_run(run_dir)
+    predictions = loaded.predict(data) if tta is None else loaded.predict(data, tta=tta)
     if out is None:
         predictions.to_csv(sys.stdout, index=False)
         return

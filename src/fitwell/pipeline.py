@@ -96,20 +96,23 @@ def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDi
     """Load ``transfer.weights`` by name and shape; write ``transfer.json``; refuse a poor match."""
     from fitwell.train.transfer import load_matching, read_weights
 
-    report = load_matching(model, read_weights(config.transfer.weights))
+    report = load_matching(model, read_weights(config.transfer.weights), config.transfer.load_head)
     report["source"] = str(config.transfer.weights)
     run_dir.write_json(run_dir.path / "transfer.json", report)
     share = report["backbone_loaded_share"]
     if share < config.transfer.require:
         mismatch = "; ".join(f"{k} {a} vs {b}" for k, (a, b) in list(report["shape_mismatch"].items())[:5])
         raise ConfigError(f"transfer.weights: only {share:.0%} of the backbone's tensors matched by name and"
-                          f" shape in {config.transfer.weights} (transfer.require {config.transfer.require:.0%})."
-                          f" Shape mismatches: {mismatch or 'none'}; missing e.g."
-                          f" {', '.join(report['missing'][:5]) or 'none'}. Is it the same model family and size?")
+                          f" shape in {config.transfer.weights} (transfer.require"
+                          f" {config.transfer.require:.0%}). Shape mismatches: {mismatch or 'none'}; missing"
+                          f" e.g. {', '.join(report['missing'][:5]) or 'none'}. Is it the same model family"
+                          " and size?")
     skipped = len(report["shape_mismatch"]) + len(report["missing"])
     say(f"transfer: loaded {len(report['loaded'])} tensors from {config.transfer.weights}"
         f" ({share:.0%} of the backbone); {skipped} left as initialised"
-        + (f" ({', '.join(list(report['shape_mismatch'])[:4])}: other shape)" if report["shape_mismatch"] else ""))
+        + (", new head" if report["new_head"] else "")
+        + (f" ({', '.join(list(report['shape_mismatch'])[:4])}: other shape)"
+           if report["shape_mismatch"] else ""))
     return report
 
 

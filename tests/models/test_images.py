@@ -17,9 +17,12 @@ DIGITS_IMAGES = {"source": "sklearn:digits", "image": {"pixels": "pixel_*", "siz
 
 
 def digits_config(tmp_path, **sections):
-    config = {"data": dict(DIGITS_IMAGES), "model": {"name": "cnn", "channels": [32, 64]},
-              "train": {"epochs": 20, "lr": 3e-3, "batch_size": 64, "progress": False},
-              "track": {"runs_dir": str(tmp_path), "report": False}}
+    config = {
+        "data": dict(DIGITS_IMAGES),
+        "model": {"name": "cnn", "channels": [32, 64]},
+        "train": {"epochs": 20, "lr": 3e-3, "batch_size": 64, "progress": False},
+        "track": {"runs_dir": str(tmp_path), "report": False},
+    }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value}
     return config
@@ -31,7 +34,7 @@ def test_cnn_on_digits_images_reaches_097(tmp_path):
     spec = json.loads((run.path / "model.json").read_text())
     assert spec["kwargs"]["inputs"]["image"]["shape"] == [1, 8, 8]
     frame = read_table("sklearn:digits")
-    rows = frame.iloc[run.summary["split"]["train"]:].head(40)  # raw pixel rows through the bundle
+    rows = frame.iloc[run.summary["split"]["train"] :].head(40)  # raw pixel rows through the bundle
     predicted = run.predict(rows)
     assert (predicted["prediction"].to_numpy() == rows["target"].to_numpy()).mean() >= 0.9
 
@@ -45,7 +48,9 @@ def test_digits_pixels_become_uint8_images(tmp_path):
     assert image.dtype == torch.uint8 and image.shape[1:] == (1, 8, 8)
     assert prepared.train.numeric.shape[1] == 0  # every pixel column went to the image
     frame = prepared.frame.iloc[prepared.split.train[:1]]
-    expected = np.rint(frame[[f"pixel_{r}_{c}" for r in range(8) for c in range(8)]].to_numpy(float) / 16 * 255)
+    expected = np.rint(
+        frame[[f"pixel_{r}_{c}" for r in range(8) for c in range(8)]].to_numpy(float) / 16 * 255
+    )
     assert np.array_equal(image[0, 0].numpy().reshape(-1), expected.reshape(-1).astype(np.uint8))
     assert "image input" in prepared.plan.dropped["pixel_3_4"]
 
@@ -59,8 +64,11 @@ def test_augmentation_only_touches_training_batches(tmp_path, monkeypatch):
         return original(self, numeric, codes, inputs, target)
 
     monkeypatch.setattr(BatchAugment, "__call__", counting)
-    config = digits_config(tmp_path, train={"epochs": 2, "batch_size": 128},
-                           augment={"rotation": 20, "erasing": 0.5, "mixup": 0.4, "color_jitter": 0.3})
+    config = digits_config(
+        tmp_path,
+        train={"epochs": 2, "batch_size": 128},
+        augment={"rotation": 20, "erasing": 0.5, "mixup": 0.4, "color_jitter": 0.3},
+    )
     run = train(config)
     rows = run.summary["split"]["train"]
     assert sum(calls) == 2 * rows  # every training row of both epochs, nothing else
@@ -77,8 +85,9 @@ def test_augmented_batches_differ_and_mix():
 
     augment = BatchAugment(AugmentConfig(rotation=30, mixup=0.4), spec, "multiclass")
     image = torch.randint(0, 255, (16, 1, 8, 8), dtype=torch.uint8)
-    numeric, codes, inputs, mix = augment(torch.zeros(16, 0), torch.zeros(16, 0), {"image": image},
-                                          torch.arange(16) % 3)
+    numeric, codes, inputs, mix = augment(
+        torch.zeros(16, 0), torch.zeros(16, 0), {"image": image}, torch.arange(16) % 3
+    )
     assert inputs["image"].dtype == torch.float32 and not torch.allclose(inputs["image"], image.float() / 255)
     permutation, lam = mix
     assert sorted(permutation.tolist()) == list(range(16)) and 0 <= lam <= 1
@@ -88,11 +97,25 @@ def test_augmented_batches_differ_and_mix():
 
 def test_image_options_without_images_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no image input"):
-        train({"data": {"source": "sklearn:wine"}, "augment": {"rotation": 10},
-               "train": {"epochs": 1, "progress": False}, "track": {"runs_dir": str(tmp_path)}})
-    with pytest.raises(ConfigError, match="model.name .cnn. needs an image, text or sequence input: set data.image"):
-        train({"data": {"source": "sklearn:wine"}, "model": {"name": "cnn"},
-               "train": {"epochs": 1, "progress": False}, "track": {"runs_dir": str(tmp_path)}})
+        train(
+            {
+                "data": {"source": "sklearn:wine"},
+                "augment": {"rotation": 10},
+                "train": {"epochs": 1, "progress": False},
+                "track": {"runs_dir": str(tmp_path)},
+            }
+        )
+    with pytest.raises(
+        ConfigError, match="model.name .cnn. needs an image, text or sequence input: set data.image"
+    ):
+        train(
+            {
+                "data": {"source": "sklearn:wine"},
+                "model": {"name": "cnn"},
+                "train": {"epochs": 1, "progress": False},
+                "track": {"runs_dir": str(tmp_path)},
+            }
+        )
 
 
 def write_images(folder, count=24, size=12):
@@ -112,17 +135,22 @@ def write_images(folder, count=24, size=12):
 def test_image_folder_and_path_column(tmp_path):
     images = tmp_path / "images"
     write_images(images)
-    run = train({"data": {"source": str(images), "image": {"column": "image", "channels": 3, "size": [12, 12]}},
-                 "model": {"name": "resnet", "channels": [8, 16], "blocks": 1},
-                 "split": {"train": 0.6, "val": 0.2, "test": 0.2},
-                 "train": {"epochs": 15, "lr": 3e-3, "batch_size": 16, "progress": False},
-                 "track": {"runs_dir": str(tmp_path / "runs"), "report": False}})
+    run = train(
+        {
+            "data": {"source": str(images), "image": {"column": "image", "channels": 3, "size": [12, 12]}},
+            "model": {"name": "resnet", "channels": [8, 16], "blocks": 1},
+            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "train": {"epochs": 15, "lr": 3e-3, "batch_size": 16, "progress": False},
+            "track": {"runs_dir": str(tmp_path / "runs"), "report": False},
+        }
+    )
     assert run.metrics["accuracy"] >= 0.9
     # a CSV of relative paths, predicted through the saved bundle
     table = pd.DataFrame({"image": ["top/0.png", "bottom/3.png"], "label": ["top", "bottom"]})
     table.to_csv(images / "few.csv", index=False)
     absolute = table.assign(image=[str(images / p) for p in table["image"]])
     assert list(run.predict(absolute)["prediction"]) == ["top", "bottom"]
+    assert list(run.predict(images / "few.csv")["prediction"]) == ["top", "bottom"]  # relative to the CSV
     with pytest.raises(DataError, match=r"row 0: image file .*missing.png does not exist"):
         run.predict(pd.DataFrame({"image": [str(images / "missing.png")]}))
 
@@ -138,9 +166,14 @@ def test_test_time_augmentation(tmp_path):
 
 
 def test_synthetic_image_copies_are_training_only(tmp_path):
-    run = train(digits_config(tmp_path, train={"epochs": 1},
-                              data={"synthetic": {"method": "augment", "ratio": 0.5}},
-                              augment={"rotation": 10}))
+    run = train(
+        digits_config(
+            tmp_path,
+            train={"epochs": 1},
+            data={"synthetic": {"method": "augment", "ratio": 0.5}},
+            augment={"rotation": 10},
+        )
+    )
     report = json.loads((run.path / "data.json").read_text())["synthetic"]
     split = report["rows_before"]
     assert report["rows_added"] == round(0.5 * split) and report["split"] == "train"
@@ -152,8 +185,14 @@ def test_combiner_fuses_table_and_image(tmp_path):
     frame = read_table("sklearn:digits")
     rng = np.random.default_rng(0)
     frame["hint"] = (frame["target"] >= 5).astype(float) + rng.normal(0, 0.1, len(frame))
-    run = train({"data": {"image": DIGITS_IMAGES["image"]}, "model": {"name": "combiner", "channels": [16, 32],
-                 "hidden_sizes": [32]}, "train": {"epochs": 8, "lr": 3e-3, "batch_size": 64, "progress": False},
-                 "track": {"runs_dir": str(tmp_path), "report": False}}, data=frame)
+    run = train(
+        {
+            "data": {"image": DIGITS_IMAGES["image"]},
+            "model": {"name": "combiner", "channels": [16, 32], "hidden_sizes": [32]},
+            "train": {"epochs": 8, "lr": 3e-3, "batch_size": 64, "progress": False},
+            "track": {"runs_dir": str(tmp_path), "report": False},
+        },
+        data=frame,
+    )
     assert run.metrics["accuracy"] >= 0.9
     assert run.predict(frame.head(5))["prediction"].notna().all()

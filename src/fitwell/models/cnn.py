@@ -26,21 +26,35 @@ class CNN(nn.Module):
 
     Example:
         >>> spec = {"image": {"shape": [1, 8, 8], "mean": [0.5], "std": [0.2]}}
-        >>> CNN(0, [], 10, spec, channels=[8])(None, None, image=torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape
+        >>> model = CNN(0, [], 10, spec, channels=[8])
+        >>> model(None, None, image=torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape
         torch.Size([2, 10])
     """
 
     input_kinds = frozenset({"image"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 channels: list[int] = (32, 64), activation: str = "relu", dropout: float = 0.1):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        channels: list[int] = (32, 64),
+        activation: str = "relu",
+        dropout: float = 0.1,
+    ):
         super().__init__()
         spec = needs_input("cnn", inputs, "image")
         width, size = spec["shape"][0], min(spec["shape"][1:])
         self.stem = ImageStem(spec["mean"], spec["std"])
         stages = []
         for out in channels:
-            layers = [*conv_bn(width, out), ACTIVATIONS[activation](), *conv_bn(out, out), ACTIVATIONS[activation]()]
+            layers = [
+                *conv_bn(width, out),
+                ACTIVATIONS[activation](),
+                *conv_bn(out, out),
+                ACTIVATIONS[activation](),
+            ]
             if size > 1:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
@@ -63,10 +77,16 @@ class BasicBlock(nn.Module):
 
     def __init__(self, inputs: int, outputs: int, stride: int, activation: str):
         super().__init__()
-        self.body = nn.Sequential(*conv_bn(inputs, outputs, stride), ACTIVATIONS[activation](),
-                                  *conv_bn(outputs, outputs))
-        self.skip = nn.Identity() if stride == 1 and inputs == outputs else nn.Sequential(
-            nn.Conv2d(inputs, outputs, 1, stride=stride, bias=False), nn.BatchNorm2d(outputs))
+        self.body = nn.Sequential(
+            *conv_bn(inputs, outputs, stride), ACTIVATIONS[activation](), *conv_bn(outputs, outputs)
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and inputs == outputs
+            else nn.Sequential(
+                nn.Conv2d(inputs, outputs, 1, stride=stride, bias=False), nn.BatchNorm2d(outputs)
+            )
+        )
         self.activation = ACTIVATIONS[activation]()
         nn.init.zeros_(self.body[-1].weight)  # each block starts as the identity (Goyal et al., 2017)
 
@@ -85,20 +105,32 @@ class ResNet(nn.Module):
 
     Example:
         >>> spec = {"image": {"shape": [3, 16, 16], "mean": [0.5] * 3, "std": [0.2] * 3}}
-        >>> ResNet(0, [], 4, spec, channels=[8, 16], blocks=1)(None, None, image=torch.rand(2, 3, 16, 16)).shape
+        >>> model = ResNet(0, [], 4, spec, channels=[8, 16], blocks=1)
+        >>> model(None, None, image=torch.rand(2, 3, 16, 16)).shape
         torch.Size([2, 4])
     """
 
     input_kinds = frozenset({"image"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 channels: list[int] = (32, 64, 128), blocks: int = 2, activation: str = "relu",
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        channels: list[int] = (32, 64, 128),
+        blocks: int = 2,
+        activation: str = "relu",
+        dropout: float = 0.1,
+    ):
         super().__init__()
         spec = needs_input("resnet", inputs, "image")
         size = min(spec["shape"][1:])
-        self.stem = nn.Sequential(ImageStem(spec["mean"], spec["std"]), *conv_bn(spec["shape"][0], channels[0]),
-                                  ACTIVATIONS[activation]())
+        self.stem = nn.Sequential(
+            ImageStem(spec["mean"], spec["std"]),
+            *conv_bn(spec["shape"][0], channels[0]),
+            ACTIVATIONS[activation](),
+        )
         stages, width = [], channels[0]
         for i, out in enumerate(channels):
             stride = 2 if i > 0 and size > 1 else 1

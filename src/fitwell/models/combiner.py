@@ -36,28 +36,46 @@ class Combiner(nn.Module):
 
     input_kinds = frozenset({"table", "image", "tokens", "sequence"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 hidden_sizes: list[int] = (64,), channels: list[int] = (32, 64), text_encoder: str = "rnn",
-                 cell: str = "gru", width: int = 64, blocks: int = 1, heads: int = 4,
-                 bidirectional: bool = False, activation: str = "relu", dropout: float = 0.1,
-                 embedding_dim: int = 16):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        hidden_sizes: list[int] = (64,),
+        channels: list[int] = (32, 64),
+        text_encoder: str = "rnn",
+        cell: str = "gru",
+        width: int = 64,
+        blocks: int = 1,
+        heads: int = 4,
+        bidirectional: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.1,
+        embedding_dim: int = 16,
+    ):
         super().__init__()
         inputs = inputs or {}
         encoders: dict[str, nn.Module] = {}
         if num_numeric or cardinalities:
-            encoders["table"] = MLP(num_numeric, cardinalities, 1, hidden_sizes, activation, dropout,
-                                    embedding_dim=embedding_dim)
+            encoders["table"] = MLP(
+                num_numeric, cardinalities, 1, hidden_sizes, activation, dropout, embedding_dim=embedding_dim
+            )
         if "image" in inputs:
             encoders["image"] = CNN(0, [], 1, {"image": inputs["image"]}, channels, activation, dropout)
         for key in ("tokens", "sequence"):
             if key in inputs:
                 spec = {key: inputs[key]}
-                encoders[key] = (RNN(0, [], 1, spec, cell, width, blocks, bidirectional, dropout)
-                                 if text_encoder == "rnn" else
-                                 SequenceTransformer(0, [], 1, spec, width, blocks, heads, dropout=dropout))
+                encoders[key] = (
+                    RNN(0, [], 1, spec, cell, width, blocks, bidirectional, dropout)
+                    if text_encoder == "rnn"
+                    else SequenceTransformer(0, [], 1, spec, width, blocks, heads, dropout=dropout)
+                )
         if len(encoders) < 2:
-            raise ValueError(f"the combiner fuses several input kinds; the data has only {list(encoders)}."
-                             " Use the family made for it (mlp, cnn, rnn, transformer)")
+            raise ValueError(
+                f"the combiner fuses several input kinds; the data has only {list(encoders)}."
+                " Use the family made for it (mlp, cnn, rnn, transformer)"
+            )
         for encoder in encoders.values():
             encoder.head = nn.Identity()  # only the features are used
         self.encoders = nn.ModuleDict(encoders)

@@ -44,23 +44,33 @@ class MiniLM(nn.Module):
 
     input_kinds = frozenset({"tokens"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 freeze: bool = True, dropout: float = 0.1):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        freeze: bool = True,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         spec = needs_input("minilm", inputs, "tokens")
         self.encoder = load_minilm()
         if spec["vocab_size"] != self.encoder.config.vocab_size:
-            raise ValueError(f"minilm needs MiniLM's tokenizer (vocabulary {self.encoder.config.vocab_size}),"
-                             f" the text was tokenised with {spec['vocab_size']} tokens: set data.text.tokenizer:"
-                             " minilm")
+            raise ValueError(
+                f"minilm needs MiniLM's tokenizer (vocabulary {self.encoder.config.vocab_size}),"
+                f" the text was tokenised with {spec['vocab_size']} tokens: set data.text.tokenizer:"
+                " minilm"
+            )
         self.freeze = freeze
         if freeze:
             self.encoder.requires_grad_(False)
         self.features_out = self.encoder.config.hidden_size
         # unit-length embeddings are tiny per coordinate; a LayerNorm gives the linear probe a
         # usable scale (it is part of the head: trained even when the encoder is frozen)
-        self.head = nn.Sequential(nn.LayerNorm(self.features_out), nn.Dropout(dropout),
-                                  nn.Linear(self.features_out, out_features))
+        self.head = nn.Sequential(
+            nn.LayerNorm(self.features_out), nn.Dropout(dropout), nn.Linear(self.features_out, out_features)
+        )
 
     def train(self, mode: bool = True) -> MiniLM:
         super().train(mode)
@@ -99,7 +109,7 @@ def minilm_embeddings(texts: list[str], batch_size: int = 64) -> np.ndarray:
     encoder = load_minilm().eval()
     parts = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer.encode_batch([str(t) for t in texts[start:start + batch_size]])
+        batch = tokenizer.encode_batch([str(t) for t in texts[start : start + batch_size]])
         ids = torch.tensor([e.ids for e in batch])
         mask = torch.tensor([e.attention_mask for e in batch])
         hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -121,8 +131,15 @@ class TimmBackbone(nn.Module):
 
     input_kinds = frozenset({"image"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 backbone: str = "resnet18", dropout: float = 0.0):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        backbone: str = "resnet18",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         from fitwell.models.layers import ImageStem
 
@@ -132,8 +149,9 @@ class TimmBackbone(nn.Module):
         except ImportError as err:
             raise ValueError("model.name timm needs the timm package: pip install 'fitwell[timm]'") from err
         self.stem = ImageStem(spec["mean"], spec["std"])
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=spec["shape"][0],
-                                          drop_rate=dropout)
+        self.backbone = timm.create_model(
+            backbone, pretrained=False, num_classes=0, in_chans=spec["shape"][0], drop_rate=dropout
+        )
         self.features_out = self.backbone.num_features
         self.head = nn.Linear(self.features_out, out_features)
 

@@ -53,27 +53,44 @@ class RNN(nn.Module):
 
     input_kinds = frozenset({"tokens", "sequence"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 cell: str = "lstm", width: int = 64, blocks: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        cell: str = "lstm",
+        width: int = 64,
+        blocks: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.embedding = StepEmbedding("rnn", inputs, width)
         layer = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = layer(width, width, num_layers=blocks, batch_first=True, bidirectional=bidirectional,
-                         dropout=dropout if blocks > 1 else 0.0)
+        self.rnn = layer(
+            width,
+            width,
+            num_layers=blocks,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if blocks > 1 else 0.0,
+        )
         self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)
         self.features_out = width * self.directions
         self.head = nn.Linear(self.features_out, out_features)
 
-    def encode(self, numeric=None, codes=None, tokens=None, sequence=None, sequence_mask=None, **_) -> torch.Tensor:
+    def encode(
+        self, numeric=None, codes=None, tokens=None, sequence=None, sequence_mask=None, **_
+    ) -> torch.Tensor:
         steps, mask = self.embedding(tokens, sequence, sequence_mask)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(steps, lengths, batch_first=True, enforce_sorted=False)
         _, hidden = self.rnn(packed)
         if isinstance(hidden, tuple):  # LSTM: (h, c)
             hidden = hidden[0]
-        last = hidden[-self.directions:]  # the top layer, each direction: (directions, rows, width)
+        last = hidden[-self.directions :]  # the top layer, each direction: (directions, rows, width)
         return self.dropout(torch.cat(list(last), dim=1))
 
     def forward(self, numeric=None, codes=None, **inputs) -> torch.Tensor:
@@ -95,33 +112,56 @@ class SequenceTransformer(nn.Module):
             the larger is used).
 
     Example:
-        >>> model = SequenceTransformer(0, [], 3, {"sequence": {"features": 2, "length": 5}}, width=8, heads=2)
-        >>> model(None, None, sequence=torch.zeros(4, 5, 2), sequence_mask=torch.ones(4, 5, dtype=torch.bool)).shape
+        >>> spec = {"sequence": {"features": 2, "length": 5}}
+        >>> model = SequenceTransformer(0, [], 3, spec, width=8, heads=2)
+        >>> mask = torch.ones(4, 5, dtype=torch.bool)
+        >>> model(None, None, sequence=torch.zeros(4, 5, 2), sequence_mask=mask).shape
         torch.Size([4, 3])
     """
 
     input_kinds = frozenset({"tokens", "sequence"})
 
-    def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, inputs: dict | None = None,
-                 width: int = 64, blocks: int = 2, heads: int = 4, ffn_factor: float = 2.0,
-                 dropout: float = 0.1, attention_dropout: float = 0.1):
+    def __init__(
+        self,
+        num_numeric: int,
+        cardinalities: list[int],
+        out_features: int,
+        inputs: dict | None = None,
+        width: int = 64,
+        blocks: int = 2,
+        heads: int = 4,
+        ffn_factor: float = 2.0,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"model.width ({width}) must be divisible by model.heads ({heads})")
         self.embedding = StepEmbedding("transformer", inputs, width)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         self.position = nn.Parameter(torch.randn(1, self.embedding.length + 1, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, int(width * ffn_factor), max(dropout, attention_dropout),
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width,
+            heads,
+            int(width * ffn_factor),
+            max(dropout, attention_dropout),
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.features_out = width
         self.head = nn.Linear(width, out_features)
 
-    def encode(self, numeric=None, codes=None, tokens=None, sequence=None, sequence_mask=None, **_) -> torch.Tensor:
+    def encode(
+        self, numeric=None, codes=None, tokens=None, sequence=None, sequence_mask=None, **_
+    ) -> torch.Tensor:
         steps, mask = self.embedding(tokens, sequence, sequence_mask)
         rows = steps.shape[0]
-        steps = torch.cat([self.cls.expand(rows, -1, -1), steps], dim=1) + self.position[:, :steps.shape[1] + 1]
+        steps = (
+            torch.cat([self.cls.expand(rows, -1, -1), steps], dim=1) + self.position[:, : steps.shape[1] + 1]
+        )
         padding = torch.cat([torch.zeros(rows, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)
         return self.norm(self.encoder(steps, src_key_padding_mask=padding)[:, 0])
 

@@ -88,8 +88,9 @@ class Run:
             def convert(out):
                 return torch.from_numpy(probabilities(self.task, out.float().numpy() / temperature))
         inputs = {k: torch.from_numpy(v) for k, v in features.inputs.items()}
-        scores = predict_with_tta(self.model, torch.from_numpy(features.numeric), torch.from_numpy(features.codes),
-                                  inputs, self.config.augment, copies, convert).numpy()
+        scores = predict_with_tta(self.model, torch.from_numpy(features.numeric),
+                                  torch.from_numpy(features.codes), inputs, self.config.augment, copies,
+                                  convert).numpy()
         return scores.reshape(-1) if self.task == "regression" else scores
 
     def predict_proba(self, frame: pd.DataFrame, tta: int | None = None) -> np.ndarray:
@@ -105,8 +106,22 @@ class Run:
                 ``augment`` flips/affine/crop, or its noise for tables). Default ``augment.tta``
                 of the run's config; 0 or 1 = off.
         """
+        folder = None if isinstance(frame, pd.DataFrame) else Path(frame).resolve().parent
         frame = _frame(frame)
+        if folder is not None:  # image paths in a file are relative to that file's folder
+            frame = self._anchor_image_paths(frame, folder)
         return prediction_table(self.task, self.preprocessor, self._scores(frame, tta), frame.index)
+
+    def _anchor_image_paths(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+        for block in self.preprocessor.inputs:
+            column = block.settings.get("column") if block.key == "image" else None
+            if column and column in frame.columns:
+                def anchored(value):
+                    relative = isinstance(value, str) and not Path(value).is_absolute()
+                    return str(folder / value) if relative and (folder / value).exists() else value
+
+                frame = frame.assign(**{column: [anchored(v) for v in frame[column]]})
+        return frame
 
     def _scores(self, frame: pd.DataFrame, tta: int | None = None) -> np.ndarray:
         """Class probabilities, or the regression output in the model's (scaled) units."""

@@ -12,15 +12,19 @@ def tiny_batch(num_numeric: int = 5, cardinalities=(4, 7), rows: int = 32, class
     """Numbers, category codes (0 = unknown) and a target that depends on both."""
     generator = torch.Generator().manual_seed(seed)
     numeric = torch.randn(rows, num_numeric, generator=generator)
-    codes = torch.stack([torch.randint(0, n, (rows,), generator=generator) for n in cardinalities], dim=1) \
-        if cardinalities else torch.zeros(rows, 0, dtype=torch.long)
+    codes = (
+        torch.stack([torch.randint(0, n, (rows,), generator=generator) for n in cardinalities], dim=1)
+        if cardinalities
+        else torch.zeros(rows, 0, dtype=torch.long)
+    )
     score = numeric[:, 0] + (codes[:, 0].float() if len(cardinalities) else 0.0)
     target = torch.bucketize(score, torch.quantile(score, torch.linspace(0, 1, classes + 1)[1:-1]))
     return numeric, codes, target
 
 
-def tiny_inputs(target: torch.Tensor, kinds: frozenset[str], seed: int = 0,
-                word_offset: int = 0) -> tuple[dict, dict]:
+def tiny_inputs(
+    target: torch.Tensor, kinds: frozenset[str], seed: int = 0, word_offset: int = 0
+) -> tuple[dict, dict]:
     """Image / token / sequence blocks whose content depends on ``target``, and their spec.
 
     The image has a bright 2x2 patch whose place is the class; the text's last word is the
@@ -33,15 +37,22 @@ def tiny_inputs(target: torch.Tensor, kinds: frozenset[str], seed: int = 0,
         image = torch.randint(0, 60, (rows, 1, 8, 8), generator=generator, dtype=torch.uint8)
         for i, label in enumerate(target.tolist()):
             top, left = 2 * (label // 2), 2 * (label % 2)
-            image[i, 0, top:top + 2, left:left + 2] = 250
+            image[i, 0, top : top + 2, left : left + 2] = 250
         spec["image"] = {"shape": [1, 8, 8], "mean": [0.2], "std": [0.25]}
         tensors["image"] = image
     if "tokens" in kinds:
         vocab = 40
         words = torch.randint(10, vocab, (rows, 5), generator=generator) + word_offset
-        tokens = torch.cat([torch.full((rows, 1), 2), words, 5 + word_offset + target.view(-1, 1),
-                            torch.full((rows, 1), 3),
-                            torch.zeros(rows, 2, dtype=torch.long)], dim=1)
+        tokens = torch.cat(
+            [
+                torch.full((rows, 1), 2),
+                words,
+                5 + word_offset + target.view(-1, 1),
+                torch.full((rows, 1), 3),
+                torch.zeros(rows, 2, dtype=torch.long),
+            ],
+            dim=1,
+        )
         spec["tokens"] = {"vocab_size": vocab, "length": tokens.shape[1], "mask_id": 4}
         tensors["tokens"] = tokens
     if "sequence" in kinds:
@@ -94,11 +105,13 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
 
     def build(cards):
         extra = {"inputs": spec} if spec else {}
-        return MODELS.build(name, num_numeric=num_numeric, cardinalities=cards, out_features=3, **extra, **arguments)
+        return MODELS.build(
+            name, num_numeric=num_numeric, cardinalities=cards, out_features=3, **extra, **arguments
+        )
 
-    for shape_case in ([cardinalities, []] if cardinalities else [[]]):
+    for shape_case in [cardinalities, []] if cardinalities else [[]]:
         model = build(shape_case)
-        out = model(numeric, codes[:, :len(shape_case)], **inputs)
+        out = model(numeric, codes[:, : len(shape_case)], **inputs)
         assert out.shape == (32, 3), f"{name}: output shape {tuple(out.shape)}, expected (32, 3)"
     torch.manual_seed(0)
     model = build(cardinalities)
@@ -117,8 +130,12 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
     with torch.no_grad():
         after = float(loss_fn(model(numeric, codes, **inputs), target))
         first, second = model(numeric, codes, **inputs), model(numeric, codes, **inputs)
-        halves = torch.cat([model(numeric[:16], codes[:16], **_rows(inputs, 0, 16)),
-                            model(numeric[16:], codes[16:], **_rows(inputs, 16, 32))])
+        halves = torch.cat(
+            [
+                model(numeric[:16], codes[:16], **_rows(inputs, 0, 16)),
+                model(numeric[16:], codes[16:], **_rows(inputs, 16, 32)),
+            ]
+        )
     assert after < 0.8 * before, f"{name}: loss did not fall on a tiny batch ({before:.4f} -> {after:.4f})"
     assert torch.equal(first, second), f"{name}: evaluation is not deterministic (dropout left on?)"
     assert torch.allclose(first, halves, atol=1e-4), f"{name}: outputs depend on the batch in eval mode"
@@ -126,6 +143,7 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
     fresh.load_state_dict(model.state_dict(), strict=True)
     fresh.eval()
     with torch.no_grad():
-        assert torch.allclose(fresh(numeric, codes, **inputs), first, atol=1e-6), \
+        assert torch.allclose(fresh(numeric, codes, **inputs), first, atol=1e-6), (
             f"{name}: state_dict does not round-trip"
+        )
     return {"before": before, "after": after}

@@ -56,7 +56,8 @@ class TensorData:
 
     @classmethod
     def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray,
-                   weight: np.ndarray | None = None, inputs: dict[str, np.ndarray] | None = None) -> TensorData:
+                   weight: np.ndarray | None = None,
+                   inputs: dict[str, np.ndarray] | None = None) -> TensorData:
         return cls(torch.from_numpy(numeric), torch.from_numpy(codes), torch.from_numpy(target),
                    None if weight is None else torch.from_numpy(weight),
                    {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (inputs or {}).items()})
@@ -280,8 +281,8 @@ class Trainer:
         batch_weight = None if weight is None else weight[start:end]
         mix = None
         if self.augment is not None:
-            batch_numeric, batch_codes, batch_inputs, mix = self.augment(batch_numeric, batch_codes, batch_inputs,
-                                                                         batch_target)
+            batch_numeric, batch_codes, batch_inputs, mix = self.augment(
+                batch_numeric, batch_codes, batch_inputs, batch_target)
         output = self.model(batch_numeric, batch_codes, **batch_inputs)
         loss = self._loss(output, batch_target, batch_weight)
         if mix is not None:  # mixup / cutmix: lam * loss(y_a) + (1 - lam) * loss(y_b)

@@ -29,12 +29,16 @@ def read_weights(source: str | Path) -> dict[str, torch.Tensor]:
     path = Path(source)
     if path.is_dir():
         if not (path / "model.safetensors").exists():
-            raise ConfigError(f"transfer.weights: {path} is a folder without model.safetensors; give a"
-                              " finished fitwell run directory or a weights file")
+            raise ConfigError(
+                f"transfer.weights: {path} is a folder without model.safetensors; give a"
+                " finished fitwell run directory or a weights file"
+            )
         path = path / "model.safetensors"
     if not path.exists():
-        raise ConfigError(f"transfer.weights: {path} does not exist; give a fitwell run directory or a"
-                          f" {'/'.join(WEIGHT_SUFFIXES)} file")
+        raise ConfigError(
+            f"transfer.weights: {path} does not exist; give a fitwell run directory or a"
+            f" {'/'.join(WEIGHT_SUFFIXES)} file"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -42,11 +46,15 @@ def read_weights(source: str | Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors have many types
-        raise ConfigError(f"transfer.weights: {path} could not be read as a PyTorch state dict ({err})") from err
+        raise ConfigError(
+            f"transfer.weights: {path} could not be read as a PyTorch state dict ({err})"
+        ) from err
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint layouts
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
-    tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)} if isinstance(loaded, dict) else {}
+    tensors = (
+        {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)} if isinstance(loaded, dict) else {}
+    )
     if not tensors:
         raise ConfigError(f"transfer.weights: {path} holds no tensors by name")
     return {k.removeprefix("module."): v for k, v in tensors.items()}  # DDP-saved names
@@ -56,16 +64,21 @@ def is_head(name: str) -> bool:
     return name == "head" or name.startswith("head.")
 
 
-def load_matching(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict:
-    """Copy every tensor whose name and shape match into ``model``; report the rest.
+def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], load_head: bool = False) -> dict:
+    """Copy every tensor whose name and shape match into ``model``; report the rest. The head is
+    left new unless ``load_head`` (a new task gets a new head, as timm resets ``num_classes``).
 
     Returns:
         ``{"loaded": [...], "shape_mismatch": {name: [file shape, model shape]}, "missing": [...]
-        (in the model, not in the file), "unused": [...] (in the file only), "backbone_loaded_share"}``.
+        (in the model, not in the file), "unused": [...] (in the file only), "new_head": [...],
+        "backbone_loaded_share"}``.
     """
     own = model.state_dict()
     loaded, mismatch = [], {}
+    new_head = [n for n in own if is_head(n)] if not load_head else []
     for name, tensor in weights.items():
+        if name in new_head:
+            continue
         if name in own:
             if tuple(own[name].shape) == tuple(tensor.shape):
                 loaded.append(name)
@@ -74,10 +87,14 @@ def load_matching(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict:
     model.load_state_dict({name: weights[name] for name in loaded}, strict=False)
     backbone = [n for n in own if not is_head(n)]
     done = set(loaded)
-    return {"loaded": loaded, "shape_mismatch": mismatch,
-            "missing": [n for n in own if n not in done and n not in mismatch],
-            "unused": [n for n in weights if n not in own],
-            "backbone_loaded_share": sum(n in done for n in backbone) / max(len(backbone), 1)}
+    return {
+        "loaded": loaded,
+        "shape_mismatch": mismatch,
+        "new_head": new_head,
+        "missing": [n for n in own if n not in done and n not in mismatch and n not in new_head],
+        "unused": [n for n in weights if n not in own],
+        "backbone_loaded_share": sum(n in done for n in backbone) / max(len(backbone), 1),
+    }
 
 
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
