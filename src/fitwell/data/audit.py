@@ -290,8 +290,12 @@ def _duplicates(prepared: PreparedData, raw: pd.DataFrame, findings: list[Findin
             evidence={"count": exact, "removed": removed},
             fix=None if removed else "data.drop_duplicates=true, unless repeats are real observations"))
     plan, frame, split = prepared.plan, prepared.frame, prepared.split
-    inputs = row_hashes(frame[plan.inputs])
-    full = row_hashes(frame[plan.inputs + [plan.target]])
+    # image / text / sequence columns count too (as text: a sequence cell may be a list)
+    columns = plan.inputs + [c for c in prepared.preprocessor.input_columns() if c not in plan.inputs]
+    table = frame[columns + [plan.target]]
+    table = table.astype(str) if prepared.preprocessor.inputs else table
+    inputs = row_hashes(table[columns])
+    full = row_hashes(table)
     train_full = set(full[split.train].tolist())
     for part in ("val", "test"):
         rows = getattr(split, part)
