@@ -196,3 +196,11 @@ def test_combiner_fuses_table_and_image(tmp_path):
     )
     assert run.metrics["accuracy"] >= 0.9
     assert run.predict(frame.head(5))["prediction"].notna().all()
+
+
+def test_ensembles_refuse_image_inputs(tmp_path):
+    from fitwell.ensemble.build import fit_ensemble
+
+    with pytest.raises(ConfigError, match="data.image: ensembles combine table models"):
+        fit_ensemble({"data": dict(DIGITS_IMAGES), "ensemble": {"members": [{"name": "a"}]},
+                      "track": {"runs_dir": str(tmp_path)}})

@@ -93,6 +93,8 @@ def resample_training(data: TensorData, config: ResampleConfig, task: str, class
                           " method: random_over")
     sampler = build_sampler(config, numeric.shape[1], codes.shape[1], len(classes), seed)
     X = np.hstack([numeric.astype(np.float64), codes.astype(np.float64)])
+    if X.shape[1] == 0:  # image/text/sequence only: random samplers pick rows, so any column will do
+        X = np.zeros((len(y), 1))
     try:
         X_new, y_new = sampler.fit_resample(X, y)
     except ValueError as err:
@@ -103,7 +105,7 @@ def resample_training(data: TensorData, config: ResampleConfig, task: str, class
         weight = data.weight.numpy()[sampler.sample_indices_]
     inputs = {k: v.numpy()[sampler.sample_indices_] for k, v in data.inputs.items()} if data.inputs else None
     out = TensorData.from_numpy(np.ascontiguousarray(X_new[:, :n], dtype=np.float32),
-                                np.ascontiguousarray(np.rint(X_new[:, n:]), dtype=np.int64),
+                                np.ascontiguousarray(np.rint(X_new[:, n:n + codes.shape[1]]), dtype=np.int64),
                                 np.ascontiguousarray(y_new, dtype=y.dtype), weight, inputs)
     after = _counts(y_new, classes)
     return out, {"method": config.method, "ratio": config.ratio, "split": "train", "before": before,

@@ -110,6 +110,11 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
         raise ConfigError("train.resample is not applied to ensemble members (out-of-fold predictions"
                           " need the real rows); use train.class_weights=balanced, or member params such"
                           " as class_weight: balanced")
+    for key in ("image", "text", "sequence", "synthetic"):
+        if getattr(config.data, key) is not None:
+            raise ConfigError(f"data.{key}: ensembles combine table models (their members and stackers read"
+                              " the number and code blocks); train an image/text/sequence model with"
+                              f" `fitwell train`, or leave data.{key} out")
     seed_everything(config.seed)
     prepared = prepare(config, data, cv=cv)
     task = prepared.task
