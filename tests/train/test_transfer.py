@@ -76,7 +76,7 @@ def test_frozen_backbone_stays_fixed_and_unfreezes_on_schedule(tmp_path, pretrai
     after = load_file(frozen.path / "model.safetensors")
     conv = "stages.0.0.weight"
     assert torch.equal(after[conv], source[conv])  # the backbone did not move
-    assert not torch.equal(after["head.weight"][:1], torch.zeros_like(after["head.weight"][:1]))
+    assert frozen.metrics["accuracy"] >= 0.35  # the new head learned (chance 0.2; seen 0.455)
     assert [frozen_groups(e, 3, "backbone", 2) for e in range(7)] == [3, 3, 2, 2, 1, 1, 0]
     gradual = train(
         config(

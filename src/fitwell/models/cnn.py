@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fitwell.models.layers import ACTIVATIONS, ImageStem, needs_input
+from fitwell.models.layers import ACTIVATIONS, EncoderHead, ImageStem, needs_input
 from fitwell.models.registry import register_model
 
 
@@ -14,7 +14,7 @@ def conv_bn(inputs: int, outputs: int, stride: int = 1) -> list[nn.Module]:
 
 
 @register_model("cnn")
-class CNN(nn.Module):
+class CNN(EncoderHead):
     """Stages of (conv-BN-activation) x 2 then 2x2 max-pooling, global average pooling, a head.
 
     Args:
@@ -68,9 +68,6 @@ class CNN(nn.Module):
     def encode(self, numeric=None, codes=None, image: torch.Tensor | None = None, **_) -> torch.Tensor:
         return self.pool(self.stages(self.stem(image)))
 
-    def forward(self, numeric=None, codes=None, image: torch.Tensor | None = None, **_) -> torch.Tensor:
-        return self.head(self.encode(image=image))
-
 
 class BasicBlock(nn.Module):
     """ResNet's basic block: two 3x3 convolutions with a skip connection (projected when needed)."""
@@ -95,7 +92,7 @@ class BasicBlock(nn.Module):
 
 
 @register_model("resnet")
-class ResNet(nn.Module):
+class ResNet(EncoderHead):
     """A ResNet: a 3x3 stem, stages of ``blocks`` basic blocks (each stage after the first halves
     the image while it is larger than 1 pixel), global average pooling, a head.
 
@@ -146,6 +143,3 @@ class ResNet(nn.Module):
 
     def encode(self, numeric=None, codes=None, image: torch.Tensor | None = None, **_) -> torch.Tensor:
         return self.pool(self.stages(self.stem(image)))
-
-    def forward(self, numeric=None, codes=None, image: torch.Tensor | None = None, **_) -> torch.Tensor:
-        return self.head(self.encode(image=image))

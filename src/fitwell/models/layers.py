@@ -43,6 +43,17 @@ class CategoryEmbeddings(nn.Module):
         return torch.cat([table(codes[:, i]) for i, table in enumerate(self.tables)], dim=1)
 
 
+class EncoderHead(nn.Module):
+    """A family whose ``forward`` is ``head(encode(...))``; the combiner and transfer learning use
+    ``encode`` and ``head`` separately."""
+
+    def encode(self, numeric=None, codes=None, **inputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, numeric=None, codes=None, **inputs) -> torch.Tensor:
+        return self.head(self.encode(numeric, codes, **inputs))
+
+
 class ImageStem(nn.Module):
     """uint8 images (or floats in [0, 1] after augmentation) -> normalised floats, on the batch.
 

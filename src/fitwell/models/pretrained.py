@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fitwell.data.inputs import minilm_folder
-from fitwell.models.layers import needs_input
+from fitwell.models.layers import EncoderHead, needs_input
 from fitwell.models.registry import register_model
 
 
@@ -118,7 +118,7 @@ def minilm_embeddings(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 
 @register_model("timm")
-class TimmBackbone(nn.Module):
+class TimmBackbone(EncoderHead):
     """An image backbone from timm by name (``model.backbone``), randomly initialised; pretrained
     weights come from a local file through ``transfer.weights`` (never downloaded).
     Needs ``pip install 'fitwell[timm]'``.
@@ -157,6 +157,3 @@ class TimmBackbone(nn.Module):
 
     def encode(self, numeric=None, codes=None, image=None, **_) -> torch.Tensor:
         return self.backbone(self.stem(image))
-
-    def forward(self, numeric=None, codes=None, image=None, **_) -> torch.Tensor:
-        return self.head(self.encode(image=image))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fitwell.models.layers import needs_input
+from fitwell.models.layers import EncoderHead, needs_input
 from fitwell.models.registry import register_model
 
 
@@ -33,7 +33,7 @@ class StepEmbedding(nn.Module):
 
 
 @register_model("rnn")
-class RNN(nn.Module):
+class RNN(EncoderHead):
     """An RNN, LSTM or GRU (uni- or bidirectional) over the real steps of each row (packed, so the
     padding is never read); the final hidden state(s) of the top layer feed the head.
 
@@ -93,12 +93,9 @@ class RNN(nn.Module):
         last = hidden[-self.directions :]  # the top layer, each direction: (directions, rows, width)
         return self.dropout(torch.cat(list(last), dim=1))
 
-    def forward(self, numeric=None, codes=None, **inputs) -> torch.Tensor:
-        return self.head(self.encode(**inputs))
-
 
 @register_model("transformer")
-class SequenceTransformer(nn.Module):
+class SequenceTransformer(EncoderHead):
     """A transformer encoder (pre-norm, GELU) over embedded steps plus learned positions; a CLS
     token gathers the row for the head; padded steps are masked out of attention.
 
@@ -164,6 +161,3 @@ class SequenceTransformer(nn.Module):
         )
         padding = torch.cat([torch.zeros(rows, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)
         return self.norm(self.encoder(steps, src_key_padding_mask=padding)[:, 0])
-
-    def forward(self, numeric=None, codes=None, **inputs) -> torch.Tensor:
-        return self.head(self.encode(**inputs))
