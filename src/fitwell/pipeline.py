@@ -96,7 +96,11 @@ def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDi
     """Load ``transfer.weights`` by name and shape; write ``transfer.json``; refuse a poor match."""
     from fitwell.train.transfer import load_matching, read_weights
 
-    report = load_matching(model, read_weights(config.transfer.weights), config.transfer.load_head)
+    weights = read_weights(config.transfer.weights)
+    adopt = getattr(model, "adopt_weights", None)  # a family whose own library converts its files (timm)
+    report = adopt(weights) if adopt is not None else None
+    if report is None:
+        report = load_matching(model, weights, config.transfer.load_head)
     report["source"] = str(config.transfer.weights)
     run_dir.write_json(run_dir.path / "transfer.json", report)
     share = report["backbone_loaded_share"]
@@ -112,7 +116,9 @@ def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDi
         f" ({share:.0%} of the backbone); {skipped} left as initialised"
         + (", new head" if report["new_head"] else "")
         + (f" ({', '.join(list(report['shape_mismatch'])[:4])}: other shape)"
-           if report["shape_mismatch"] else ""))
+           if report["shape_mismatch"] else "")
+        + (f"; {report['loaded_by']} adapted {', '.join(report['adapted'])}"
+           if report.get("adapted") else ""))
     return report
 
 

@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from fitwell.cli import run_cli
 from fitwell.data.sources import read_table
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
@@ -40,10 +42,29 @@ def test_interpolation_refuses_images(tmp_path):
             "synthetic": {"method": "interpolate"}}, model={"name": "cnn"}))
 
 
-def test_tabular_mixup_and_noise_train(tmp_path):
+def test_tabular_mixup_noise_and_test_time_noise(tmp_path):
     run = train(run_config(tmp_path, "sklearn:wine", augment={"mixup": 0.2, "noise": 0.05},
                            train={"epochs": 40}))
     assert run.metrics["accuracy"] >= 0.9
+    frame = read_table("sklearn:wine")
+    plain, averaged = run.predict_proba(frame), run.predict_proba(frame, tta=8)
+    assert np.allclose(averaged.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(plain, averaged) and np.abs(plain - averaged).max() < 0.3
+    assert (averaged.argmax(1) == plain.argmax(1)).mean() >= 0.95  # small noise: mostly the same calls
+    csv, out = tmp_path / "rows.csv", tmp_path / "predicted.csv"
+    frame.head(20).to_csv(csv, index=False)
+    assert run_cli(["predict", str(run.path), "--data", str(csv), "--tta", "8", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 20
+
+
+def test_test_time_noise_for_regression_and_refused_without_augmentation(tmp_path):
+    run = train(run_config(tmp_path, "sklearn:diabetes", augment={"noise": 0.1}))
+    frame = read_table("sklearn:diabetes").head(50)
+    plain, averaged = run.predict(frame)["prediction"], run.predict(frame, tta=6)["prediction"]
+    assert not np.allclose(plain, averaged) and np.corrcoef(plain, averaged)[0, 1] > 0.95
+    bare = train(run_config(tmp_path, "sklearn:diabetes", train={"epochs": 1}))
+    with pytest.raises(ConfigError, match="augment.tta: no test-time augmentation is configured"):
+        bare.predict(frame, tta=4)
 
 
 def test_random_oversampling_carries_images(tmp_path):

@@ -204,3 +204,21 @@ def test_ensembles_refuse_image_inputs(tmp_path):
     with pytest.raises(ConfigError, match="data.image: ensembles combine table models"):
         fit_ensemble({"data": dict(DIGITS_IMAGES), "ensemble": {"members": [{"name": "a"}]},
                       "track": {"runs_dir": str(tmp_path)}})
+
+
+def test_tune_searches_image_families_depth_and_width(tmp_path):
+    from fitwell.tune import tune
+
+    config = digits_config(tmp_path, train={"epochs": 2})
+    config["tune"] = {"sampler": "grid", "trials": 4, "space": {
+        "model.name": {"type": "categorical", "choices": ["cnn", "resnet"]},
+        "model.channels": {"type": "categorical", "choices": [[8], [8, 16]]},
+    }}
+    config["model"] = {"name": "cnn", "blocks": 1}
+    summary = tune(config)
+    built = set()
+    for trial in (tmp_path / "study").glob("trial-*"):
+        spec = json.loads((trial / "model.json").read_text())
+        built.add((spec["name"], tuple(spec["kwargs"]["channels"])))
+    assert built == {("cnn", (8,)), ("cnn", (8, 16)), ("resnet", (8,)), ("resnet", (8, 16))}
+    assert summary["test"]["accuracy"] >= 0.8

