@@ -137,7 +137,7 @@ def test_image_folder_and_path_column(tmp_path):
     write_images(images)
     run = train(
         {
-            "data": {"source": str(images), "image": {"column": "image", "channels": 3, "size": [12, 12]}},
+            "data": {"source": str(images), "image": {"channels": 3, "size": [12, 12]}},  # column: image
             "model": {"name": "resnet", "channels": [8, 16], "blocks": 1},
             "split": {"train": 0.6, "val": 0.2, "test": 0.2},
             "train": {"epochs": 15, "lr": 3e-3, "batch_size": 16, "progress": False},

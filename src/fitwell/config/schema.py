@@ -60,7 +60,8 @@ class SplitConfig(Section):
 class ImageConfig(Section):
     """An image input: a column of image paths, pixel columns (``sklearn:digits``), or a folder."""
 
-    column: str | None = Field(None, description="Column of image paths (relative to data.source's folder)")
+    column: str | None = Field(None, description="Column of image paths (relative to data.source's folder);"
+                               " 'image' unless pixels is given (an image folder source's column)")
     pixels: str | None = Field(None, description="Glob of pixel columns in row-major order, e.g. 'pixel_*'")
     size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
         None, description="[height, width]: path images are resized to it; pixel columns are read as it")
@@ -69,9 +70,11 @@ class ImageConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ImageConfig:
-        if (self.column is None) == (self.pixels is None):
-            raise ValueError("give exactly one of data.image.column (image paths) and data.image.pixels"
-                             " (a glob of pixel columns)")
+        if self.column is not None and self.pixels is not None:
+            raise ValueError("give one of data.image.column (image paths) and data.image.pixels"
+                             " (a glob of pixel columns), not both")
+        if self.column is None and self.pixels is None:
+            self.column = "image"  # the column an image folder source makes
         if self.pixels is not None and self.size is None:
             raise ValueError("data.image.pixels needs data.image.size: [height, width] of each image")
         return self
