@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # On a machine with a GPU, install the torch build you want first, or: make TORCH=torch
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-timm bench lint clean
 
 $(BIN)/fitwell: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
+# The timm extra needs torchvision, which does not pair with the CPU torch above: its tests
+# (tests/models/test_timm.py, skipped in `make test` without timm) run in their own venv with a
+# matching pair (x86_64; on aarch64: make test-timm TIMM_TORCH="torch==2.9.1 torchvision==0.24.1").
+TIMM_TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.venv-timm/bin/fitwell: pyproject.toml
+	$(PYTHON) -m venv .venv-timm
+	.venv-timm/bin/python -m pip install -q $(TIMM_TORCH)
+	.venv-timm/bin/python -m pip install -q -e ".[dev,timm]"
+	touch $@
+
+test-timm: .venv-timm/bin/fitwell
+	.venv-timm/bin/python -m pytest -q tests/models/test_timm.py tests/models/test_contract.py -k timm
+
 bench: install
 	$(BIN)/python bench/loop_overhead.py
 
@@ -33,4 +47,4 @@ lint: install
 	$(BIN)/ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-timm runs .pytest_cache
