@@ -10,6 +10,7 @@ from fitwell.cli import run_cli
 from fitwell.data.sources import read_table
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
+from fitwell.track.report import render
 
 
 def run_config(tmp_path, source, **sections):
@@ -33,6 +34,8 @@ def test_interpolated_rows_join_the_training_split_only(tmp_path, source, metric
     predictions = (run.path / "test_predictions.csv").read_text().count("\n") - 1
     assert predictions == plain.summary["split"]["test"]
     assert run.metrics[metric] >= floor
+    page = render(run.path)  # the HTML report says so too
+    assert f"{report['rows_added']} interpolate rows added to the {train_rows} training rows" in page
 
 
 def test_interpolation_refuses_images(tmp_path):

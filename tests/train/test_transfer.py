@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from fitwell.data.sources import read_table
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
+from fitwell.track.report import render
 from fitwell.train.transfer import discriminative_groups, frozen_groups, load_matching, read_weights
 
 IMAGE = {"pixels": "pixel_*", "size": [8, 8], "max_value": 16}
@@ -76,6 +77,7 @@ def test_frozen_backbone_stays_fixed_and_unfreezes_on_schedule(tmp_path, pretrai
     after = load_file(frozen.path / "model.safetensors")
     conv = "stages.0.0.weight"
     assert torch.equal(after[conv], source[conv])  # the backbone did not move
+    assert f"started from</td><td>{pretrained.path}: " in render(frozen.path).replace("\n", "")
     assert frozen.metrics["accuracy"] >= 0.35  # the new head learned (chance 0.2; seen 0.455)
     assert [frozen_groups(e, 3, "backbone", 2) for e in range(7)] == [3, 3, 2, 2, 1, 1, 0]
     gradual = train(

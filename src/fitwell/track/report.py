@@ -285,6 +285,37 @@ def _audit(audit: dict | None) -> str:
             + "<h3>Columns</h3>" + _table(columns))
 
 
+def _data_facts(data: dict, transfer: dict | None) -> dict:
+    """What the model read besides the table, and what changed its training rows or its start:
+    input blocks, synthetic rows, resampling, transferred weights."""
+    facts = {}
+    for block in (data.get("preprocessing") or {}).get("inputs", []):
+        if block["kind"] == "image":
+            facts["image input"] = "x".join(map(str, block["shape"])) + " (channels x height x width)"
+        elif block["kind"] == "text":
+            facts["text input"] = (f"{block['column']}: {block['tokenizer']}, {block['vocab_size']} tokens,"
+                                   f" length {block['length']}")
+        elif block["kind"] == "sequence":
+            facts["sequence input"] = (f"{block['column']}: up to {block['length']} steps of"
+                                       f" {block['features']} value(s)")
+    resampled = data.get("resampled")
+    if resampled:
+        facts["resampled"] = (f"{resampled['method']}: training rows {resampled['rows_before']} ->"
+                              f" {resampled['rows_after']}")
+    synthetic = data.get("synthetic")
+    if synthetic:
+        facts["synthetic rows"] = (f"{synthetic['rows_added']} {synthetic['method']} rows added to the"
+                                   f" {synthetic['rows_before']} training rows"
+                                   " (validation and test untouched)")
+    if transfer:
+        facts["started from"] = (f"{transfer.get('source')}: {len(transfer['loaded'])} tensors"
+                                 f" ({transfer['backbone_loaded_share']:.0%} of the backbone)"
+                                 + (", new head" if transfer.get("new_head") else "")
+                                 + (f", {transfer['loaded_by']} adapted {', '.join(transfer['adapted'])}"
+                                    if transfer.get("adapted") else ""))
+    return facts
+
+
 def render(run_path: str | Path) -> str:
     """The report page of a finished (or failed) run directory, as HTML text."""
     path = Path(run_path)
@@ -303,6 +334,7 @@ def render(run_path: str | Path) -> str:
              "epochs": metrics.get("epochs"), "best epoch": metrics.get("best_epoch"),
              "stopped": metrics.get("stop_reason") or ("ran all epochs" if metrics else "did not finish"),
              "duration": f"{metrics['duration_s']:.1f} s" if "duration_s" in metrics else None}
+    facts.update(_data_facts(data, _read_json(path / "transfer.json")))
     summary.insert(0, _table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
     if doctor is None:
         doctor_html = _missing("the doctor has not examined this run")
