@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fitwell.data.inputs import SequenceInput, TextInput
-from fitwell.errors import DataError
+from fitwell.errors import ConfigError, DataError
 from fitwell.pipeline import train
 
 GOOD = ["great", "wonderful", "excellent", "loved", "superb", "delightful", "fantastic", "brilliant"]
@@ -201,27 +201,61 @@ def test_minilm_fine_tunes_layer_by_layer(tmp_path):
 def test_tune_searches_sequence_families_and_their_cells(tmp_path):
     from fitwell.tune import tune
 
-    rnn_only = {"model.name": "rnn"}
     space = {
         "model.name": {"type": "categorical", "choices": ["rnn", "transformer"]},
-        "model.cell": {"type": "categorical", "choices": ["lstm", "gru"], "when": rnn_only},
-        "model.bidirectional": {"type": "categorical", "choices": [True, False], "when": rnn_only},
+        "model.cell": {"type": "categorical", "choices": ["lstm", "gru"]},  # the transformer ignores it
     }
     summary = tune(
         {
             "data": {"target": "direction", "sequence": {"column": "series"}},
-            "model": {"width": 16, "blocks": 1, "heads": 2},
+            "model": {"width": 16, "blocks": 1, "heads": 2, "bidirectional": True},
             "train": {"epochs": 4, "lr": 5e-3, "batch_size": 32, "progress": False},
             "track": {"runs_dir": str(tmp_path), "report": False},
-            "tune": {"trials": 5, "sampler": "random", "pruner": "none", "space": space},
+            "tune": {"trials": 4, "sampler": "grid", "space": space},
         },
         data=trend_frame(rows=200),
     )
-    built = []
+    built = set()
     for trial in (tmp_path / "study").glob("trial-*"):
         spec = json.loads((trial / "model.json").read_text())
-        built.append((spec["name"], spec["kwargs"].get("cell"), spec["kwargs"].get("bidirectional")))
-    assert len(built) == 5 and {name for name, _, _ in built} <= {"rnn", "transformer"}
-    assert all(cell in ("lstm", "gru") for name, cell, _ in built if name == "rnn")
-    assert len(set(built)) >= 3  # the trials built different models
+        built.add((spec["name"], spec["kwargs"].get("cell"), spec["kwargs"].get("bidirectional")))
+    assert built == {("rnn", "lstm", True), ("rnn", "gru", True), ("transformer", None, None)}
     assert summary["test"]["accuracy"] >= 0.7
+
+
+def roberta_style_tokenizer(path, texts):
+    """A byte-level BPE tokenizer saved to tokenizer.json whose padding token <pad> is id 1 (as
+    RoBERTa's is): a local pretrained tokenizer that is not BERT's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.save(str(path))
+    return tokenizer
+
+
+def test_local_pretrained_tokenizer_file_and_folder(tmp_path):
+    frame = reviews()
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    tokenizer = roberta_style_tokenizer(folder / "tokenizer.json", reviews(rows=200, seed=7)["review"])
+    assert tokenizer.token_to_id("<pad>") == 1 and tokenizer.token_to_id("<s>") == 0
+    block = TextInput({"column": "review", "tokenizer": str(folder), "max_length": 40}).fit(frame)
+    ids = block.transform(frame.head(3))["tokens"]
+    own = tokenizer.encode(frame["review"][0]).ids
+    row = ids[0][ids[0] != 0]
+    assert row.tolist() == [1 if t == 0 else t for t in own]  # <pad> and <s> swapped places: pads are 0
+    assert block.describe()["tokenizer"] == str(folder / "tokenizer.json")
+    assert block.mask_id_ == tokenizer.token_to_id("<mask>")
+    config = text_config(tmp_path, {"name": "rnn", "cell": "gru", "width": 32})
+    saved = str(folder / "tokenizer.json")
+    config["data"]["text"] = {"column": "review", "tokenizer": saved, "max_length": 40}
+    run = train(config, data=frame)
+    assert run.metrics["accuracy"] >= 0.9
+    nowhere = {"column": "review", "tokenizer": str(tmp_path / "nowhere.json"), "max_length": 8}
+    with pytest.raises(ConfigError, match=r"data.text.tokenizer: .*nowhere.json does not exist"):
+        TextInput(nowhere).fit(frame)

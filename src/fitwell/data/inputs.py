@@ -29,6 +29,13 @@ from fitwell.errors import ConfigError, DataError, did_you_mean
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>")
+MASK_TOKENS = ("[MASK]", "<mask>", "[UNK]", "<unk>")
+
+
+def first_token(tokenizer, names) -> int | None:
+    """The id of the first of ``names`` the tokenizer knows."""
+    return next((tokenizer.token_to_id(n) for n in names if tokenizer.token_to_id(n) is not None), None)
 
 
 def _missing_column(key: str, name: str, frame: pd.DataFrame) -> DataError:
@@ -216,17 +223,26 @@ class TextInput:
             self.source_ = str(path)
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        if tokenizer.token_to_id("[PAD]") != 0:
-            raise ConfigError(
-                f"data.text.tokenizer: {self.source_} does not map [PAD] to id 0; fitwell pads with 0"
-            )
+        pad = first_token(tokenizer, PAD_TOKENS)
+        if pad is None:  # e.g. GPT-2's tokenizer has no padding token: give it one
+            tokenizer.add_special_tokens(["[PAD]"])
+            pad = tokenizer.token_to_id("[PAD]")
+        # fitwell pads with id 0 and masks on ids != 0: a tokenizer whose padding token has another
+        # id (RoBERTa's <pad> is 1) has that id and 0 swapped in every row it encodes
+        self.pad_id_, self.pad_token_ = int(pad), tokenizer.id_to_token(pad)
         self.tokenizer_json_ = tokenizer.to_str()
         longest = max((len(e.ids) for e in tokenizer.encode_batch(texts)), default=2)
         self.length_ = int(min(self.settings["max_length"], max(longest, 2)))
-        self.vocab_size_ = tokenizer.get_vocab_size()
-        mask = tokenizer.token_to_id("[MASK]")
-        self.mask_id_ = int(mask if mask is not None else tokenizer.token_to_id("[UNK]") or 1)
+        self.vocab_size_ = tokenizer.get_vocab_size(with_added_tokens=True)
+        mask = first_token(tokenizer, MASK_TOKENS)
+        self.mask_id_ = int(self._swap(np.array(mask if mask is not None else 1)))
         return self
+
+    def _swap(self, ids: np.ndarray) -> np.ndarray:
+        pad = getattr(self, "pad_id_", 0)
+        if pad == 0:
+            return ids
+        return np.where(ids == pad, 0, np.where(ids == 0, pad, ids))
 
     def _train(self, texts: list[str]):
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -258,7 +274,8 @@ class TextInput:
 
             tokenizer = Tokenizer.from_str(self.tokenizer_json_)
             tokenizer.enable_truncation(self.length_)
-            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]", length=self.length_)
+            pad, token = getattr(self, "pad_id_", 0), getattr(self, "pad_token_", "[PAD]")
+            tokenizer.enable_padding(pad_id=pad, pad_token=token, length=self.length_)
             self._tokenizer = tokenizer
         return self._tokenizer
 
@@ -270,7 +287,7 @@ class TextInput:
     def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(self._texts(frame))
         ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(frame), self.length_)
-        return {"tokens": ids}
+        return {"tokens": self._swap(ids)}
 
     def spec(self) -> dict:
         return {
