@@ -59,7 +59,7 @@ def test_pretrained_digits_0_to_4_beat_scratch_on_5_to_9(tmp_path, pretrained):
     report = json.loads((run.path / "transfer.json").read_text())
     assert report["backbone_loaded_share"] == 1.0 and report["new_head"] == ["head.weight", "head.bias"]
     assert run.summary["split"]["train"] == 63
-    # measured: scratch 0.9665 / 0.9791 / 0.9665, transfer 0.9735 / 0.9861 / 0.9791
+    # measured: scratch 0.9665 / 0.9791 / 0.9665, transfer 0.9749 / 0.9833 / 0.9777
     assert np.mean(transfer) > np.mean(scratch) + 0.003, (scratch, transfer)
 
 
