@@ -152,6 +152,7 @@ class TimmBackbone(EncoderHead):
         from fitwell.models.layers import ImageStem
 
         spec = needs_input("timm", inputs, "image")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files only
         try:
             import timm
         except ImportError as err:
