@@ -94,7 +94,7 @@ def check_input_kinds(name: str, pre: Preprocessor) -> None:
 
 def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDir, say) -> dict:
     """Load ``transfer.weights`` by name and shape; write ``transfer.json``; refuse a poor match."""
-    from fitwell.train.transfer import load_matching, read_weights
+    from fitwell.train.transfer import describe, load_matching, read_weights
 
     weights = read_weights(config.transfer.weights)
     adopt = getattr(model, "adopt_weights", None)  # a family whose own library converts its files (timm)
@@ -111,14 +111,7 @@ def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDi
                           f" {config.transfer.require:.0%}). Shape mismatches: {mismatch or 'none'}; missing"
                           f" e.g. {', '.join(report['missing'][:5]) or 'none'}. Is it the same model family"
                           " and size?")
-    skipped = len(report["shape_mismatch"]) + len(report["missing"])
-    say(f"transfer: loaded {len(report['loaded'])} tensors from {config.transfer.weights}"
-        f" ({share:.0%} of the backbone); {skipped} left as initialised"
-        + (", new head" if report["new_head"] else "")
-        + (f" ({', '.join(list(report['shape_mismatch'])[:4])}: other shape)"
-           if report["shape_mismatch"] else "")
-        + (f"; {report['loaded_by']} adapted {', '.join(report['adapted'])}"
-           if report.get("adapted") else ""))
+    say(f"transfer: {describe(report)}")
     return report
 
 

@@ -77,7 +77,9 @@ def test_frozen_backbone_stays_fixed_and_unfreezes_on_schedule(tmp_path, pretrai
     after = load_file(frozen.path / "model.safetensors")
     conv = "stages.0.0.weight"
     assert torch.equal(after[conv], source[conv])  # the backbone did not move
-    assert f"started from</td><td>{pretrained.path}: " in render(frozen.path).replace("\n", "")
+    page = render(frozen.path).replace("\n", "")
+    loaded = len(json.loads((frozen.path / "transfer.json").read_text())["loaded"])
+    assert f"transfer</td><td>loaded {loaded} tensors from {pretrained.path} (100% of the backbone)" in page
     assert frozen.metrics["accuracy"] >= 0.35  # the new head learned (chance 0.2; seen 0.455)
     assert [frozen_groups(e, 3, "backbone", 2) for e in range(7)] == [3, 3, 2, 2, 1, 1, 0]
     gradual = train(

@@ -308,11 +308,9 @@ def _data_facts(data: dict, transfer: dict | None) -> dict:
                                    f" {synthetic['rows_before']} training rows"
                                    " (validation and test untouched)")
     if transfer:
-        facts["started from"] = (f"{transfer.get('source')}: {len(transfer['loaded'])} tensors"
-                                 f" ({transfer['backbone_loaded_share']:.0%} of the backbone)"
-                                 + (", new head" if transfer.get("new_head") else "")
-                                 + (f", {transfer['loaded_by']} adapted {', '.join(transfer['adapted'])}"
-                                    if transfer.get("adapted") else ""))
+        from fitwell.train.transfer import describe
+
+        facts["transfer"] = describe(transfer)
     return facts
 
 

@@ -97,6 +97,24 @@ def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], load_head:
     }
 
 
+def describe(report: dict) -> str:
+    """One line for the console and the HTML report: what ``transfer.json`` says was loaded.
+
+    Example:
+        >>> describe({"source": "runs/a", "loaded": ["x"], "backbone_loaded_share": 1.0,
+        ...           "shape_mismatch": {}, "missing": [], "new_head": ["head.weight"]})
+        'loaded 1 tensors from runs/a (100% of the backbone); 0 left as initialised, new head'
+    """
+    mismatch = report["shape_mismatch"]
+    return (f"loaded {len(report['loaded'])} tensors from {report['source']}"
+            f" ({report['backbone_loaded_share']:.0%} of the backbone);"
+            f" {len(mismatch) + len(report['missing'])} left as initialised"
+            + (", new head" if report["new_head"] else "")
+            + (f" ({', '.join(list(mismatch)[:4])}: other shape)" if mismatch else "")
+            + (f"; {report['loaded_by']} adapted {', '.join(report['adapted'])}"
+               if report.get("adapted") else ""))
+
+
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """The backbone's top-level children with parameters, input side first (the head excluded);
     a family with one big pretrained child (timm, MiniLM) gives its own ``backbone_groups()``."""
