@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fitwell.data.tensors import TensorData
+from fitwell.engine.loop import Trainer, epoch_seed
+from fitwell.engine.losses import build_loss
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
 from fitwell.models import MLP
-from fitwell.train.loop import TensorData, Trainer, epoch_seed
-from fitwell.train.losses import build_loss
 
 SIZES = {
     "small": dict(features=20, hidden=[64, 64], classes=2, batch=256, rows=50_000),

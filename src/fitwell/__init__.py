@@ -11,19 +11,18 @@ from importlib import import_module
 from fitwell.errors import ConfigError, DataError, UserError
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "ConfigError", "DataError", "Regressor",
+__all__ = ["Callback", "Classifier", "ConfigError", "DataError", "Regressor",
            "Run", "RunConfig", "UserError", "load_config", "load_run",
            "train", "__version__"]
 
 # Heavy modules (torch, scikit-learn) load on first use, so `fitwell --help` stays quick.
-_LAZY = {"Classifier": "fitwell.estimators", "Regressor": "fitwell.estimators",
+_LAZY = {"train": "fitwell.pipeline", "Callback": "fitwell.engine",
+         "Classifier": "fitwell.estimators", "Regressor": "fitwell.estimators",
          "Run": "fitwell.serve", "load_run": "fitwell.serve",
          "RunConfig": "fitwell.config", "load_config": "fitwell.config"}
 
 
 def __getattr__(name: str):
-    if name == "train":  # the callable package fitwell/train (see its docstring)
-        return import_module("fitwell.train")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

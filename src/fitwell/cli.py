@@ -163,7 +163,7 @@ def cv_command(
 ):
     """Cross-validate CONFIG: preprocessing fitted inside each fold; mean and std of every metric;
     out-of-fold predictions saved. split.method picks stratified / random / group / time folds."""
-    from fitwell.evaluate.cross_validation import cross_validate
+    from fitwell.cv.cross_validation import cross_validate
 
     summary = cross_validate(config, overrides, folds=folds, repeats=repeats,
                              console=Console(stderr=True))

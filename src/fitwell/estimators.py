@@ -25,12 +25,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from fitwell.data.tensors import TensorData
+from fitwell.engine.callbacks import EarlyStopping
+from fitwell.engine.loop import Trainer
+from fitwell.engine.losses import build_loss
+from fitwell.engine.optim import build_optimizer
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models.mlp import MLP
-from fitwell.train.callbacks import EarlyStopping
-from fitwell.train.loop import TensorData, Trainer
-from fitwell.train.losses import build_loss
-from fitwell.train.optim import build_optimizer
 
 
 class _FitwellEstimator(BaseEstimator):

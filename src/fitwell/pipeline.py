@@ -18,17 +18,9 @@ from fitwell.config.load import ConfigLike, dump_config, load_config
 from fitwell.config.schema import RunConfig, check_monitor
 from fitwell.data.prepare import PreparedData, prepare
 from fitwell.data.preprocess import Preprocessor
-from fitwell.errors import ConfigError, TrainingFailed, UserError
-from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
-from fitwell.models import MODELS
-from fitwell.models.registry import model_arguments
-from fitwell.serve.bundle import Run
-from fitwell.track.finish import finish_run, run_audit
-from fitwell.track.loggers import Tracker, build_trackers
-from fitwell.track.run_dir import RunDir, default_run_name, environment
-from fitwell.train.averaging import WeightAverage
-from fitwell.train.batch_size import find_batch_size
-from fitwell.train.callbacks import (
+from fitwell.engine.averaging import WeightAverage
+from fitwell.engine.batch_size import find_batch_size
+from fitwell.engine.callbacks import (
     Budget,
     Callback,
     CheckpointWriter,
@@ -40,13 +32,21 @@ from fitwell.train.callbacks import (
     ProgressBar,
     build_callback,
 )
-from fitwell.train.checkpoint import load_checkpoint
-from fitwell.train.loop import Trainer
-from fitwell.train.losses import build_loss
-from fitwell.train.lr_find import lr_range_test
-from fitwell.train.optim import build_optimizer
-from fitwell.train.regularize import WeightPenalty
-from fitwell.train.schedules import build_schedule
+from fitwell.engine.checkpoint import load_checkpoint
+from fitwell.engine.loop import Trainer
+from fitwell.engine.losses import build_loss
+from fitwell.engine.lr_find import lr_range_test
+from fitwell.engine.optim import build_optimizer
+from fitwell.engine.regularize import WeightPenalty
+from fitwell.engine.schedules import build_schedule
+from fitwell.errors import ConfigError, TrainingFailed, UserError
+from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
+from fitwell.models import MODELS
+from fitwell.models.registry import model_arguments
+from fitwell.track.bundle import Run
+from fitwell.track.finish import finish_run, run_audit
+from fitwell.track.loggers import Tracker, build_trackers
+from fitwell.track.run_dir import RunDir, default_run_name, environment
 
 
 def seed_everything(seed: int) -> None:
@@ -94,7 +94,7 @@ def check_input_kinds(name: str, pre: Preprocessor) -> None:
 
 def start_from_weights(config: RunConfig, model: torch.nn.Module, run_dir: RunDir, say) -> dict:
     """Load ``transfer.weights`` by name and shape; write ``transfer.json``; refuse a poor match."""
-    from fitwell.train.transfer import describe, load_matching, read_weights
+    from fitwell.engine.transfer import describe, load_matching, read_weights
 
     weights = read_weights(config.transfer.weights)
     adopt = getattr(model, "adopt_weights", None)  # a family whose own library converts its files (timm)
@@ -299,7 +299,7 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
                   inputs: dict | None = None) -> Trainer:
     """The Trainer ``train.*`` configures: optimizer (backbone/head rates from ``transfer``),
     schedule, penalties, averaging, clipping, and ``augment`` on the training batches."""
-    from fitwell.train.transfer import discriminative_groups
+    from fitwell.engine.transfer import discriminative_groups
 
     train_cfg = config.train
     optimizer = _optimizer(config, model, train_cfg.lr)
@@ -423,7 +423,7 @@ def train(
     loss_fn = build_run_loss(config, prepared)
     chosen = build_callbacks(config, run_dir, callbacks, console)
     if config.transfer.freeze != "none":
-        from fitwell.train.transfer import BackboneFreezing
+        from fitwell.engine.transfer import BackboneFreezing
 
         chosen.append(BackboneFreezing(model, config.transfer.freeze, config.transfer.unfreeze_every))
     check_callback_monitors(chosen, prepared.task)

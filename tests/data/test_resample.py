@@ -9,9 +9,9 @@ from sklearn.datasets import make_classification
 
 from fitwell.config.schema import ResampleConfig
 from fitwell.data.resample import resample_training
+from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
-from fitwell.train.loop import TensorData
 
 
 def imbalanced(n=1000, seed=0) -> pd.DataFrame:

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fitwell.data.sources import read_table
+from fitwell.engine.transfer import layer_groups
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
 from fitwell.serve.bundle import load_run
-from fitwell.train.transfer import layer_groups
 
 timm = pytest.importorskip("timm")
 

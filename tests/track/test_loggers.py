@@ -132,7 +132,7 @@ class Interrupt(Exception):
 def test_a_resumed_run_continues_its_mlflow_run_and_csv(tmp_path):
     import mlflow
 
-    from fitwell.train.callbacks import Callback
+    from fitwell.engine.callbacks import Callback
 
     class StopAtEpoch2(Callback):
         def on_epoch_end(self, trainer, state):

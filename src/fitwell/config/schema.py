@@ -22,7 +22,7 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "m
 LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
 
 
-def _mode(mode: str, monitor: str) -> Literal["min", "max"]:
+def resolve_mode(mode: str, monitor: str) -> Literal["min", "max"]:
     if mode != "auto":
         return mode
     return "min" if monitor.endswith(LOWER_IS_BETTER) else "max"
@@ -249,7 +249,7 @@ class EarlyStoppingConfig(Section):
 
     @property
     def resolved_mode(self) -> Literal["min", "max"]:
-        return _mode(self.mode, self.monitor)
+        return resolve_mode(self.mode, self.monitor)
 
 
 class ScheduleConfig(Section):
@@ -273,7 +273,7 @@ class ScheduleConfig(Section):
 
     @property
     def resolved_mode(self) -> Literal["min", "max"]:
-        return _mode(self.mode, self.monitor)
+        return resolve_mode(self.mode, self.monitor)
 
 
 class AveragingConfig(Section):

@@ -14,8 +14,8 @@ from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
 from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import read_table
 from fitwell.data.split import Split, cv_split, split_rows
+from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError, DataError, did_you_mean
-from fitwell.train.loop import TensorData
 
 
 @dataclass
@@ -179,10 +179,11 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     """
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
-    if config.data.sensitive:
-        from fitwell.evaluate.fairness import check_sensitive
-
-        check_sensitive(config.data.sensitive, raw)
+    for name in config.data.sensitive:  # every data.sensitive column must be in the table
+        if name not in raw.columns:
+            raise ConfigError(f"data.sensitive: column {name!r} is not in the data."
+                              f"{did_you_mean(name, raw.columns)}"
+                              f" Columns: {', '.join(map(str, raw.columns))}")
     weight_column = config.data.weight_column
     if weight_column is not None and weight_column not in raw.columns:
         raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError
-from fitwell.train.loop import TensorData
 
 if TYPE_CHECKING:
     from fitwell.config.schema import ResampleConfig

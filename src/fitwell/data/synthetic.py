@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from fitwell.config.schema import AugmentConfig, SyntheticConfig
+from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError
-from fitwell.train.loop import TensorData
 
 
 def synthesize(

@@ -17,11 +17,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 
 from fitwell.config.schema import MemberConfig, RunConfig
+from fitwell.data.tensors import TensorData
 from fitwell.ensemble.features import unpack
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models import MODELS, model_arguments
-from fitwell.train.loop import TensorData
 
 TREE_KINDS = ("lightgbm", "hist_gradient_boosting")
 
@@ -53,9 +53,9 @@ class _FitwellMember(BaseEstimator):
         return "regression" if self.num_classes == 0 else "binary" if self.num_classes == 2 else "multiclass"
 
     def fit(self, X, y, sample_weight=None):
+        from fitwell.engine.callbacks import EarlyStopping, NanGuard
+        from fitwell.engine.losses import build_loss
         from fitwell.pipeline import build_trainer, class_weights_for
-        from fitwell.train.callbacks import EarlyStopping, NanGuard
-        from fitwell.train.losses import build_loss
 
         config = RunConfig.model_validate(self.config)
         seed = int(self.random_state)
@@ -184,7 +184,7 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
             params["categorical_features"] = tree_categorical
         estimator = _construct(cls, params, spec, where)
     else:
-        from fitwell.train.losses import import_object
+        from fitwell.engine.losses import import_object
 
         cls = import_object(spec.estimator, f"{where} {spec.name!r} estimator")
         if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):

@@ -132,20 +132,20 @@ class EnsembleRun:
         return self.ensemble.output(self.ensemble.views(self.preprocessor, frame))
 
     def predict_proba(self, frame) -> np.ndarray:
-        from fitwell.serve.bundle import _frame
+        from fitwell.track.bundle import read_frame
 
         if self.task == "regression":
             raise DataError("predict_proba is for classification runs; this run is a regression")
-        return self._output(_frame(frame))
+        return self._output(read_frame(frame))
 
     def predict(self, frame) -> pd.DataFrame:
-        from fitwell.serve.bundle import _frame, prediction_table
+        from fitwell.track.bundle import prediction_table, read_frame
 
-        frame = _frame(frame)
+        frame = read_frame(frame)
         return prediction_table(self.task, self.preprocessor, self._output(frame), frame.index)
 
     def evaluate(self, frame) -> dict[str, float]:
-        from fitwell.serve.bundle import _frame, labelled_rows, score_output
+        from fitwell.track.bundle import labelled_rows, read_frame, score_output
 
-        labelled = labelled_rows(self.preprocessor, _frame(frame))
+        labelled = labelled_rows(self.preprocessor, read_frame(frame))
         return score_output(self.task, self.preprocessor, labelled, self._output(labelled))

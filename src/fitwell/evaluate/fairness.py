@@ -8,20 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fitwell.errors import ConfigError, did_you_mean
 from fitwell.findings import Finding
 
 MAX_GROUPS = 10  # a numeric column with more distinct values is cut into quartiles
 GAP_WARNING = 0.1
-
-
-def check_sensitive(columns: list[str], frame: pd.DataFrame) -> None:
-    """Every ``data.sensitive`` column must be in the table (checked before training)."""
-    for name in columns:
-        if name not in frame.columns:
-            raise ConfigError(f"data.sensitive: column {name!r} is not in the data."
-                              f"{did_you_mean(name, frame.columns)}"
-                              f" Columns: {', '.join(map(str, frame.columns))}")
 
 
 def group_labels(values: pd.Series) -> tuple[pd.Series, str | None]:

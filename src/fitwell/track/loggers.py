@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fitwell.engine.callbacks.base import Callback
 from fitwell.errors import ConfigError
-from fitwell.train.callbacks.base import Callback
 
 ARTIFACTS = ("config.yaml", "metrics.json", "history.jsonl", "metrics.csv", "audit.json", "data.json",
              "doctor.json", "fairness.json", "importance.json", "report.html", "env.json")
@@ -240,7 +240,7 @@ class MLflowLogger(Tracker):
     def _log_model(self):
         import mlflow
 
-        code = Path(__file__).with_name("mlflow_pyfunc.py")
+        code = Path(__file__).parents[1] / "serve" / "mlflow_pyfunc.py"  # MLflow loads it by path
         with tempfile.TemporaryDirectory() as tmp:
             bundle = Path(tmp) / "run"
             shutil.copytree(self.run_dir, bundle, ignore=shutil.ignore_patterns(

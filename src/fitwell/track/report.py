@@ -308,7 +308,7 @@ def _data_facts(data: dict, transfer: dict | None) -> dict:
                                    f" {synthetic['rows_before']} training rows"
                                    " (validation and test untouched)")
     if transfer:
-        from fitwell.train.transfer import describe
+        from fitwell.engine.transfer import describe
 
         facts["transfer"] = describe(transfer)
     return facts

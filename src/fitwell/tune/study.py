@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from fitwell.config.load import ConfigLike, dump_config, load_config
-from fitwell.config.schema import RunConfig, _mode, check_monitor
+from fitwell.config.schema import RunConfig, check_monitor, resolve_mode
+from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
-from fitwell.train.callbacks import Callback
 from fitwell.tune.space import build_pruner, build_sampler, check_space, suggest
 
 EXTRA_OBJECTIVES = ("num_params", "latency_ms")
@@ -60,7 +60,7 @@ def directions_of(config: RunConfig) -> list[str]:
         return direction
     if direction != "auto":
         return [direction] * len(names)
-    return ["minimize" if name in EXTRA_OBJECTIVES or _mode("auto", name) == "min" else "maximize"
+    return ["minimize" if name in EXTRA_OBJECTIVES or resolve_mode("auto", name) == "min" else "maximize"
             for name in names]
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import fitwell
+from fitwell.engine.losses import build_loss
 from fitwell.errors import ConfigError
-from fitwell.train.losses import build_loss
 
 
 def test_focal_binary_by_hand():
@@ -73,13 +73,13 @@ def test_weight_column_from_config(tmp_path, mixed_frame):
 
 def test_custom_loss_from_config(tmp_path, mixed_frame):
     run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
-                         "train": {"loss": "tests.train.plugins:squared_hinge", "epochs": 6,
+                         "train": {"loss": "tests.engine.plugins:squared_hinge", "epochs": 6,
                                    "progress": False, "early_stopping": {"monitor": "val_accuracy"}}},
                         data=mixed_frame)
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     with pytest.raises(ConfigError, match=r"train\.loss: module 'tests\.train\.plugins' has no 'nope'"):
         fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
-                       "train": {"loss": "tests.train.plugins:nope"}}, data=mixed_frame)
+                       "train": {"loss": "tests.engine.plugins:nope"}}, data=mixed_frame)
 
 
 def test_unknown_loss_is_a_config_error():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fitwell.train.callbacks.base import Callback, is_improvement
+from fitwell.engine.callbacks.base import Callback, is_improvement
 
 
 class EarlyStopping(Callback):

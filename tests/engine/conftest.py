@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from fitwell.data.tensors import TensorData
+from fitwell.engine.loop import Trainer
+from fitwell.engine.losses import build_loss
 from fitwell.models import MLP
-from fitwell.train.loop import TensorData, Trainer
-from fitwell.train.losses import build_loss
 
 
 def synthetic(n=512, features=6, seed=0, task="binary"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fitwell.train.callbacks.base import Callback, is_improvement
-from fitwell.train.checkpoint import BackgroundWriter
+from fitwell.engine.callbacks.base import Callback, is_improvement
+from fitwell.engine.checkpoint import BackgroundWriter
 
 
 class CheckpointWriter(Callback):
@@ -62,10 +62,10 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, folder: str | Path = "weights", monitor: str = "val_loss", mode: str = "auto",
                  save_top_k: int = 1, every_n_epochs: int = 1, save_last: bool = False):
-        from fitwell.config.schema import _mode
+        from fitwell.config.schema import resolve_mode
 
         self.folder, self.monitor = Path(folder), monitor
-        self.mode = _mode(mode, monitor)
+        self.mode = resolve_mode(mode, monitor)
         self.save_top_k, self.every_n_epochs, self.save_last = save_top_k, every_n_epochs, save_last
         self.kept: list[tuple[float, str]] = []
 

@@ -23,7 +23,7 @@ def test_trains_on_the_gpu_with_device_resident_data(tmp_path, mixed_frame, prec
 @gpu
 @pytest.mark.gpu
 def test_gpu_resume_is_exact(tmp_path, mixed_frame):
-    from fitwell.train.callbacks import Callback
+    from fitwell.engine.callbacks import Callback
 
     class Stop(Callback):
         def on_epoch_end(self, trainer, state):

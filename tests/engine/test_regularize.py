@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import fitwell
-from fitwell.train.averaging import WeightAverage
-from fitwell.train.callbacks import Callback
-from fitwell.train.regularize import WeightPenalty
-from tests.train.conftest import synthetic
+from fitwell.engine.averaging import WeightAverage
+from fitwell.engine.callbacks import Callback
+from fitwell.engine.regularize import WeightPenalty
+from tests.engine.conftest import synthetic
 
 
 def test_l1_drives_irrelevant_weights_to_zero(make_trainer):
@@ -102,7 +102,7 @@ def test_swa_averages_epoch_end_weights_from_start_epoch(make_trainer):
 
 
 def test_label_smoothing_changes_the_targets():
-    from fitwell.train.losses import build_loss
+    from fitwell.engine.losses import build_loss
 
     logits = torch.tensor([[3.0], [-2.0]])
     target = torch.tensor([1, 0])

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fitwell.train.loop import Trainer, TrainState
+    from fitwell.engine.loop import Trainer, TrainState
 
 
 class Callback:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fitwell.train.loop import TensorData, epoch_seed
+from fitwell.data.tensors import TensorData
+from fitwell.engine.loop import epoch_seed
 
 
 @dataclass

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from fitwell.data.sources import read_table
+from fitwell.engine.transfer import discriminative_groups, frozen_groups, load_matching, read_weights
 from fitwell.errors import ConfigError
 from fitwell.pipeline import train
 from fitwell.track.report import render
-from fitwell.train.transfer import discriminative_groups, frozen_groups, load_matching, read_weights
 
 IMAGE = {"pixels": "pixel_*", "size": [8, 8], "max_value": 16}
 

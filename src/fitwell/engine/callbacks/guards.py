@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from fitwell.train.callbacks.base import Callback
+from fitwell.engine.callbacks.base import Callback
 
 
 def first_non_finite(module: torch.nn.Module) -> str | None:

@@ -6,12 +6,12 @@ import torch
 
 import fitwell
 from fitwell.cli import run_cli
+from fitwell.engine.callbacks import Budget, Callback, GradientNormMonitor, ModelCheckpoint, overrides
+from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.errors import ConfigError, TrainingFailed
-from fitwell.train.callbacks import Budget, Callback, GradientNormMonitor, ModelCheckpoint, overrides
-from fitwell.train.checkpoint import load_checkpoint
 from tests.conftest import fast
-from tests.train.conftest import synthetic
-from tests.train.plugins import CountEpochs
+from tests.engine.conftest import synthetic
+from tests.engine.plugins import CountEpochs
 
 
 def base(tmp_path, **train):
@@ -34,7 +34,7 @@ def test_model_checkpoint_keeps_the_top_k(tmp_path, make_trainer):
 def test_callbacks_from_config_with_arguments(tmp_path, mixed_frame):
     CountEpochs.seen.clear()
     run = fitwell.train(base(tmp_path, epochs=3, callbacks=[
-        {"name": "tests.train.plugins:CountEpochs", "label": "mine"},
+        {"name": "tests.engine.plugins:CountEpochs", "label": "mine"},
         {"name": "model_checkpoint", "monitor": "val_roc_auc", "save_top_k": 1},
         {"name": "grad_norm_monitor", "every_n_steps": 2},
     ]), data=mixed_frame)
@@ -49,7 +49,7 @@ def test_callbacks_from_config_with_arguments(tmp_path, mixed_frame):
     ([{"name": "model_chekpoint"}], r"train\.callbacks\.0\.name: unknown callback 'model_chekpoint'\."
                                     r" Did you mean 'model_checkpoint'\?"),
     ([{"name": "budget", "max_tim": 3}], r"train\.callbacks\.0: cannot build 'budget'"),
-    ([{"name": "tests.train.plugins:CountEpochs", "label": "x", "monitor": "val_nope"}],
+    ([{"name": "tests.engine.plugins:CountEpochs", "label": "x", "monitor": "val_nope"}],
      r"monitor: 'val_nope' is never logged"),
 ])
 def test_bad_callback_config_fails_at_start(tmp_path, mixed_frame, callbacks, match):
@@ -153,7 +153,7 @@ def test_callback_state_rides_in_the_checkpoint(tmp_path, mixed_frame):
 
 
 def test_resume_checkpoint_stays_off_the_per_batch_path_unless_asked(tmp_path):
-    from fitwell.train.callbacks import CheckpointWriter, NanGuard
+    from fitwell.engine.callbacks import CheckpointWriter, NanGuard
 
     assert not CheckpointWriter(tmp_path).uses_hook("on_batch_end")
     assert CheckpointWriter(tmp_path, every_steps=5).uses_hook("on_batch_end")

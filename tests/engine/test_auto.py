@@ -6,9 +6,9 @@ import yaml
 
 import fitwell
 from fitwell.cli import run_cli
-from fitwell.train.batch_size import activation_bytes, candidates
-from fitwell.train.lr_find import suggest
-from fitwell.train.optim import build_optimizer
+from fitwell.engine.batch_size import activation_bytes, candidates
+from fitwell.engine.lr_find import suggest
+from fitwell.engine.optim import build_optimizer
 
 
 def test_suggestion_is_the_steepest_descent():

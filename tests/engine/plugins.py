@@ -1,8 +1,8 @@
-"""A custom loss and a custom callback, referenced from configs as 'tests.train.plugins:...'."""
+"""A custom loss and a custom callback, referenced from configs as 'tests.engine.plugins:...'."""
 
 import torch
 
-from fitwell.train.callbacks import Callback
+from fitwell.engine.callbacks import Callback
 
 
 def squared_hinge(output, target, weight=None):

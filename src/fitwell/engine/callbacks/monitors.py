@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from fitwell.train.callbacks.base import Callback
+from fitwell.engine.callbacks.base import Callback
 
 
 class LearningRateMonitor(Callback):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fitwell.config import TrainConfig
-from fitwell.train.schedules import build_schedule
+from fitwell.engine.schedules import build_schedule
 
 BASE, STEPS, EPOCHS = 0.1, 4, 10
 

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from fitwell.train.callbacks.base import Callback
+from fitwell.engine.callbacks.base import Callback
 
 
 class MetricsLogger(Callback):

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fitwell.engine.callbacks.base import Callback
 from fitwell.errors import ConfigError
-from fitwell.train.callbacks.base import Callback
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 

@@ -4,10 +4,10 @@ import torch
 from safetensors.torch import load_file
 
 import fitwell
-from fitwell.train.callbacks import Callback, EarlyStopping, is_improvement
-from fitwell.train.checkpoint import LAST, PREVIOUS, load_checkpoint, rotate_and_write
-from fitwell.train.losses import BinaryCrossEntropy, build_loss
-from fitwell.train.optim import parameter_groups
+from fitwell.engine.callbacks import Callback, EarlyStopping, is_improvement
+from fitwell.engine.checkpoint import LAST, PREVIOUS, load_checkpoint, rotate_and_write
+from fitwell.engine.losses import BinaryCrossEntropy, build_loss
+from fitwell.engine.optim import parameter_groups
 from tests.conftest import fast
 
 

@@ -91,7 +91,7 @@ def test_killed_at_random_points_resumes_bit_for_bit(tmp_path, write_config):
 def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, mixed_frame):
     """Stop inside epoch 3 right after a step checkpoint; the resumed run equals an unbroken one."""
     import fitwell
-    from fitwell.train.callbacks import Callback
+    from fitwell.engine.callbacks import Callback
 
     class StopMidEpoch(Callback):
         order = 200  # after the checkpoint writer
@@ -106,7 +106,7 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, mixed_frame):
     with pytest.raises(KeyboardInterrupt):
         fitwell.train(config, {"track.runs_dir": str(tmp_path / "b"), "track.name": "r"}, data=mixed_frame,
                       callbacks=[StopMidEpoch()])
-    from fitwell.train.checkpoint import load_checkpoint
+    from fitwell.engine.checkpoint import load_checkpoint
 
     ckpt, _ = load_checkpoint(tmp_path / "b" / "r" / "checkpoints")
     assert ckpt["trainer"]["epoch"] == 2 and 0 < ckpt["trainer"]["batch_in_epoch"] < 6  # mid-epoch
@@ -118,7 +118,7 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process(tmp_path, mixed_frame):
 
 def test_resume_past_a_corrupt_checkpoint_says_so(tmp_path, mixed_frame, capsys):
     import fitwell
-    from fitwell.train.callbacks import Callback
+    from fitwell.engine.callbacks import Callback
 
     class Stop(Callback):
         order = 200

@@ -19,48 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitwell.data.tensors import TensorData, predict_in_chunks
+from fitwell.engine.averaging import WeightAverage
+from fitwell.engine.callbacks.base import Callback
+from fitwell.engine.checkpoint import clone_state, rng_state, set_rng_state
+from fitwell.engine.regularize import WeightPenalty
+from fitwell.engine.schedules import Schedule
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
-from fitwell.train.averaging import WeightAverage
-from fitwell.train.callbacks.base import Callback
-from fitwell.train.checkpoint import clone_state, rng_state, set_rng_state
-from fitwell.train.regularize import WeightPenalty
-from fitwell.train.schedules import Schedule
-
-
-@dataclass
-class TensorData:
-    """Row-aligned tensors: the number block, the code block, the target, optional row weights,
-    and the other input blocks by name (``image``, ``tokens``, ``sequence``, ``sequence_mask``),
-    passed to the model as keyword arguments."""
-
-    numeric: torch.Tensor
-    codes: torch.Tensor
-    target: torch.Tensor
-    weight: torch.Tensor | None = None
-    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.numeric.shape[0]
-
-    def to(self, device: torch.device | str) -> TensorData:
-        weight = None if self.weight is None else self.weight.to(device)
-        return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device), weight,
-                          {k: v.to(device) for k, v in self.inputs.items()})
-
-    def select(self, rows: torch.Tensor | np.ndarray) -> TensorData:
-        """The given rows of every block (an index tensor or array)."""
-        rows = torch.as_tensor(rows, device=self.numeric.device)
-        return TensorData(self.numeric[rows], self.codes[rows], self.target[rows],
-                          None if self.weight is None else self.weight[rows],
-                          {k: v[rows] for k, v in self.inputs.items()})
-
-    @classmethod
-    def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray,
-                   weight: np.ndarray | None = None,
-                   inputs: dict[str, np.ndarray] | None = None) -> TensorData:
-        return cls(torch.from_numpy(numeric), torch.from_numpy(codes), torch.from_numpy(target),
-                   None if weight is None else torch.from_numpy(weight),
-                   {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (inputs or {}).items()})
 
 
 @dataclass
@@ -386,23 +351,6 @@ class Trainer:
         state.epoch_total = saved.get("epoch_total", 0.0)
         state.history = [dict(row) for row in saved["history"]]
         set_rng_state(checkpoint["rng"])
-
-
-@torch.inference_mode()
-def predict_in_chunks(module: nn.Module, data: TensorData, device: torch.device | str = "cpu",
-                      chunk: int = 512) -> torch.Tensor:
-    """``module``'s outputs in eval mode over every row of ``data``; its mode is restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        parts = [module(data.numeric[i:i + chunk].to(device), data.codes[i:i + chunk].to(device),
-                        **{k: v[i:i + chunk].to(device) for k, v in data.inputs.items()})
-                 for i in range(0, len(data), chunk)]
-    finally:
-        module.train(was_training)
-    if not parts:
-        return torch.zeros(0)
-    return torch.cat(parts).float()
 
 
 def _plain_precision(fabric: Any) -> bool:

@@ -6,8 +6,8 @@ import pytest
 
 from fitwell.cli import run_cli
 from fitwell.config import SplitConfig
+from fitwell.cv.cross_validation import cross_validate
 from fitwell.data.split import cv_split
-from fitwell.evaluate.cross_validation import cross_validate
 
 
 def frame(n=120):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fitwell.train.loop import TensorData
+from fitwell.data.tensors import TensorData
 
 
 @dataclass

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fitwell.engine.callbacks.base import Callback, is_improvement, overrides
+from fitwell.engine.callbacks.checkpointing import CheckpointWriter, ModelCheckpoint
+from fitwell.engine.callbacks.early_stopping import EarlyStopping
+from fitwell.engine.callbacks.guards import Budget, NanGuard, first_non_finite
+from fitwell.engine.callbacks.monitors import GradientNormMonitor, LearningRateMonitor
+from fitwell.engine.callbacks.progress import MetricsLogger, ProgressBar
 from fitwell.registry import Registry
-from fitwell.train.callbacks.base import Callback, is_improvement, overrides
-from fitwell.train.callbacks.checkpointing import CheckpointWriter, ModelCheckpoint
-from fitwell.train.callbacks.early_stopping import EarlyStopping
-from fitwell.train.callbacks.guards import Budget, NanGuard, first_non_finite
-from fitwell.train.callbacks.monitors import GradientNormMonitor, LearningRateMonitor
-from fitwell.train.callbacks.progress import MetricsLogger, ProgressBar
 
 CALLBACKS = Registry("callback")
 for _name, _cls in {"early_stopping": EarlyStopping, "model_checkpoint": ModelCheckpoint,
@@ -23,8 +23,8 @@ def build_callback(spec: dict, index: int) -> Callback:
     Raises:
         ConfigError: unknown name, import failure or bad arguments, naming train.callbacks.<i>.
     """
+    from fitwell.engine.losses import import_object
     from fitwell.errors import ConfigError
-    from fitwell.train.losses import import_object
 
     spec = dict(spec)
     name = spec.pop("name")
@@ -35,7 +35,7 @@ def build_callback(spec: dict, index: int) -> Callback:
     except TypeError as err:
         raise ConfigError(f"{key}: cannot build {name!r} with {spec}: {err}") from err
     if not isinstance(callback, Callback):
-        raise ConfigError(f"{key}: {name!r} is not a fitwell Callback (subclass fitwell.train.Callback)")
+        raise ConfigError(f"{key}: {name!r} is not a fitwell Callback (subclass fitwell.engine.Callback)")
     return callback
 
 
