@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "fitwell"
 # Lowest first. A module may import its own layer or any layer below it. Top-level modules and
 # packages are named by their first dotted part under fitwell.
 LAYERS = [
-    {"errors", "findings", "registry"},
+    {"errors", "findings", "registry", "files"},
     {"config"},
     {"data"},
     {"models"},

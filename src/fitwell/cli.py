@@ -58,7 +58,9 @@ def audit(
     if source.endswith((".yaml", ".yml")):
         config = load_config(Path(source), overrides)
         if target is not None:
-            config.data.target = target
+            from fitwell.config.resolve import replace_values
+
+            config = replace_values(config, {"data.target": target})
     else:
         config = load_config({"data": {"source": source, "target": target}}, overrides)
     report = audit_data(prepare(config), config)
@@ -209,8 +211,13 @@ def predict(
     if out is None:
         predictions.to_csv(sys.stdout, index=False)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(out, index=False)
+    from fitwell.files import write_with
+
+    try:
+        write_with(out, lambda tmp: predictions.to_csv(tmp, index=False))
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        raise UserError(f"--out {out}: cannot write there ({err.strerror or err}); give a path in a folder"
+                        " you can write to") from err
     Console(stderr=True).print(f"wrote {len(predictions)} predictions to {out}", soft_wrap=True)
 
 
@@ -269,7 +276,11 @@ def runs_list(
         table.add_row(row["name"], row["kind"], row["task"] or "", row["status"], row["metric"] or "",
                       _cell(row["value"]), _cell(row["val_loss"]), _cell(row["duration_s"]),
                       (row["started"] or "").replace("T", " ")[:19])
-    Console(width=max(Console().width, 140)).print(table)
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    for row in rows:
+        if row["status"] in ("failed", "interrupted") and row["reason"]:
+            console.print(f"{row['name']}: {row['status']}: {row['reason']}", soft_wrap=True, highlight=False)
 
 
 @runs_app.command("compare")

@@ -22,6 +22,10 @@ class DataError(UserError):
     """Bad input data; the message names the file, column or row and the fix."""
 
 
+class DamagedRun(UserError):
+    """A run directory whose files are missing, changed or unreadable; the message names the file."""
+
+
 class TrainingFailed(RuntimeError):
     """Training could not finish (it diverged); the message says where and what to try.
 

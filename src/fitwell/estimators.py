@@ -19,17 +19,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from fitwell.data.tensors import TensorData
-from fitwell.engine.callbacks import EarlyStopping
-from fitwell.engine.loop import Trainer
-from fitwell.engine.losses import build_loss
-from fitwell.engine.optim import build_optimizer
+from fitwell.config.resolve import replace_values
+from fitwell.config.schema import RunConfig
+from fitwell.engine.build import fit_arrays
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models.mlp import MLP
 
@@ -61,40 +58,37 @@ class _FitwellEstimator(BaseEstimator):
         return tags
 
     # --- shared fitting ----------------------------------------------------------------------
-    def _fit(self, X, target: np.ndarray, task: str, out_features: int, sample_weight):
+    def run_config(self) -> RunConfig:
+        """The run config these constructor arguments are (``lr`` is ``train.lr`` and so on)."""
         seed = 0 if self.random_state is None else int(self.random_state)
-        torch.manual_seed(seed)
+        return RunConfig.model_validate({
+            "seed": seed,
+            "model": {"name": "mlp", "hidden_sizes": list(self.hidden_sizes), "activation": self.activation,
+                      "dropout": self.dropout, "batch_norm": self.batch_norm},
+            "train": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                      "weight_decay": self.weight_decay, "optimizer": self.optimizer, "progress": False,
+                      "early_stopping": {"enabled": bool(self.early_stopping), "patience": self.patience,
+                                         "monitor": "val_loss"}}})
+
+    def _fit(self, X, target: np.ndarray, task: str, out_features: int, sample_weight):
+        config = self.run_config()
         if sample_weight is not None:  # shape, finiteness, >= 0, not all zero: scikit-learn's checks
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         self.preprocess_ = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
                                          StandardScaler())
         numeric = self.preprocess_.fit_transform(X).astype(np.float32)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
-        rows = np.arange(len(numeric))
-        use_val = self.early_stopping and len(rows) >= 20
-        if use_val:
-            can = task != "regression" and _can_stratify(target, self.validation_fraction)
-            stratify = target if can else None
-            train_rows, val_rows = train_test_split(rows, test_size=self.validation_fraction,
-                                                    random_state=seed, stratify=stratify)
-        else:
-            train_rows, val_rows = rows, rows[:0]
+        # a batch never larger than the training rows (tiny fits in scikit-learn's checks)
+        batch_size = min(self.batch_size, max(2, len(numeric) - 1))
+        config = replace_values(config, {"train.batch_size": batch_size})
+        torch.manual_seed(config.seed)  # the initial weights too: two fits give the same model
         self.model_ = MLP(numeric.shape[1], [], out_features, hidden_sizes=list(self.hidden_sizes),
                           activation=self.activation, dropout=self.dropout, batch_norm=self.batch_norm)
-        optimizer = build_optimizer(self.optimizer, self.model_, self.lr, self.weight_decay)
-        callbacks = [EarlyStopping("val_loss", "min", self.patience)] if use_val else []
-        trainer = Trainer(self.model_, build_loss("auto", task), optimizer, task=task,
-                          epochs=self.epochs, batch_size=min(self.batch_size, max(2, len(train_rows))),
-                          seed=seed, callbacks=callbacks, decode=self._decode)
         codes = np.zeros((len(numeric), 0), dtype=np.int64)
-
-        def part(index):
-            return TensorData.from_numpy(numeric[index], codes[index], target[index],
-                                         None if weight is None else weight[index])
-
-        state = trainer.fit(part(train_rows), part(val_rows) if use_val else None)
+        self.model_, state = fit_arrays(config, self.model_, task, numeric, codes, target, weight,
+                                        num_classes=out_features if task == "multiclass" else 2,
+                                        validation_fraction=self.validation_fraction, decode=self._decode)
         self.n_iter_ = state.epoch
-        self.model_.eval()
         return self
 
     def _decode(self, values):
@@ -108,11 +102,6 @@ class _FitwellEstimator(BaseEstimator):
             codes = torch.zeros((len(numeric), 0), dtype=torch.long)
             out = self.model_(torch.from_numpy(numeric), codes)
         return out.float().numpy()
-
-
-def _can_stratify(y, share) -> bool:
-    _, counts = np.unique(y, return_counts=True)
-    return counts.min() >= 2 and share * len(y) >= len(counts)
 
 
 class Classifier(ClassifierMixin, _FitwellEstimator):

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from fitwell.data.clean import clean_rows, type_columns
 from fitwell.data.columns import ColumnPlan
@@ -18,7 +19,8 @@ def test_strings_tidied_and_numbers_coerced():
     plan = ColumnPlan("y", kinds={"c": "categorical", "n": "numeric", "b": "boolean"})
     frame = pd.DataFrame({"c": [" Red", "RED ", "", None], "n": ["1,200", " 3.5", "x", None],
                           "b": ["Yes", "no", None, "TRUE"]})
-    typed = type_columns(frame, plan)
+    with pytest.warns(UserWarning, match=r"column 'n': 1 of 4 values are not numbers \(first at row 2: 'x'\)"):
+        typed = type_columns(frame, plan)
     assert typed["c"].tolist()[:2] == ["red", "red"] and typed["c"].isna().tolist()[2:] == [True, True]
     assert typed["n"].tolist()[:2] == [1200.0, 3.5] and np.isnan(typed["n"].iloc[2])
     assert typed["b"].tolist()[:2] == [1.0, 0.0] and typed["b"].iloc[3] == 1.0

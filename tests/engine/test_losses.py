@@ -77,7 +77,7 @@ def test_custom_loss_from_config(tmp_path, mixed_frame):
                                    "progress": False, "early_stopping": {"monitor": "val_accuracy"}}},
                         data=mixed_frame)
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
-    with pytest.raises(ConfigError, match=r"train\.loss: module 'tests\.train\.plugins' has no 'nope'"):
+    with pytest.raises(ConfigError, match=r"train\.loss: module 'tests\.engine\.plugins' has no 'nope'"):
         fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
                        "train": {"loss": "tests.engine.plugins:nope"}}, data=mixed_frame)
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, make_classification
 
 from fitwell.config.load import load_config
-from fitwell.config.schema import MemberConfig
+from fitwell.config.search import MemberConfig
 from fitwell.ensemble.members import FitwellMemberClassifier, build_member
 from fitwell.errors import ConfigError
 

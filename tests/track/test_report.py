@@ -96,7 +96,7 @@ def test_runs_table_and_comparison(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(["runs", "--dir", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert "2 runs" in out and "slow" in out and "fast" in out and "accuracy" in out and "finished" in out
+    assert "2 runs" in out and "slow" in out and "fast" in out and "accuracy" in out and "completed" in out
     assert run_cli(["runs", "compare", str(runs / "slow"), str(runs / "fast")]) == 0
     out = capsys.readouterr().out
     assert "train.lr" in out and "0.0001" in out and "0.003" in out

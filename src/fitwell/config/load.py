@@ -58,9 +58,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
 
     A part may index a list by position (``ensemble.members.0.params``) or, in a list of named
     sections, by name (``ensemble.members.lightgbm.params``); an unset (null) section becomes one.
+
+    Raises:
+        ConfigError: a key with an empty part, or one that steps into a value.
     """
     raw = copy.deepcopy(raw)
     for dotted, value in overrides.items():
+        if not isinstance(dotted, str) or not all(part.strip() for part in dotted.split(".")):
+            raise ConfigError(f"override {dotted!r}: a key is dotted names such as train.lr, with no empty"
+                              " part")
         node: Any = raw
         parts = dotted.split(".")
         for depth, part in enumerate(parts):
@@ -70,15 +76,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
                 position = _list_position(node, part, dotted, where)
                 if last:
                     node[position] = value
-                else:
-                    node = node[position]
-                continue
-            if last:
-                node[part] = value
-                break
-            if node.get(part) is None:
-                node[part] = {}
-            child = node[part]
+                    break
+                child = node[position]
+            else:
+                if last:
+                    node[part] = value
+                    break
+                if node.get(part) is None:
+                    node[part] = {}
+                child = node[part]
             if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override {dotted}: {where} is a value, not a section ({child!r})")
             node = child
@@ -115,6 +121,20 @@ _UNION_TAG = re.compile(r"^(constrained-|literal\[|function-|is-instance|dict\[|
                         r"int$|float$|str$|bool$|none$|nullable)")
 
 
+def _clean_loc(loc: Sequence[Any], extra: bool) -> list[str]:
+    """The dotted path of an error, without pydantic's union-branch tags (``float``,
+    ``literal['auto']``). The unknown key of an ``extra_forbidden`` error stays whatever its name
+    (a key named ``int``), and so does a tag-like part that is a real field at its place."""
+    parts = [str(p) for p in loc]
+    keep_last = parts[-1:] if extra else []
+    out: list[str] = []
+    for part in parts[: len(parts) - len(keep_last)]:
+        if _UNION_TAG.match(part) and part not in _fields_at(out):
+            continue
+        out.append(part)
+    return out + keep_last
+
+
 def format_validation_error(err: ValidationError, origin: str) -> str:
     """One line per bad key: ``origin: dotted.key: what (got value). Did you mean ...?``
 
@@ -123,7 +143,7 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
     lines: dict[str, list[str]] = {}
     got_for: dict[str, str] = {}
     for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))]
+        loc = _clean_loc(e["loc"], e["type"] == "extra_forbidden")
         key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = loc[:-1]
@@ -146,6 +166,44 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
         else:
             out.append(f"{origin}: {key}: {text}{got_for.get(key, '')}")
     return "\n".join(out)
+
+
+def plain_values(value: Any, origin: str, where: str = "") -> Any:
+    """The config as plain YAML-able values: NumPy scalars become Python numbers; keys must be
+    strings; bytes, strings that are not valid Unicode and other objects are refused by key, so a
+    config that loads can always be saved as ``config.yaml`` and loaded back.
+
+    Raises:
+        ConfigError: naming the key of the value that cannot be saved.
+    """
+    key = where or "(top level)"
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                if isinstance(k, (int, float, bool)) and not isinstance(k, bool):
+                    k = str(k)  # YAML reads class names such as 1: in class_weights as numbers
+                else:
+                    raise ConfigError(f"{origin}: {key}: keys must be text (got {k!r})")
+            out[k] = plain_values(v, origin, f"{where}.{k}" if where else k)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [plain_values(v, origin, f"{where}.{i}") for i, v in enumerate(value)]
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ConfigError(f"{origin}: {key}: text that is not valid Unicode ({err.reason} at position"
+                              f" {err.start}); write it again without that character") from err
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, BaseModel):
+        return plain_values(value.model_dump(), origin, where)
+    raise ConfigError(f"{origin}: {key}: a config holds text, numbers, booleans, lists and mappings;"
+                      f" got {type(value).__name__} {value!r:.60}")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -192,7 +250,7 @@ def load_config(
         origin = path.name
         raw = read_yaml(path)
     parsed = parse_overrides(overrides)
-    raw = apply_overrides(raw, parsed)
+    raw = plain_values(apply_overrides(raw, parsed), origin)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

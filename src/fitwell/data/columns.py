@@ -78,6 +78,28 @@ def _looks_like_id(name: str, series: pd.Series) -> bool:
     return False
 
 
+def _infer_one(plan: ColumnPlan, name, series: pd.Series) -> None:
+    """The kind of one undeclared column, or why it is dropped."""
+    distinct = series.nunique(dropna=True)
+    if distinct <= 1:
+        plan.dropped[name] = f"constant ({distinct} distinct value)"
+    elif _looks_boolean(series):
+        plan.kinds[name] = "boolean"
+    elif _looks_like_id(str(name), series):
+        plan.dropped[name] = f"ID-like ({distinct} distinct values in {series.notna().sum()} rows)"
+    elif not is_text(series):
+        plan.kinds[name] = "numeric"
+    else:
+        parsed = to_numbers(series)
+        share = parsed.notna().sum() / max(series.notna().sum(), 1)
+        if share >= NUMERIC_SHARE:
+            plan.kinds[name] = "numeric"
+            # the values that are not numbers are counted when the column is typed (clean.py)
+            plan.notes.append(f"column {name!r}: numbers stored as text, converted")
+        else:
+            plan.kinds[name] = "categorical"
+
+
 def infer_columns(
     frame: pd.DataFrame,
     target: str,
@@ -102,46 +124,20 @@ def infer_columns(
                 )
     plan = ColumnPlan(target=target)
     for name in frame.columns:
-        if name == target:
+        if name == target or name in (elsewhere or {}):
             continue
-        series = frame[name]
         kind = declared.get(name)
-        if name in (elsewhere or {}):
-            continue
         if name in (drop or []) or kind == "drop":
             plan.dropped[name] = "dropped by config"
-            continue
-        if kind == "id":
+        elif kind == "id":
             plan.dropped[name] = "declared ID"
-            continue
-        if kind == "numeric":
-            _check_declared_numeric(name, series)
+        elif kind == "numeric":
+            _check_declared_numeric(name, frame[name])
             plan.kinds[name] = "numeric"
-            continue
-        if kind in ("categorical", "boolean"):
+        elif kind in ("categorical", "boolean"):
             plan.kinds[name] = kind
-            continue
-        distinct = series.nunique(dropna=True)
-        if distinct <= 1:
-            plan.dropped[name] = f"constant ({distinct} distinct value)"
-        elif _looks_boolean(series):
-            plan.kinds[name] = "boolean"
-        elif _looks_like_id(str(name), series):
-            plan.dropped[name] = f"ID-like ({distinct} distinct values in {series.notna().sum()} rows)"
-        elif not is_text(series):
-            plan.kinds[name] = "numeric"
         else:
-            parsed = to_numbers(series)
-            share = parsed.notna().sum() / max(series.notna().sum(), 1)
-            if share >= NUMERIC_SHARE:
-                plan.kinds[name] = "numeric"
-                bad = int(series.notna().sum() - parsed.notna().sum())
-                plan.notes.append(
-                    f"column {name!r}: numbers stored as text, converted"
-                    + (f" ({bad} unparseable values treated as missing)" if bad else "")
-                )
-            else:
-                plan.kinds[name] = "categorical"
+            _infer_one(plan, name, frame[name])
     for name, reason in plan.dropped.items():
         plan.notes.append(f"dropped column {name!r}: {reason}")
     for name, reason in (elsewhere or {}).items():

@@ -1,5 +1,9 @@
 """Input blocks beyond the table: images, tokenised text and numeric sequences.
 
+Why this module is long: the three blocks share one small protocol (fit on training rows,
+transform, ``spec``, ``columns``) and the factory that builds them from ``data.*``; read together
+they show that protocol once, and each block alone is about a hundred lines.
+
 Each block is fitted on the training rows only (pixel statistics, the tokenizer's vocabulary,
 sequence scaling), turns rows into row-aligned arrays, and describes itself to the model
 (``spec``). The arrays become tensors next to the number and code blocks, so a batch is still an

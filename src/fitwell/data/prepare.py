@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fitwell.config.resolve import resolve_defaults
 from fitwell.config.schema import RunConfig, check_monitors
 from fitwell.data.clean import CleanReport, clean_rows, type_columns
 from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
 from fitwell.data.preprocess import Preprocessor
-from fitwell.data.sources import read_table
+from fitwell.data.sources import check_unique_columns, read_table
 from fitwell.data.split import Split, cv_split, split_rows
 from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError, DataError, did_you_mean
@@ -54,6 +55,20 @@ class PreparedData:
                                                 config.seed)
         return self.synthetic
 
+    def change_training_rows(self, config: RunConfig) -> list[str]:
+        """Apply ``train.resample`` and ``data.synthetic`` to the training rows; say what changed."""
+        lines = []
+        resampled = self.resample(config)
+        if resampled is not None:
+            lines.append(f"resampled the training split ({resampled['method']}): class counts"
+                         f" {resampled['before']} -> {resampled['after']}")
+        synthetic = self.synthesize(config)
+        if synthetic is not None:
+            lines.append(f"data.synthetic ({synthetic['method']}): added {synthetic['rows_added']} generated"
+                         f" rows to the training split ({synthetic['rows_before']} ->"
+                         f" {synthetic['rows_after']}); validation and test are untouched")
+        return lines
+
     def summary(self) -> dict:
         return {
             "task": self.task, "target": self.plan.target, "rows": len(self.frame),
@@ -91,6 +106,7 @@ def load_frame(config: RunConfig, frame: pd.DataFrame | None) -> pd.DataFrame:
             raise DataError(f"data must be a pandas DataFrame, got {type(frame).__name__}")
         if len(frame) == 0:
             raise DataError("the DataFrame given as data has no rows")
+        check_unique_columns(list(frame.columns), "the DataFrame given as data")
         return frame
     if not config.data.source:
         raise ConfigError("data.source is not set; give a CSV/Parquet/JSONL path or sklearn:<name>")
@@ -98,8 +114,8 @@ def load_frame(config: RunConfig, frame: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def input_blocks(config: RunConfig, raw: pd.DataFrame) -> list:
-    """Unfitted image / text / sequence blocks; an image folder source gets its image block."""
-    from fitwell.config.schema import ImageConfig
+    """Unfitted image / text / sequence blocks (of the config that ``resolve_defaults`` filled:
+    an image folder source has its image block)."""
     from fitwell.data.inputs import build_inputs
 
     source = config.data.source
@@ -107,10 +123,6 @@ def input_blocks(config: RunConfig, raw: pd.DataFrame) -> list:
     if source and not source.startswith("sklearn:"):
         path = Path(source).resolve()
         folder = str(path if path.is_dir() else path.parent)
-        if path.is_dir() and config.data.image is None:
-            config.data.image = ImageConfig(column="image")
-    if config.model.name == "minilm" and config.data.text is not None and config.data.text.tokenizer is None:
-        config.data.text.tokenizer = "minilm"  # the encoder's own vocabulary
     blocks = build_inputs(config.data, folder)
     if not blocks and config.model.name in IMAGE_OR_TEXT_MODELS:
         raise ConfigError(f"model.name {config.model.name!r} needs an image, text or sequence input:"
@@ -163,6 +175,50 @@ def refold(split: Split, labels: np.ndarray | None, fold: tuple[int, int] | None
     return Split(np.sort(pool[train]), np.sort(pool[val]), split.test)
 
 
+def check_named_columns(config: RunConfig, raw: pd.DataFrame) -> None:
+    """Every column the config names for a role (sensitive, weights) must be in the table."""
+    for name in config.data.sensitive:
+        if name not in raw.columns:
+            raise ConfigError(f"data.sensitive: column {name!r} is not in the data."
+                              f"{did_you_mean(name, raw.columns)}"
+                              f" Columns: {', '.join(map(str, raw.columns))}")
+    weight_column = config.data.weight_column
+    if weight_column is not None and weight_column not in raw.columns:
+        raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."
+                          f"{did_you_mean(weight_column, raw.columns)}")
+
+
+def check_task_settings(config: RunConfig, task: str) -> None:
+    """Watched metrics must be ones the loop logs for ``task`` (the one place this is checked)."""
+    try:
+        check_monitors(config, task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if config.split.val == 0 and config.train.early_stopping.monitor.startswith("val_") \
+            and config.train.early_stopping.enabled:
+        raise ConfigError("train.early_stopping.monitor: split.val is 0, so no val_ metric is"
+                          " logged; monitor train_loss or give split.val a share")
+
+
+def split_tensors(preprocessor: Preprocessor, inputs: pd.DataFrame, y: pd.Series, weights, split: Split,
+                  task: str) -> list[TensorData]:
+    """Train, validation and test tensors through the fitted preprocessing."""
+    parts: list[TensorData] = []
+    for rows in (split.train, split.val, split.test):
+        if len(rows) == 0:  # e.g. split.val: 0 (the train split comes first and is never empty)
+            empty = {k: np.zeros((0, *v.shape[1:]), v.numpy().dtype) for k, v in parts[0].inputs.items()}
+            parts.append(TensorData.from_numpy(np.zeros((0, preprocessor.num_numeric), np.float32),
+                                               np.zeros((0, len(preprocessor.code_columns_)), np.int64),
+                                               np.zeros(0, np.float32 if task == "regression" else np.int64),
+                                               inputs=empty))
+            continue
+        features = preprocessor.transform(inputs.iloc[rows])
+        target_values = preprocessor.encode_target(y.iloc[rows])
+        parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values,
+                                           None if weights is None else weights[rows], features.inputs))
+    return parts
+
+
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
             preprocessor: Preprocessor | None = None, fold: tuple[int, int] | None = None,
             merge_val: bool = False, cv: tuple[int, int, int] | None = None) -> PreparedData:
@@ -177,37 +233,25 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
         cv: ``(folds, fold, repeat)``: fold ``fold`` of a k-fold over all rows is the held-out
             (test) part; the rest is split into train and validation.
     """
+    config = resolve_defaults(config)
     raw = load_frame(config, frame)
     target = resolve_target(config, raw)
-    for name in config.data.sensitive:  # every data.sensitive column must be in the table
-        if name not in raw.columns:
-            raise ConfigError(f"data.sensitive: column {name!r} is not in the data."
-                              f"{did_you_mean(name, raw.columns)}"
-                              f" Columns: {', '.join(map(str, raw.columns))}")
+    check_named_columns(config, raw)
     weight_column = config.data.weight_column
-    if weight_column is not None and weight_column not in raw.columns:
-        raise ConfigError(f"data.weight_column: column {weight_column!r} is not in the data."
-                          f"{did_you_mean(weight_column, raw.columns)}")
     blocks = input_blocks(config, raw) if preprocessor is None else preprocessor.inputs
     block_columns = [c for block in blocks for c in block.columns(raw)]
     drop = list(config.data.drop) + ([weight_column] if weight_column else [])
     plan = infer_columns(raw, target, config.data.columns, drop,
                          {c: f"{block.key} input" for block in blocks for c in block.columns(raw)})
-    typed = type_columns(raw, plan, config.data.normalize_strings)
+    typing_notes: list[str] = []
+    typed = type_columns(raw, plan, config.data.normalize_strings, typing_notes.append)
     keys = [c for c in (config.split.group_column, config.split.time_column, weight_column) if c]
     keys += [c for c in block_columns if c not in keys]
     extra = [c for c in keys if c not in typed.columns and c in raw.columns]
     combined = pd.concat([typed, raw[extra], raw[[target]]], axis=1)
     cleaned, report = clean_rows(combined, target, config.data.drop_duplicates)
     task = infer_task(cleaned[target], config.data.task, config.data.max_classes, target)
-    try:
-        check_monitors(config, task)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    if config.split.val == 0 and config.train.early_stopping.monitor.startswith("val_") \
-            and config.train.early_stopping.enabled:
-        raise ConfigError("train.early_stopping.monitor: split.val is 0, so no val_ metric is"
-                          " logged; monitor train_loss or give split.val a share")
+    check_task_settings(config, task)
     y = cleaned[target]
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -219,26 +263,13 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
         split = refold(split, strat, fold, merge_val, config.seed)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
-        train_rows = inputs.iloc[split.train]
         preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)
-        preprocessor.fit(train_rows, y.iloc[split.train])
+        preprocessor.fit(inputs.iloc[split.train], y.iloc[split.train])
         if classes is not None:
             preprocessor.set_classes(classes)
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)
-    parts = []
-    for rows in (split.train, split.val, split.test):
-        if len(rows) == 0:  # e.g. split.val: 0 (the train split comes first and is never empty)
-            empty = {k: np.zeros((0, *v.shape[1:]), v.numpy().dtype) for k, v in parts[0].inputs.items()}
-            parts.append(TensorData.from_numpy(np.zeros((0, preprocessor.num_numeric), np.float32),
-                                               np.zeros((0, len(preprocessor.code_columns_)), np.int64),
-                                               np.zeros(0, np.float32 if task == "regression" else np.int64),
-                                               inputs=empty))
-            continue
-        features = preprocessor.transform(inputs.iloc[rows])
-        target_values = preprocessor.encode_target(y.iloc[rows])
-        parts.append(TensorData.from_numpy(features.numeric, features.codes, target_values,
-                                           None if weights is None else weights[rows], features.inputs))
-    notes = list(plan.notes) + list(report.notes)
+    parts = split_tensors(preprocessor, inputs, y, weights, split, task)
+    notes = list(plan.notes) + typing_notes + list(report.notes)
     clipped = preprocessor.statistics().get("clipped", {})
     if clipped:
         notes.append(f"clipped {sum(clipped.values())} outlying training values in {len(clipped)} columns"

@@ -268,11 +268,13 @@ class Preprocessor:
             "code_columns": self.code_columns_, "cardinalities": self.cardinalities_,
             "target_mean": self.target_mean_, "target_std": self.target_std_,
         }
-        (folder / "preprocess.json").write_text(json.dumps(meta, indent=2))
         import skops.io as sio  # slow to import (it indexes scikit-learn), so only here
 
-        sio.dump({"numeric": self.numeric_, "codes": self.codes_, "inputs": self.inputs},
-                 folder / "preprocess.skops")
+        from fitwell.files import write_json, write_with
+
+        blocks = {"numeric": self.numeric_, "codes": self.codes_, "inputs": self.inputs}
+        write_with(folder / "preprocess.skops", lambda tmp: sio.dump(blocks, tmp))
+        write_json(folder / "preprocess.json", meta)
 
     @classmethod
     def load(cls, folder: Path) -> Preprocessor:

@@ -26,6 +26,24 @@ def load_sklearn(name: str) -> pd.DataFrame:
     return getattr(ds, f"load_{name}")(as_frame=True).frame
 
 
+def check_unique_columns(columns: list, where: str) -> None:
+    """Refuse a table whose column names repeat (a reader would rename or drop one silently)."""
+    counts = pd.Series([str(c) for c in columns]).value_counts()
+    repeated = counts[counts > 1]
+    if len(repeated):
+        name, times = repeated.index[0], int(repeated.iloc[0])
+        positions = [i + 1 for i, c in enumerate(columns) if str(c) == name]
+        raise DataError(f"{where}: column {name!r} appears {times} times (columns"
+                        f" {', '.join(map(str, positions))}); rename the columns so each name is unique")
+
+
+def header_names(path: Path, separator: str) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle, delimiter=separator), [])
+
+
 def read_table(source: str | Path) -> pd.DataFrame:
     """Read CSV, TSV, Parquet or JSON lines by file suffix, ``sklearn:<name>``, or an image folder
     (one sub-folder per class: columns ``image`` and ``label``).
@@ -51,10 +69,10 @@ def read_table(source: str | Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes); it needs a header row and data rows")
     try:
-        if kind == "csv":
-            frame = pd.read_csv(path)
-        elif kind == "tsv":
-            frame = pd.read_csv(path, sep="\t")
+        if kind in ("csv", "tsv"):
+            separator = "," if kind == "csv" else "\t"
+            check_unique_columns(header_names(path, separator), str(path))
+            frame = pd.read_csv(path, sep=separator)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fitwell.config.schema import AugmentConfig, SyntheticConfig
+from fitwell.config.inputs import SyntheticConfig
+from fitwell.config.schema import AugmentConfig
 from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError
 

@@ -10,6 +10,7 @@ precision); on one plain device the hot loop is bare PyTorch.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitwell.config.schema import EPOCH_METRICS
 from fitwell.data.tensors import TensorData, predict_in_chunks
 from fitwell.engine.averaging import WeightAverage
 from fitwell.engine.callbacks.base import Callback
@@ -185,15 +187,7 @@ class Trainer:
         clip = self.clip_grad_norm is not None or self.clip_grad_value is not None
         model.train()
         n, size = len(data), self.batch_size
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, state.epoch))
-        order = torch.randperm(n, generator=generator).to(data.numeric.device)
-        numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
-        weight = None if data.weight is None else data.weight[order]
-        inputs = {k: v[order] for k, v in data.inputs.items()}
-        if numeric.device != self.device:
-            numeric, codes, target = (t.to(self.device, non_blocking=True) for t in (numeric, codes, target))
-            weight = None if weight is None else weight.to(self.device, non_blocking=True)
-            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        numeric, codes, target, weight, inputs = self._epoch_order(data, state.epoch)
         augment = self.augment
         stop = n if n % size != 1 or n == 1 else n - 1
         num_batches = state.batches_per_epoch
@@ -237,6 +231,19 @@ class Trainer:
                     break
         state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
         return float(total) / stop
+
+    def _epoch_order(self, data: TensorData, epoch: int):
+        """Every block gathered once in the epoch's seeded order, on the training device."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(len(data), generator=generator).to(data.numeric.device)
+        numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
+        weight = None if data.weight is None else data.weight[order]
+        inputs = {k: v[order] for k, v in data.inputs.items()}
+        if numeric.device != self.device:
+            numeric, codes, target = (t.to(self.device, non_blocking=True) for t in (numeric, codes, target))
+            weight = None if weight is None else weight.to(self.device, non_blocking=True)
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        return numeric, codes, target, weight, inputs
 
     def _extended_step(self, numeric, codes, inputs, target, weight, start: int, end: int) -> torch.Tensor:
         """One batch with input blocks and/or augmentation; mixup/cutmix mix the loss too."""
@@ -309,6 +316,8 @@ class Trainer:
             weight = None if data.weight is None else data.weight.to(output.device)
             loss = self.loss_fn(output, target) if weight is None else self.loss_fn(output, target, weight)
             loss = float(loss)
+        if not (math.isfinite(loss) and bool(torch.isfinite(output).all())):  # diverged: no metrics
+            return {f"val_{name}": math.nan for name in EPOCH_METRICS[self.task]}
         out = output.cpu().numpy()
         y = target.cpu().numpy()
         if self.task == "regression":

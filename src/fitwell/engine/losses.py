@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitwell.errors import ConfigError
+from fitwell.registry import LOSSES
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy", "focal")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
@@ -161,18 +162,54 @@ def build_loss(name: str, task: str, class_weights: torch.Tensor | None = None,
     if ":" in name:
         return CustomLoss(name)
     name = default_loss(task) if name == "auto" else name
-    if task == "regression":
-        if name not in REGRESSION_LOSSES:
-            raise ConfigError(
-                f"train.loss: {name!r} does not fit a regression task;"
-                f" use one of {', '.join(REGRESSION_LOSSES)}"
-            )
-        return Regression(name, huber_delta)
-    if name == "focal":
-        return FocalLoss(task == "binary", focal_gamma, class_weights)
-    expected = "binary_cross_entropy" if task == "binary" else "cross_entropy"
-    if name != expected:
-        raise ConfigError(f"train.loss: {name!r} does not fit a {task} task; use {expected!r}, focal"
+    fits = [n for n in LOSSES.names() if task in getattr(LOSSES.get(n), "tasks", ())]
+    factory = LOSSES.get(name, "train.loss")
+    if task not in getattr(factory, "tasks", ()):
+        raise ConfigError(f"train.loss: {name!r} does not fit a {task} task; use one of {', '.join(fits)}"
                           " (or auto)")
-    cls = BinaryCrossEntropy if task == "binary" else CrossEntropy
-    return cls(class_weights, label_smoothing)
+    return factory(task=task, class_weights=class_weights, huber_delta=huber_delta, focal_gamma=focal_gamma,
+                   label_smoothing=label_smoothing)
+
+
+def _loss(name: str, *tasks: str):
+    """Register a loss factory for the tasks it fits (``auto`` is resolved before the registry)."""
+    def add(factory):
+        factory.tasks = tasks
+        return LOSSES.register(name)(factory)
+
+    return add
+
+
+@_loss("binary_cross_entropy", "binary")
+def _binary_cross_entropy(task, class_weights, label_smoothing, **_):
+    return BinaryCrossEntropy(class_weights, label_smoothing)
+
+
+@_loss("cross_entropy", "multiclass")
+def _cross_entropy(task, class_weights, label_smoothing, **_):
+    return CrossEntropy(class_weights, label_smoothing)
+
+
+@_loss("focal", "binary", "multiclass")
+def _focal(task, class_weights, focal_gamma, **_):
+    return FocalLoss(task == "binary", focal_gamma, class_weights)
+
+
+@_loss("mse", "regression")
+def _mse(task, huber_delta, **_):
+    return Regression("mse", huber_delta)
+
+
+@_loss("mae", "regression")
+def _mae(task, huber_delta, **_):
+    return Regression("mae", huber_delta)
+
+
+@_loss("huber", "regression")
+def _huber(task, huber_delta, **_):
+    return Regression("huber", huber_delta)
+
+
+@_loss("auto", "binary", "multiclass", "regression")
+def _auto(task, **settings):
+    return build_loss(default_loss(task), task, **settings)

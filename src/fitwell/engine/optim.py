@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+from fitwell.registry import OPTIMIZERS
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -29,15 +29,30 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
         >>> build_optimizer("sgd", nn.Linear(2, 1), lr=0.1).defaults["momentum"]
         0.9
     """
-    groups = parameter_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    factory = OPTIMIZERS.get(name, "train.optimizer")
+    return factory(parameter_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(groups, lr, momentum, nesterov):
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups, lr, momentum, nesterov):
+    return torch.optim.Adam(groups, lr=lr)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups, lr, momentum, nesterov):
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(groups, lr, momentum, nesterov):
+    return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(groups, lr, momentum, nesterov):
+    return torch.optim.Adagrad(groups, lr=lr)

@@ -16,22 +16,37 @@ import hashlib
 import json
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fitwell.config.load import ConfigLike, dump_config, load_config
+from fitwell.config.load import ConfigLike
 from fitwell.config.schema import RunConfig
-from fitwell.data.prepare import PreparedData, prepare
+from fitwell.data.prepare import PreparedData
 from fitwell.ensemble.combine import build_combiner, error_correlation
 from fitwell.ensemble.features import TreeFeatures
 from fitwell.ensemble.members import TREE_KINDS, build_member
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
+from fitwell.ensemble.tables import (
+    describe_wrapping,
+    headline,
+    member_table,
+    oof_frame,
+    save_reliability,
+    show_tables,
+)
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import classification_metrics, regression_metrics
-from fitwell.track.finish import run_audit
-from fitwell.track.run_dir import RunDir, default_run_name, environment
+from fitwell.files import write_json, write_with
+from fitwell.run import (
+    config_stem,
+    finish_run_directory,
+    guard,
+    load_run_config,
+    open_run,
+    permutation_importance,
+    start_run,
+)
 
 METHODS = ("stacking", "voting", "greedy", "best")
 
@@ -70,6 +85,26 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def check_ensemble_config(config: RunConfig) -> None:
+    """What an ensemble cannot do, refused before any data is read."""
+    if config.ensemble is None:
+        raise ConfigError("this config has no 'ensemble' section; add ensemble.members (see README,"
+                          " 'Ensembles')")
+    if config.train.resample is not None:
+        raise ConfigError("train.resample is not applied to ensemble members (out-of-fold predictions"
+                          " need the real rows); use train.class_weights=balanced, or member params such"
+                          " as class_weight: balanced")
+    for key in ("image", "text", "sequence", "synthetic"):
+        if getattr(config.data, key) is not None:
+            raise ConfigError(f"data.{key}: ensembles combine table models (their members and stackers read"
+                              " the number and code blocks); train an image/text/sequence model with"
+                              f" `fitwell train`, or leave data.{key} out")
+    if config.train.batch_size == "auto" or config.train.lr == "auto":
+        if any(m.kind == "fitwell" for m in config.ensemble.chosen()):
+            raise ConfigError("ensemble members need a fixed train.batch_size and train.lr (not auto);"
+                              " run fitwell lr-find once and set the value")
+
+
 def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | None = None, console=None,
                  cv: tuple[int, int, int] | None = None, score_test: bool = True,
                  cache: dict | None = None) -> EnsembleRun:
@@ -96,153 +131,159 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
         >>> run = fit_ensemble("examples/breast_cancer_ensemble.yaml")  # doctest: +SKIP
         >>> run.summary["members"]["lightgbm"]["test"]["roc_auc"]  # doctest: +SKIP
     """
-    say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda text: None)
-    stem = Path(config).stem if isinstance(config, (str, Path)) else "ensemble"
-    started = time.perf_counter()
-    config = load_config(config, overrides)
-    settings = config.ensemble
-    if settings is None:
-        raise ConfigError("this config has no 'ensemble' section; add ensemble.members (see README,"
-                          " 'Ensembles')")
-    from fitwell.pipeline import seed_everything
+    resolved = load_run_config(config, overrides)
+    check_ensemble_config(resolved)
+    start = start_run(resolved, stem=config_stem(config, "ensemble"), data=data, console=console, cv=cv)
+    with guard(start):
+        settings, sizes = start.config.ensemble, start.prepared.split.sizes()
+        chosen = settings.chosen()
+        if any(m.calibration != "none" for m in chosen) and sizes["val"] == 0:
+            raise ConfigError("ensemble.members.*.calibration is fitted on the validation split, but"
+                              " split.val is 0; give the validation split a share")
+        open_run(start, audit=cv is None and score_test)
+        start.say(f"{len(chosen)} members, {settings.folds}-fold out-of-fold predictions")
+        start.training_started = True
+        fitted = fit_members(start, chosen, cv, score_test, {} if cache is None else cache)
+        combined = combine_members(start, fitted, score_test)
+        return save_ensemble(start, fitted, combined, score_test)
 
-    if config.train.resample is not None:
-        raise ConfigError("train.resample is not applied to ensemble members (out-of-fold predictions"
-                          " need the real rows); use train.class_weights=balanced, or member params such"
-                          " as class_weight: balanced")
-    for key in ("image", "text", "sequence", "synthetic"):
-        if getattr(config.data, key) is not None:
-            raise ConfigError(f"data.{key}: ensembles combine table models (their members and stackers read"
-                              " the number and code blocks); train an image/text/sequence model with"
-                              f" `fitwell train`, or leave data.{key} out")
-    seed_everything(config.seed)
-    prepared = prepare(config, data, cv=cv)
-    task = prepared.task
-    config.data.task, config.data.target = task, prepared.plan.target
-    name = config.track.name or default_run_name(stem)
-    run_dir = RunDir.create(config.track.runs_dir, name, config.track.overwrite)
-    for note in prepared.notes:
-        say(f"[yellow]data:[/] {note}")
-    if cv is None and score_test:
-        run_audit(config, prepared, run_dir, console, say)
-    sizes = prepared.split.sizes()
-    chosen = settings.chosen()
-    say(f"task [bold]{task}[/], {len(prepared.frame)} rows -> train {sizes['train']}, val {sizes['val']},"
-        f" test {sizes['test']}; {len(chosen)} members, {settings.folds}-fold out-of-fold predictions")
-    needs_val = any(m.calibration != "none" for m in chosen)
-    if needs_val and sizes["val"] == 0:
-        raise ConfigError("ensemble.members.*.calibration is fitted on the validation split, but split.val"
-                          " is 0; give the validation split a share")
 
-    pre = prepared.preprocessor
-    parts = {"train": prepared.split.train, "val": prepared.split.val, "test": prepared.split.test}
+def member_views(start, chosen) -> tuple[dict, TreeFeatures | None]:
+    """The packed ``nn`` view of every split, and the ``tree`` view when a tree member needs it."""
+    prepared = start.prepared
     tensors = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
-    views: dict[str, dict[str, np.ndarray]] = {
-        part: {"nn": np.hstack([t.numeric.numpy(), t.codes.numpy().astype(np.float32)])}
-        for part, t in tensors.items()}
+    views = {part: {"nn": np.hstack([t.numeric.numpy(), t.codes.numpy().astype(np.float32)])}
+             for part, t in tensors.items()}
     tree_view = None
     if any(m.kind in TREE_KINDS for m in chosen):
-        tree_view = TreeFeatures(prepared.plan, config.data.normalize_strings)
+        parts = {"train": prepared.split.train, "val": prepared.split.val, "test": prepared.split.test}
+        tree_view = TreeFeatures(prepared.plan, start.config.data.normalize_strings)
         tree_view.fit(prepared.frame.iloc[parts["train"]])
         for part, rows in parts.items():
             views[part]["tree"] = tree_view.transform(prepared.frame.iloc[rows])
-    y = {part: t.target.numpy() for part, t in tensors.items()}
-    weight = None if prepared.train.weight is None else prepared.train.weight.numpy()
-    num_classes = 0 if task == "regression" else len(pre.classes_)
-    splitter, groups = out_of_fold_splitter(config, prepared, settings.folds)
-    fingerprint = _key(config.model_dump(mode="json", exclude={"ensemble", "tune", "track"}), cv)
+    return views, tree_view
 
-    members, rows, outputs, cache_outputs = [], {}, {"oof": [], "val": [], "test": []}, {}
-    cache = {} if cache is None else cache
+
+def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
+    """Every member's out-of-fold, validation and test outputs (reused from ``cache`` when its
+    spec, data and seed are unchanged) and its score rows."""
+    config, prepared = start.config, start.prepared
+    task, sizes = prepared.task, prepared.split.sizes()
+    views, tree_view = member_views(start, chosen)
+    y = {part: t.target.numpy() for part, t in (("train", prepared.train), ("val", prepared.val),
+                                                 ("test", prepared.test))}
+    weight = None if prepared.train.weight is None else prepared.train.weight.numpy()
+    num_classes = 0 if task == "regression" else len(prepared.preprocessor.classes_)
+    splitter, groups = out_of_fold_splitter(config, prepared, config.ensemble.folds)
+    fingerprint = _key(config.model_dump(mode="json", exclude={"ensemble", "tune", "track"}), cv)
+    fitted = {"members": [], "rows": {}, "outputs": {"oof": [], "val": [], "test": []}, "by_name": {},
+              "y": y, "tree_view": tree_view, "names": [m.name for m in chosen], "chosen": chosen}
     with warnings.catch_warnings():
         _quiet()
         for index, spec in enumerate(chosen):
-            key = _key(fingerprint, spec.model_dump(mode="json"), index, settings.folds,
-                       settings.validation_fraction)
+            key = _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
+                       config.ensemble.validation_fraction)
             if key not in cache:
+                where = f"ensemble.members.{config.ensemble.members.index(spec)}"
                 cache[key] = _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
-                                         splitter, groups, config.seed + index, settings.validation_fraction,
-                                         f"ensemble.members.{config.ensemble.members.index(spec)}")
-            member, outs, fit_seconds = cache[key]
-            cache_outputs[spec.name] = outs
-            members.append(member)
-            for part in outputs:
-                outputs[part].append(outs[part])
-            rows[spec.name] = {"kind": spec.kind, "view": member.view, "fit_seconds": fit_seconds,
-                               "oof": _scores(task, prepared, y["train"], outs["oof"])}
+                                         splitter, groups, config.seed + index,
+                                         config.ensemble.validation_fraction, where)
+            member, outs, seconds = cache[key]
+            fitted["by_name"][spec.name] = outs
+            fitted["members"].append(member)
+            for part in fitted["outputs"]:
+                fitted["outputs"][part].append(outs[part])
+            row = {"kind": spec.kind, "view": member.view, "fit_seconds": seconds,
+                   "oof": _scores(task, prepared, y["train"], outs["oof"])}
             if sizes["val"]:
-                rows[spec.name]["validation"] = _scores(task, prepared, y["val"], outs["val"])
+                row["validation"] = _scores(task, prepared, y["val"], outs["val"])
             if score_test:
-                rows[spec.name]["test"] = _scores(task, prepared, y["test"], outs["test"])
-            say(f"member [bold]{spec.name}[/] ({spec.kind}{_wrapping(spec)}): fitted in {fit_seconds:.1f} s;"
-                f" out-of-fold {_headline(task, rows[spec.name]['oof'])}")
+                row["test"] = _scores(task, prepared, y["test"], outs["test"])
+            fitted["rows"][spec.name] = row
+            start.say(f"member [bold]{spec.name}[/] ({spec.kind}{describe_wrapping(spec)}): fitted in"
+                      f" {seconds:.1f} s; out-of-fold {headline(task, row['oof'])}")
+    return fitted
 
-        names = [m.name for m in chosen]
-        combiners, methods = {}, {}
+
+def combine_members(start, fitted: dict, score_test: bool) -> dict:
+    """Every combiner fitted on the out-of-fold outputs, scored on validation (and test)."""
+    settings, prepared = start.config.ensemble, start.prepared
+    task, outputs, y = prepared.task, fitted["outputs"], fitted["y"]
+    combiners, methods = {}, {}
+    with warnings.catch_warnings():
+        _quiet()
         for method in METHODS:
-            combiner = build_combiner(method, outputs["oof"], y["train"], task, names=names,
+            combiner = build_combiner(method, outputs["oof"], y["train"], task, names=fitted["names"],
                                       voting=settings.voting, weights=settings.weights,
                                       meta_learner=settings.meta_learner, stack_on=settings.stack_on,
-                                      greedy_rounds=settings.greedy_rounds, seed=config.seed)
+                                      greedy_rounds=settings.greedy_rounds, seed=start.config.seed)
             combiners[method] = combiner
             methods[method] = {**combiner.describe()}
-            if sizes["val"]:
+            if len(y["val"]):
                 methods[method]["validation"] = _scores(task, prepared, y["val"],
                                                         combiner.combine(outputs["val"]))
             if score_test:
                 test_output = combiner.combine(outputs["test"])
                 methods[method]["test"] = _scores(task, prepared, y["test"], test_output)
+    return {"combiners": combiners, "methods": methods, "combiner": combiners[settings.method]}
 
-    combiner = combiners[settings.method]
-    correlation = error_correlation(outputs["oof"], y["train"], task)
-    diversity = pd.DataFrame(correlation, index=names, columns=names)
-    model = EnsembleModel(task, members, combiner, tree_view)
-    summary = {"task": task, "method": settings.method, "combiner": combiner.describe(), "split": sizes,
-               "members": rows, "methods": methods,
+
+def ensemble_summary(start, fitted: dict, combined: dict, score_test: bool) -> dict:
+    settings, task = start.config.ensemble, start.prepared.task
+    names, methods, combiner = fitted["names"], combined["methods"], combined["combiner"]
+    correlation = error_correlation(fitted["outputs"]["oof"], fitted["y"]["train"], task)
+    summary = {"task": task, "method": settings.method, "combiner": combiner.describe(),
+               "split": start.prepared.split.sizes(), "members": fitted["rows"], "methods": methods,
                "diversity": {"measure": "Pearson correlation of out-of-fold errors",
                              "members": names, "matrix": np.round(correlation, 4).tolist()}}
-    if sizes["val"]:
+    if len(fitted["y"]["val"]):
         summary["validation"] = {f"val_{k}": v for k, v in methods[settings.method]["validation"].items()}
         summary["validation"]["val_loss"] = summary["validation"].get(
             "val_log_loss", summary["validation"].get("val_rmse", np.nan) ** 2)
     if score_test:
         summary["test"] = methods[settings.method]["test"]
-        if task != "regression":
-            _save_reliability(run_dir, chosen, rows, outputs["test"], y["test"], cache_outputs,
-                              combiner.combine(outputs["test"]), config.calibration.bins)
+    return summary
 
-    run_dir.config.write_text(dump_config(config))
-    run_dir.write_json(run_dir.env, environment(config.seed))
-    run_dir.write_json(run_dir.data_report, prepared.summary())
-    pre.save(run_dir.preprocess)
-    model.save(run_dir.path / ENSEMBLE_FILE)
-    run_dir.write_json(run_dir.path / "ensemble.json", {
-        "method": settings.method, "combiner": combiner.describe(), "classes": pre.classes_,
+
+def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> EnsembleRun:
+    """Write the model, its description, the tables, the metrics, the report and the manifest."""
+    config, prepared, run_dir = start.config, start.prepared, start.run_dir
+    settings, task, names = config.ensemble, prepared.task, fitted["names"]
+    combiner, outputs, y = combined["combiner"], fitted["outputs"], fitted["y"]
+    summary = ensemble_summary(start, fitted, combined, score_test)
+    if score_test and task != "regression":
+        save_reliability(run_dir, fitted["chosen"], fitted["rows"], outputs["test"], y["test"],
+                          fitted["by_name"], combiner.combine(outputs["test"]), config.calibration.bins)
+    model = EnsembleModel(task, fitted["members"], combiner, fitted["tree_view"])
+    write_with(run_dir.path / ENSEMBLE_FILE, model.save)
+    write_json(run_dir.path / "ensemble.json", {
+        "method": settings.method, "combiner": combiner.describe(), "classes": prepared.preprocessor.classes_,
         "members": [{"name": m.name, "kind": s.kind, "view": m.view, "calibration": s.calibration,
                      "bagging": s.bagging, "boosting": s.boosting}
-                    for m, s in zip(members, chosen, strict=True)]})
-    diversity.to_csv(run_dir.path / "diversity.csv", float_format="%.4f")
-    _oof_frame(prepared, names, outputs["oof"]).to_csv(run_dir.path / "oof.csv", index=False)
-    _member_table(rows).to_csv(run_dir.path / "members.csv", index=False)
-    summary["duration_s"] = round(time.perf_counter() - started, 3)
-    run_dir.write_json(run_dir.metrics, summary)
-    _show(console, task, rows, methods, diversity, settings.method, score_test)
-    run = EnsembleRun(run_dir.path)
-    if score_test and config.explain.permutation:
-        from fitwell.evaluate.explain import permutation_importance
-
-        run_dir.write_json(run_dir.path / "importance.json", permutation_importance(
-            run, prepared.frame.iloc[parts["test"]], config.explain.repeats, config.seed))
+                    for m, s in zip(fitted["members"], fitted["chosen"], strict=True)]})
+    diversity = pd.DataFrame(summary["diversity"]["matrix"], index=names, columns=names)
+    write_with(run_dir.path / "diversity.csv", lambda tmp: diversity.to_csv(tmp, float_format="%.4f"))
+    oof = oof_frame(prepared, names, outputs["oof"])
+    write_with(run_dir.path / "oof.csv", lambda tmp: oof.to_csv(tmp, index=False))
+    table = member_table(fitted["rows"])
+    write_with(run_dir.path / "members.csv", lambda tmp: table.to_csv(tmp, index=False))
+    summary["duration_s"] = round(time.perf_counter() - start.started, 3)
+    write_json(run_dir.metrics, summary)
+    show_tables(start.console, task, fitted["rows"], combined["methods"], diversity, settings.method,
+                score_test)
+    run = EnsembleRun(run_dir.path, verify=False)
     if score_test:
-        test_rows = prepared.frame.iloc[parts["test"]]
+        permutation_importance(start, run, prepared.split.test)
+        test_rows = prepared.frame.iloc[prepared.split.test]
         predictions = run.predict(test_rows.drop(columns=[prepared.plan.target]))
         predictions.insert(0, "target", test_rows[prepared.plan.target].to_numpy())
         predictions.insert(0, "row", test_rows.index)
-        predictions.to_csv(run_dir.test_predictions, index=False)
+        write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
         if config.track.report:
             from fitwell.track.report import write_report
 
-            say(f"report: {write_report(run_dir.path)}")
+            start.say(f"report: {write_report(run_dir.path)}")
+    finish_run_directory(start)
     return run
 
 
@@ -297,94 +338,3 @@ def _openmp_threads(kind: str):
 
     runtimes = {info["filepath"] for info in threadpool_info() if info["internal_api"] == "openmp"}
     return threadpool_limits(1, "openmp") if len(runtimes) > 1 else nullcontext()
-
-
-def _save_reliability(run_dir, chosen, rows, test_outputs, y_test, member_outputs, ensemble_output,
-                      bins: int) -> None:
-    """Reliability-curve data on the test split: each member (before and after its calibration)
-    and the ensemble; calibrated members' test scores before calibration go to the member table."""
-    from fitwell.evaluate.metrics import classification_metrics, reliability_curve
-
-    curves = {"split": "test", "members": {}, "ensemble": reliability_curve(y_test, ensemble_output, bins)}
-    for spec, output in zip(chosen, test_outputs, strict=True):
-        entry = {"calibration": spec.calibration, "curve": reliability_curve(y_test, output, bins)}
-        raw = member_outputs[spec.name].get("test_uncalibrated")
-        if raw is not None:
-            entry["uncalibrated"] = reliability_curve(y_test, raw, bins)
-            rows[spec.name]["test_uncalibrated"] = classification_metrics(y_test, raw)
-        curves["members"][spec.name] = entry
-    run_dir.write_json(run_dir.path / "reliability.json", curves)
-
-
-def _wrapping(spec) -> str:
-    extra = [f"bagging x{spec.bagging}" if spec.bagging else "", f"AdaBoost x{spec.boosting}" if spec.boosting
-             else "", f"{spec.calibration} calibration" if spec.calibration != "none" else ""]
-    extra = [e for e in extra if e]
-    return f", {', '.join(extra)}" if extra else ""
-
-
-def headline_metric(task: str) -> str:
-    return {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}[task]
-
-
-def _headline(task: str, scores: dict) -> str:
-    name = headline_metric(task)
-    return f"{name} {scores[name]:.4f}"
-
-
-def _oof_frame(prepared: PreparedData, names: list[str], outputs: list[np.ndarray]) -> pd.DataFrame:
-    """Out-of-fold outputs per member, keyed by the row's index in the input table."""
-    rows = prepared.split.train
-    frame = pd.DataFrame({"row": prepared.frame.index[rows],
-                          "target": prepared.frame[prepared.plan.target].iloc[rows].to_numpy()})
-    pre = prepared.preprocessor
-    for name, out in zip(names, outputs, strict=True):
-        if prepared.task == "regression":
-            frame[f"{name}_prediction"] = pre.decode_regression(out)
-        else:
-            for i, label in enumerate(pre.classes_):
-                frame[f"{name}_proba_{label}"] = out[:, i]
-    return frame
-
-
-def _member_table(rows: dict) -> pd.DataFrame:
-    table = []
-    for name, row in rows.items():
-        flat = {"member": name, "kind": row["kind"], "fit_seconds": round(row["fit_seconds"], 3)}
-        for part in ("oof", "validation", "test"):
-            for metric, value in row.get(part, {}).items():
-                flat[f"{part}_{metric}"] = value
-        table.append(flat)
-    return pd.DataFrame(table)
-
-
-def _show(console, task, rows, methods, diversity, chosen, score_test) -> None:
-    if console is None:
-        return
-    from rich.table import Table
-
-    metric = headline_metric(task)
-    parts = ["oof", "validation"] + (["test"] if score_test else [])
-    table = Table(title=f"members and combinations ({metric})")
-    table.add_column("")
-    for part in parts:
-        table.add_column(part.replace("oof", "out-of-fold"), justify="right")
-    for name, row in rows.items():
-        table.add_row(name, *[_cell(row.get(part), metric) for part in parts])
-    for method, row in methods.items():
-        label = f"[bold]{method}[/] (chosen)" if method == chosen else method
-        table.add_row(label, "", *[_cell(row.get(part), metric) for part in parts[1:]])
-    console.print(table)
-    names = list(diversity.index)
-    if len(names) > 1:
-        div = Table(title="diversity: correlation of out-of-fold errors (lower = more complementary)")
-        div.add_column("")
-        for name in names:
-            div.add_column(name, justify="right")
-        for name in names:
-            div.add_row(name, *[f"{v:.2f}" for v in diversity.loc[name]])
-        console.print(div)
-
-
-def _cell(scores: dict | None, metric: str) -> str:
-    return "" if not scores else f"{scores[metric]:.4f}"

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import train_test_split
 
-from fitwell.config.schema import MemberConfig, RunConfig
-from fitwell.data.tensors import TensorData
+from fitwell.config.schema import RunConfig
+from fitwell.config.search import MemberConfig
 from fitwell.ensemble.features import unpack
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
@@ -53,63 +52,27 @@ class _FitwellMember(BaseEstimator):
         return "regression" if self.num_classes == 0 else "binary" if self.num_classes == 2 else "multiclass"
 
     def fit(self, X, y, sample_weight=None):
-        from fitwell.engine.callbacks import EarlyStopping, NanGuard
-        from fitwell.engine.losses import build_loss
-        from fitwell.pipeline import build_trainer, class_weights_for
 
-        config = RunConfig.model_validate(self.config)
-        seed = int(self.random_state)
-        torch.manual_seed(seed)
+        from fitwell.config.resolve import replace_values
+        from fitwell.engine.build import fit_arrays
+
+        if self.config is None:
+            raise ConfigError("a fitwell ensemble member needs its run config")
+        config = replace_values(RunConfig.model_validate(self.config),
+                                {"train.progress": False, "seed": int(self.random_state)})
         task = self._task
         numeric, codes = unpack(X, self.num_numeric)
-        y = np.asarray(y)
-        target = y.astype(np.float32 if task == "regression" else np.int64)
+        target = np.asarray(y).astype(np.float32 if task == "regression" else np.int64)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
         out = 1 if task in ("binary", "regression") else self.num_classes
         kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
         kwargs.update(num_numeric=self.num_numeric, cardinalities=list(self.cardinalities), out_features=out)
         self.model_spec_ = {"name": config.model.name, "kwargs": kwargs}
-        self.model_ = MODELS.build(config.model.name, key="model.name", **kwargs)
-        rows = np.arange(len(target))
-        stop = config.train.early_stopping
-        use_val = stop.enabled and len(rows) >= 20
-        train_rows, val_rows = rows, rows[:0]
-        if use_val:
-            stratify = None
-            if task != "regression":
-                _, counts = np.unique(target, return_counts=True)
-                if counts.min() >= 2 and self.validation_fraction * len(rows) >= len(counts):
-                    stratify = target
-            train_rows, val_rows = train_test_split(rows, test_size=self.validation_fraction,
-                                                    random_state=seed, stratify=stratify)
-        class_weights = None
-        if task != "regression":
-            class_weights = class_weights_for(config.train.class_weights, list(range(self.num_classes)),
-                                              target[train_rows])
-        loss_fn = build_loss(config.train.loss, task, class_weights, config.train.huber_delta,
-                             config.train.focal_gamma, config.train.label_smoothing)
-        callbacks = [NanGuard()] if config.train.nan_guard else []
-        if use_val:
-            callbacks.append(EarlyStopping(stop.monitor, stop.resolved_mode, stop.patience, stop.min_delta,
-                                           stop.restore_best))
-        config.train.progress = False
-        if config.train.batch_size == "auto" or config.train.lr == "auto":
-            raise ConfigError("ensemble members need a fixed train.batch_size and train.lr (not auto);"
-                              " run fitwell lr-find once and set the value")
-        config.seed = seed
-        trainer = build_trainer(config, self.model_, loss_fn, task, len(train_rows), callbacks)
-
-        def part(index):
-            return TensorData.from_numpy(numeric[index], codes[index], target[index],
-                                         None if weight is None else weight[index])
-
-        state = trainer.fit(part(train_rows), part(val_rows) if use_val else None)
-        if state.diverged:
-            from fitwell.errors import TrainingFailed
-
-            raise TrainingFailed(f"a fitwell ensemble member diverged: {state.stop_reason}")
-        self.model_ = trainer.eval_module
-        self.model_.eval()
+        torch.manual_seed(config.seed)
+        model = MODELS.build(config.model.name, key="model.name", **kwargs)
+        self.model_, state = fit_arrays(config, model, task, numeric, codes, target, weight,
+                                        num_classes=self.num_classes,
+                                        validation_fraction=self.validation_fraction)
         self.n_iter_ = state.epoch
         if task != "regression":
             self.classes_ = np.arange(self.num_classes)
@@ -153,6 +116,29 @@ class FitwellMemberRegressor(RegressorMixin, _FitwellMember):
         return self._raw(X).reshape(-1)
 
 
+def _imported(spec: MemberConfig, classify: bool, task: str, seed: int, where: str) -> BaseEstimator:
+    """A ``module:Class`` scikit-learn estimator, checked against the task."""
+    from fitwell.engine.losses import import_object
+
+    cls = import_object(spec.estimator, f"{where} {spec.name!r} estimator")
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ConfigError(f"{where} {spec.name!r}: estimator {spec.estimator!r} is not a scikit-learn"
+                          " estimator class")
+    params = dict(spec.params)
+    if "random_state" in inspect.signature(cls).parameters:
+        params.setdefault("random_state", seed)
+    estimator = _construct(cls, params, spec, where)
+    kind = getattr(estimator, "_estimator_type", None) or ("classifier" if hasattr(
+        estimator, "predict_proba") else "regressor")
+    if classify and not hasattr(estimator, "predict_proba"):
+        raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} has no predict_proba; a"
+                          " classification ensemble combines probabilities (use a probabilistic"
+                          " classifier)")
+    if classify != (kind == "classifier"):
+        raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} is a {kind} but the task is {task}")
+    return estimator
+
+
 def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: int, cardinalities: list[int],
                  num_classes: int, tree_categorical: list[int], seed: int,
                  validation_fraction: float = 0.1, where: str = "ensemble.members") -> BaseEstimator:
@@ -184,24 +170,7 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
             params["categorical_features"] = tree_categorical
         estimator = _construct(cls, params, spec, where)
     else:
-        from fitwell.engine.losses import import_object
-
-        cls = import_object(spec.estimator, f"{where} {spec.name!r} estimator")
-        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
-            raise ConfigError(f"{where} {spec.name!r}: estimator {spec.estimator!r} is not a scikit-learn"
-                              " estimator class")
-        params = dict(spec.params)
-        if "random_state" in inspect.signature(cls).parameters:
-            params.setdefault("random_state", seed)
-        estimator = _construct(cls, params, spec, where)
-        kind = getattr(estimator, "_estimator_type", None) or ("classifier" if hasattr(
-            estimator, "predict_proba") else "regressor")
-        if classify and not hasattr(estimator, "predict_proba"):
-            raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} has no predict_proba; a"
-                              " classification ensemble combines probabilities (use a probabilistic"
-                              " classifier)")
-        if classify != (kind == "classifier"):
-            raise ConfigError(f"{where} {spec.name!r}: {spec.estimator} is a {kind} but the task is {task}")
+        estimator = _imported(spec, classify, task, seed, where)
     if spec.bagging:
         from sklearn.ensemble import BaggingClassifier, BaggingRegressor
 

@@ -8,7 +8,6 @@ such a directory, so ``fitwell predict`` and ``fitwell evaluate`` work on it unc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,28 +96,27 @@ class EnsembleRun:
         >>> run.predict(frame).head()  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, verify: bool = True):
         from fitwell.config.load import load_config
-        from fitwell.errors import UserError
+        from fitwell.track.bundle import load_run_file
         from fitwell.track.run_dir import RunDir
 
         self.dir = RunDir(path)
         self.path = self.dir.path
-        for needed in (self.dir.config, self.dir.preprocess / "preprocess.json", self.path / ENSEMBLE_FILE):
-            if not needed.exists():
-                raise UserError(f"{self.path} is not a finished fitwell ensemble run: {needed.name}"
-                                " is missing")
-        self.config = load_config(self.dir.config)
-        self.preprocessor = Preprocessor.load(self.dir.preprocess)
+        if verify:
+            self.dir.require(self.dir.config, self.dir.preprocess / "preprocess.json",
+                             self.dir.preprocess / "preprocess.skops", self.path / ENSEMBLE_FILE)
+        self.config = load_run_file(self.dir, self.dir.config, load_config)
+        self.preprocessor = self.dir.load_preprocessor()
         self.task = self.preprocessor.task
-        self.ensemble = EnsembleModel.load(self.path / ENSEMBLE_FILE)
+        self.ensemble = load_run_file(self.dir, self.path / ENSEMBLE_FILE, EnsembleModel.load)
 
     def __repr__(self) -> str:
         return f"EnsembleRun({str(self.path)!r}, task={self.task!r})"
 
     @property
     def summary(self) -> dict:
-        return json.loads(self.dir.metrics.read_text()) if self.dir.metrics.exists() else {}
+        return self.dir.read_json(self.dir.metrics) if self.dir.metrics.exists() else {}
 
     @property
     def metrics(self) -> dict[str, float]:

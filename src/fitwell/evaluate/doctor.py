@@ -131,6 +131,28 @@ def check_underfitting(history: Sequence[dict], baseline: float | None, config) 
             f" (train.lr=auto); check that the inputs can predict the target at all (fitwell audit)")
 
 
+def check_worse_than_baseline(history: Sequence[dict], baseline: float | None, config,
+                              best_epoch: int | None) -> Finding | None:
+    """Validation loss of the kept weights above the loss of predicting the class frequencies (or
+    the mean): the model is worse than a constant, whatever its other metrics say."""
+    train = config.train
+    if baseline is None or train.class_weights is not None or train.label_smoothing:
+        return None
+    losses = _series(history, "val_loss")
+    if not losses:
+        return None
+    kept = losses[best_epoch - 1] if best_epoch and best_epoch <= len(losses) else losses[-1]
+    if math.isfinite(kept) and kept <= 1.05 * baseline:
+        return None
+    return Finding(
+        "worse_than_baseline", "error",
+        f"validation loss {kept:.4g} of the kept weights is worse than the loss of ignoring the inputs"
+        f" ({baseline:.4g}): a constant prediction would score better",
+        evidence={"val_loss": kept, "baseline_loss": baseline},
+        fix="a lower train.lr (or train.lr=auto), train.clip_grad_norm=1.0, and check the data (fitwell"
+            " audit)")
+
+
 def check_slow_learning(history: Sequence[dict], lr: float) -> Finding | None:
     """Training loss falling steadily but very slowly: the rate is too low."""
     losses = [v for v in _series(history, "train_loss") if math.isfinite(v)]
@@ -302,10 +324,11 @@ def diagnose(history: Sequence[dict], config, *, task: str, diverged: bool = Fal
     """
     lr = config.train.lr if isinstance(config.train.lr, (int, float)) else 1e-3
     found: list[Finding | None] = [check_divergence(history, diverged, stop_reason, lr)]
+    baseline = baseline_loss(task, class_counts, config.preprocess.scale_target)
     if not found[0]:
-        found += [check_spikes(history, lr), check_overfitting(history, config),
-                  check_underfitting(history, baseline_loss(task, class_counts,
-                                                            config.preprocess.scale_target), config),
+        found += [check_worse_than_baseline(history, baseline, config, best_epoch),
+                  check_spikes(history, lr), check_overfitting(history, config),
+                  check_underfitting(history, baseline, config),
                   check_slow_learning(history, lr), check_patience(history, config, best_epoch)]
     found += [check_gradients(history), check_dead_units(activations)]
     if task != "regression":

@@ -23,6 +23,31 @@ def group_labels(values: pd.Series) -> tuple[pd.Series, str | None]:
     return labels, None
 
 
+def _group_findings(name: str, by_group, judged: list, sizes, differences: dict, task: str,
+                    min_group_size: int) -> list[Finding]:
+    """Groups too small to judge, and gaps between judged groups above GAP_WARNING."""
+    findings: list[Finding] = []
+    small = [str(g) for g in by_group.index if g not in judged]
+    if small:
+        findings.append(Finding(
+            "small_group", "warning",
+            f"{name!r}: group{'s' if len(small) > 1 else ''} {', '.join(small)} "
+            f"{'have' if len(small) > 1 else 'has'} fewer than {min_group_size} test rows"
+            f" ({', '.join(str(int(sizes[g])) for g in by_group.index if g not in judged)}):"
+            " too few to judge",
+            column=name, evidence={"groups": small, "min_group_size": min_group_size},
+            fix="collect more rows of those groups, or judge them by cross-validation (fitwell cv)"))
+    for key, value in differences.items():
+        if value is not None and value > GAP_WARNING and task != "regression":
+            findings.append(Finding(
+                "group_gap", "warning",
+                f"{name!r}: {key.replace('_', ' ')} is {value:.2f} between groups of at least"
+                f" {min_group_size} test rows", column=name, evidence={key: value},
+                fix="inspect the per-group table; consider reweighting (data.weight_column) or"
+                    " fairlearn's mitigation (ThresholdOptimizer, ExponentiatedGradient)"))
+    return findings
+
+
 def bias_audit(predictions: pd.DataFrame, sensitive: pd.DataFrame, task: str, classes: list,
                min_group_size: int = 30) -> tuple[dict[str, Any], list[Finding]]:
     """Per-group metrics of the test predictions for each sensitive column.
@@ -69,23 +94,7 @@ def bias_audit(predictions: pd.DataFrame, sensitive: pd.DataFrame, task: str, cl
         differences = _differences(task, y_true, y_pred, groups, judged)
         out["columns"][name] = {"groups": rows, "differences": differences, "small_groups": small,
                                 "note": note}
-        if small:
-            findings.append(Finding(
-                "small_group", "warning",
-                f"{name!r}: group{'s' if len(small) > 1 else ''} {', '.join(small)} "
-                f"{'have' if len(small) > 1 else 'has'} fewer than {min_group_size} test rows"
-                f" ({', '.join(str(int(sizes[g])) for g in by_group.index if g not in judged)}):"
-                " too few to judge",
-                column=name, evidence={"groups": small, "min_group_size": min_group_size},
-                fix="collect more rows of those groups, or judge them by cross-validation (fitwell cv)"))
-        for key, value in differences.items():
-            if value is not None and value > GAP_WARNING and task != "regression":
-                findings.append(Finding(
-                    "group_gap", "warning",
-                    f"{name!r}: {key.replace('_', ' ')} is {value:.2f} between groups of at least"
-                    f" {min_group_size} test rows", column=name, evidence={key: value},
-                    fix="inspect the per-group table; consider reweighting (data.weight_column) or"
-                        " fairlearn's mitigation (ThresholdOptimizer, ExponentiatedGradient)"))
+        findings += _group_findings(name, by_group, judged, sizes, differences, task, min_group_size)
     return out, findings
 
 

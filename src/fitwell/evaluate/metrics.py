@@ -125,7 +125,9 @@ def epoch_metrics(task: str, y_true: np.ndarray, output: np.ndarray) -> dict[str
 def probabilities(task: str, logits: np.ndarray) -> np.ndarray:
     """Class probabilities, shape (n, num_classes), from raw model outputs."""
     if task == "binary":
-        p1 = 1.0 / (1.0 + np.exp(-logits.reshape(-1).astype(np.float64)))
+        from scipy.special import expit  # no overflow warning for large negative logits
+
+        p1 = expit(logits.reshape(-1).astype(np.float64))
         return np.stack([1 - p1, p1], axis=1)
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted.astype(np.float64))

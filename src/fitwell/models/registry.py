@@ -7,9 +7,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fitwell.registry import Registry
+from fitwell.registry import MODELS
 
-MODELS = Registry("model")
 register_model = MODELS.register
 
 

@@ -68,6 +68,33 @@ def _rows(tensors: dict, start: int, stop: int) -> dict:
     return {k: v[start:stop] for k, v in tensors.items()}
 
 
+def _learn_a_little(model, numeric, codes, target, inputs: dict, steps: int):
+    """Adam steps on one batch: the loss before and after, two eval outputs (whole and halves)."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.eval()
+    with torch.no_grad():
+        before = float(loss_fn(model(numeric, codes, **inputs), target))
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model(numeric, codes, **inputs), target)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = float(loss_fn(model(numeric, codes, **inputs), target))
+        first, second = model(numeric, codes, **inputs), model(numeric, codes, **inputs)
+        assert torch.equal(first, second), "evaluation is not deterministic (dropout left on?)"
+        halves = torch.cat(
+            [
+                model(numeric[:16], codes[:16], **_rows(inputs, 0, 16)),
+                model(numeric[16:], codes[16:], **_rows(inputs, 16, 32)),
+            ]
+        )
+    return before, after, first, halves
+
+
 def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float]:
     """Build ``name`` from the registry and check the contract; return the losses.
 
@@ -115,29 +142,8 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
         assert out.shape == (32, 3), f"{name}: output shape {tuple(out.shape)}, expected (32, 3)"
     torch.manual_seed(0)
     model = build(cardinalities)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.eval()
-    with torch.no_grad():
-        before = float(loss_fn(model(numeric, codes, **inputs), target))
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = loss_fn(model(numeric, codes, **inputs), target)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        after = float(loss_fn(model(numeric, codes, **inputs), target))
-        first, second = model(numeric, codes, **inputs), model(numeric, codes, **inputs)
-        halves = torch.cat(
-            [
-                model(numeric[:16], codes[:16], **_rows(inputs, 0, 16)),
-                model(numeric[16:], codes[16:], **_rows(inputs, 16, 32)),
-            ]
-        )
+    before, after, first, halves = _learn_a_little(model, numeric, codes, target, inputs, steps)
     assert after < 0.8 * before, f"{name}: loss did not fall on a tiny batch ({before:.4f} -> {after:.4f})"
-    assert torch.equal(first, second), f"{name}: evaluation is not deterministic (dropout left on?)"
     assert torch.allclose(first, halves, atol=1e-4), f"{name}: outputs depend on the batch in eval mode"
     fresh = build(cardinalities)
     fresh.load_state_dict(model.state_dict(), strict=True)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 from fitwell.config.load import load_config
 from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import read_table
-from fitwell.errors import DataError
+from fitwell.errors import DamagedRun, DataError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
 from fitwell.track.run_dir import RunDir
@@ -30,20 +29,19 @@ class Run:
         >>> run.metrics["roc_auc"], run.predict(frame).head()  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path):
-        self.dir = RunDir(path).require()
+    def __init__(self, path: str | Path, verify: bool = True):
+        self.dir = RunDir(path)
         self.path = self.dir.path
-        self.config = load_config(self.dir.config)
-        self.preprocessor = Preprocessor.load(self.dir.preprocess)
+        if verify:  # a run being finished right now has no manifest yet and needs no check
+            self.dir.require()
+        self.config = load_run_file(self.dir, self.dir.config, load_config)
+        self.preprocessor = self.dir.load_preprocessor()
         self.task = self.preprocessor.task
-        spec = json.loads(self.dir.model_spec.read_text())
-        self.model = MODELS.build(spec["name"], **spec["kwargs"])
-        self.model.load_state_dict(load_file(self.dir.model), strict=True)
-        self.model.eval()
+        self.model = load_model(self.dir)
         calibration = self.path / "calibration.json"
         self.temperature = None  # temperature scaling fitted on validation, applied to every output
         if calibration.exists():
-            self.temperature = json.loads(calibration.read_text())["temperature"]
+            self.temperature = self.dir.read_json(calibration)["temperature"]
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, task={self.task!r})"
@@ -53,12 +51,12 @@ class Run:
         """Test-split metrics, scored once at the end of training."""
         if not self.dir.metrics.exists():
             return {}
-        return json.loads(self.dir.metrics.read_text()).get("test", {})
+        return self.summary.get("test", {})
 
     @property
     def summary(self) -> dict:
         """Everything in metrics.json: test and final validation metrics, epochs, stop reason."""
-        return json.loads(self.dir.metrics.read_text()) if self.dir.metrics.exists() else {}
+        return self.dir.read_json(self.dir.metrics) if self.dir.metrics.exists() else {}
 
     @cached_property
     def history(self) -> list[dict]:
@@ -137,6 +135,33 @@ class Run:
         """Test-style metrics on another labelled table (rows with a missing target are skipped)."""
         labelled = labelled_rows(self.preprocessor, read_frame(frame))
         return score_output(self.task, self.preprocessor, labelled, self._scores(labelled))
+
+
+def load_run_file(run_dir: RunDir, path: Path, load):
+    """``load(path)``, with any failure reported as a DamagedRun naming the file."""
+    try:
+        return load(path)
+    except DamagedRun:
+        raise
+    except Exception as err:
+        raise DamagedRun(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); the file is"
+                         f" damaged. {run_dir.advice()}") from err
+
+
+def load_model(run_dir: RunDir) -> torch.nn.Module:
+    """The model of ``model.json`` with the weights of ``model.safetensors`` (strict), in eval mode."""
+    spec = run_dir.read_json(run_dir.model_spec)
+    if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("kwargs"), dict):
+        raise DamagedRun(f"{run_dir.model_spec} does not describe a model (needs name and kwargs)."
+                         f" {run_dir.advice()}")
+    model = load_run_file(run_dir, run_dir.model_spec, lambda _: MODELS.build(spec["name"], **spec["kwargs"]))
+    weights = load_run_file(run_dir, run_dir.model, load_file)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise DamagedRun(f"{run_dir.model} does not fit the model that {run_dir.model_spec.name} describes"
+                         f" ({str(err).splitlines()[0]}). {run_dir.advice()}") from err
+    return model.eval()
 
 
 def prediction_table(task: str, pre: Preprocessor, scores: np.ndarray, index) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -13,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fitwell.errors import UserError
+from fitwell import files
+from fitwell.errors import DamagedRun, UserError
 
 PACKAGES = ("fitwell", "torch", "lightning-fabric", "numpy", "pandas", "scikit-learn", "pydantic",
             "skops", "safetensors")
@@ -45,34 +47,103 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     metrics_csv = property(lambda self: self.path / "metrics.csv")
     test_predictions = property(lambda self: self.path / "test_predictions.csv")
+    status = property(lambda self: self.path / "status.json")
+    manifest = property(lambda self: self.path / "manifest.json")
+
+    @classmethod
+    def plan(cls, runs_dir: str | Path, name: str, overwrite: bool = False) -> RunDir:
+        """The directory a new run will own; refused now if it is taken. Nothing is created
+        until ``create`` (after the config and data have been validated)."""
+        path = Path(runs_dir) / name
+        if path.exists() and not path.is_dir():
+            raise UserError(f"run directory {path} is a file; pick another track.name or track.runs_dir")
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            advice = (f"continue it with: fitwell train --resume {path}" if resumable(path)
+                      else "or delete it")
+            raise UserError(f"run directory {path} already exists; pick another track.name, set"
+                            f" track.overwrite=true, {advice}")
+        return cls(path)
 
     @classmethod
     def create(cls, runs_dir: str | Path, name: str, overwrite: bool = False) -> RunDir:
-        path = Path(runs_dir) / name
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise UserError(
-                f"run directory {path} already exists; pick another track.name, set"
-                f" track.overwrite=true, or continue it with: fitwell train --resume {path}"
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        return cls.plan(runs_dir, name, overwrite).make()
 
-    def require(self) -> RunDir:
-        """Check that this is a finished run directory (used by predict / evaluate)."""
-        if not self.path.is_dir():
-            raise UserError(f"run directory {self.path} does not exist")
-        for needed in (self.config, self.model, self.model_spec, self.preprocess / "preprocess.json"):
-            if not needed.exists():
-                raise UserError(
-                    f"{self.path} is not a finished fitwell run: {needed.name} is missing."
-                    f" If training was interrupted, finish it with: fitwell train --resume {self.path}"
-                )
+    def make(self) -> RunDir:
+        if self.path.is_dir() and any(self.path.iterdir()):  # track.overwrite: the old run goes
+            import shutil
+
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """``running``, ``completed``, ``failed`` (with the reason) or ``interrupted``."""
+        files.write_json(self.status, {
+            "status": status, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    def require(self, *needed: Path) -> RunDir:
+        """Check that this is a finished run directory holding ``needed`` (predict / evaluate), and
+        that none of them changed since the run wrote its manifest."""
+        if not self.path.is_dir():
+            raise UserError(f"run directory {self.path} does not exist")
+        needed = needed or (self.config, self.model, self.model_spec, self.preprocess / "preprocess.json",
+                            self.preprocess / "preprocess.skops")
+        for path in needed:
+            if not path.exists():
+                raise DamagedRun(f"{self.path} is not a finished fitwell run: {path.name} is missing."
+                                 f" {self.advice()}")
+        self.verify(*needed)
+        return self
+
+    def advice(self) -> str:
+        """What to do with a run that cannot be loaded: a command that works for this directory."""
+        if resumable(self.path):
+            return f"Training was interrupted; finish it with: fitwell train --resume {self.path}"
+        if self.config.exists():
+            return f"Restore the file from a copy, or train it again: fitwell train {self.config}"
+        return "Restore the run directory from a copy, or train again."
+
+    def verify(self, *paths: Path) -> None:
+        """Each file's SHA-256 must match ``manifest.json`` (runs written before manifests: no check)."""
+        if not self.manifest.exists():
+            return
+        hashes = self.read_json(self.manifest).get("sha256", {})
+        for path in paths:
+            expected = hashes.get(path.relative_to(self.path).as_posix())
+            if expected is not None and files.sha256(path) != expected:
+                raise DamagedRun(f"{path} was changed or damaged after the run finished (its hash does not"
+                                 f" match manifest.json). {self.advice()}")
+
+    def read_json(self, path: Path) -> Any:
+        """A JSON file of the run, or a DamagedRun naming it."""
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise DamagedRun(f"{path} is missing. {self.advice()}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DamagedRun(f"{path} is not valid JSON ({err}); the file is damaged."
+                             f" {self.advice()}") from err
+
+    def load_preprocessor(self):
+        """The fitted preprocessing, or a DamagedRun naming the unreadable file."""
+        from fitwell.data.preprocess import Preprocessor
+
+        folder = self.preprocess
+        for name in ("preprocess.json", "preprocess.skops"):
+            if not (folder / name).exists():
+                raise DamagedRun(f"{folder / name} is missing. {self.advice()}")
+        self.read_json(folder / "preprocess.json")
+        try:
+            return Preprocessor.load(folder)
+        except UserError:
+            raise
+        except Exception as err:  # skops/zipfile/pickle errors of a truncated or altered file
+            raise DamagedRun(f"{folder / 'preprocess.skops'} cannot be read ({type(err).__name__}: {err});"
+                             f" the file is damaged. {self.advice()}") from err
+
     def write_json(self, path: Path, data: Any) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, path)
+        files.write_json(path, data)
 
     def read_history(self) -> list[dict]:
         if not self.history.exists():
@@ -110,3 +181,10 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def resumable(path: Path) -> bool:
+    """A run that stopped before scoring and left a checkpoint that ``--resume`` can read."""
+    folder = Path(path) / "checkpoints"
+    return (not (Path(path) / "metrics.json").exists() and (Path(path) / "config.yaml").exists()
+            and folder.is_dir() and any(folder.glob("*.ckpt")))

@@ -10,6 +10,7 @@ import yaml
 
 from fitwell.errors import UserError
 from fitwell.track.loggers import flatten
+from fitwell.track.run_dir import resumable
 
 PRIMARY = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}
 
@@ -29,15 +30,53 @@ def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
     task = metrics.get("task") or data.get("task")
     metric = PRIMARY.get(task or "")
     test = metrics.get("test") or {}
-    status = "finished" if metrics else ("failed" if (path / "doctor.json").exists() else "incomplete")
-    if metrics and not test:
+    status, reason = run_status(path, metrics)
+    if status == "completed" and metrics and not test:
         status = "trial"  # a tuning trial: scored on validation only
     kind = "ensemble" if (path / "ensemble.json").exists() else "train"
     return {"name": str(path.relative_to(root)) if root else path.name, "path": str(path), "kind": kind,
-            "task": task, "status": status, "metric": metric,
+            "task": task, "status": status, "reason": reason, "resumable": resumable(path),
+            "metric": metric,
             "value": test.get(metric) if metric else None,
             "val_loss": (metrics.get("validation") or {}).get("val_loss"),
             "duration_s": metrics.get("duration_s"), "started": env.get("started")}
+
+
+def _alive(pid) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def run_status(path: Path, metrics: dict | None = None) -> tuple[str, str | None]:
+    """``completed``, ``failed`` (with its reason), ``running``, or ``interrupted`` (a run whose
+    process is gone: resumable when it left a checkpoint, see ``resumable``)."""
+    import socket
+
+    saved = _json(path / "status.json")
+    metrics = _json(path / "metrics.json") if metrics is None else metrics
+    status = saved.get("status")
+    if status == "running":
+        here = saved.get("host") == socket.gethostname()
+        if here and _alive(saved.get("pid")):
+            return "running", None
+        status = "interrupted"
+        saved["reason"] = "its process ended without finishing (killed, or the machine stopped)"
+    if status is None:  # written before status.json existed
+        if metrics:
+            return "completed", None
+        if (path / "doctor.json").exists():
+            return "failed", "see doctor.json"
+        status = "interrupted"
+    if status == "interrupted":
+        advice = (f"resume with: fitwell train --resume {path}" if resumable(path)
+                  else f"nothing to resume; start it again: fitwell train {path / 'config.yaml'}")
+        return "interrupted", f"{saved.get('reason') or 'stopped before finishing'}; {advice}"
+    return status, saved.get("reason")
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from fitwell.config.load import apply_overrides, format_validation_error
-from fitwell.config.schema import ParamSpec, RunConfig, TuneConfig
+from fitwell.config.schema import RunConfig
+from fitwell.config.search import ParamSpec, TuneConfig
 from fitwell.errors import ConfigError
 
 

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fitwell.config.load import ConfigLike, dump_config, load_config
+from fitwell.config.load import ConfigLike, dump_config
 from fitwell.config.schema import RunConfig, check_monitor, resolve_mode
 from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
+from fitwell.files import write_text
+from fitwell.run import config_stem, console_say, load_run_config
 from fitwell.tune.space import build_pruner, build_sampler, check_space, suggest
 
 EXTRA_OBJECTIVES = ("num_params", "latency_ms")
@@ -257,13 +259,13 @@ def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, worke
     """
     import optuna
 
-    say = (lambda text: console.print(text, soft_wrap=True)) if console is not None else (lambda t: None)
-    stem = Path(config).stem if isinstance(config, (str, Path)) else "study"
-    config = load_config(config, overrides)
+    say = console_say(console)
+    stem = config_stem(config, "study")
+    config = load_run_config(config, overrides)
     check_tune(config, None if config.data.task == "auto" else config.data.task)
     name, folder, url = study_paths(config, stem, study, storage)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(dump_config(config))
+    write_text(folder / "config.yaml", dump_config(config))
     total = trials or config.tune.trials
     directions = directions_of(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

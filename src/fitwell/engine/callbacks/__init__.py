@@ -8,9 +8,8 @@ from fitwell.engine.callbacks.early_stopping import EarlyStopping
 from fitwell.engine.callbacks.guards import Budget, NanGuard, first_non_finite
 from fitwell.engine.callbacks.monitors import GradientNormMonitor, LearningRateMonitor
 from fitwell.engine.callbacks.progress import MetricsLogger, ProgressBar
-from fitwell.registry import Registry
+from fitwell.registry import CALLBACKS
 
-CALLBACKS = Registry("callback")
 for _name, _cls in {"early_stopping": EarlyStopping, "model_checkpoint": ModelCheckpoint,
                     "lr_monitor": LearningRateMonitor, "grad_norm_monitor": GradientNormMonitor,
                     "nan_guard": NanGuard, "budget": Budget}.items():

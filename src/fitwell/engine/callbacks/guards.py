@@ -52,6 +52,18 @@ class NanGuard(Callback):
         )
 
 
+    def on_validation_end(self, trainer, state, metrics):
+        loss = metrics.get("val_loss")
+        if loss is None or math.isfinite(loss) or state.diverged:
+            return
+        state.diverged = True
+        state.should_stop = True
+        state.stop_reason = (
+            f"validation outputs are not finite (val_loss {loss}) after epoch {state.epoch}; the weights"
+            " have blown up although the training loss was still a number. Training stopped; the last"
+            " good checkpoint is kept. Try a lower train.lr or train.clip_grad_norm=1.0")
+
+
 class Budget(Callback):
     """Stop after ``max_time`` seconds or ``max_steps`` optimizer steps (checked every batch)."""
 

@@ -1,0 +1,173 @@
+"""The lifecycle of one run, shared by ``train``, ``cv``, ``tune`` and ``ensemble``.
+
+``start_run`` loads and resolves the config, seeds, prepares the data, resolves the task and
+target, and plans the run directory -- nothing is written yet, so a bad config or bad data leaves
+nothing behind. ``open_run`` creates the directory once the caller has validated everything it
+builds (model, loss, callbacks), writes the resolved config, ``env.json``, ``data.json``, the
+fitted preprocessing and the audit. ``finish_run_directory`` writes the permutation importance,
+``manifest.json`` (a hash of every artifact, checked on load) and marks the run completed.
+``guard`` marks a run failed (with the reason) or interrupted whatever ends it, and removes a
+directory a user error left before any training happened.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fitwell.config.load import ConfigLike, dump_config, load_config
+from fitwell.config.resolve import replace_values, resolve_data, resolve_defaults
+from fitwell.config.schema import RunConfig
+from fitwell.data.prepare import PreparedData, prepare
+from fitwell.engine.build import seed_everything, set_deterministic
+from fitwell.errors import TrainingFailed, UserError
+from fitwell.files import sha256, write_json, write_text
+from fitwell.track.finish import run_audit
+from fitwell.track.run_dir import RunDir, default_run_name, environment
+
+# Folders and files a manifest leaves out: they change after the run (trackers, checkpoints) or
+# describe the run's state rather than its result.
+NOT_IN_MANIFEST = ("checkpoints", "tensorboard", "wandb", "mlruns", "status.json", "manifest.json")
+
+
+def console_say(console) -> Callable[[str], None]:
+    """``say(text)``: print to a Rich console, or nothing when there is none."""
+    if console is None:
+        return lambda text: None
+    return lambda text: console.print(text, soft_wrap=True)
+
+
+def config_stem(config: ConfigLike | None, default: str) -> str:
+    """The run-name stem: a YAML file's name, else ``default``."""
+    return Path(config).stem if isinstance(config, (str, Path)) else default
+
+
+def load_run_config(config: ConfigLike | None, overrides=None) -> RunConfig:
+    """Validate, apply overrides, fill what follows from the config alone (frozen)."""
+    return resolve_defaults(load_config(config, overrides))
+
+
+@dataclass
+class RunStart:
+    """A run that has its resolved config and prepared data; ``run_dir`` exists after ``open_run``."""
+
+    config: RunConfig
+    prepared: PreparedData
+    run_dir: RunDir
+    say: Callable[[str], None]
+    console: Any = None
+    started: float = field(default_factory=time.perf_counter)
+    resumed: bool = False
+    training_started: bool = False  # set once the loop runs: a user error after it keeps the directory
+
+    def resolve(self, values: Mapping[str, Any]) -> None:
+        """Measured values (``lr: auto``) join the resolved config before it is written."""
+        self.config = replace_values(self.config, values)
+
+
+def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None, console=None,
+              run_dir: RunDir | None = None, preprocessor=None, **options) -> RunStart:
+    """Seed, prepare the data (``options`` go to ``prepare``), resolve the task and target, and plan
+    the run directory (``run_dir`` given: a resumed run's). Nothing is written."""
+    say = console_say(console)
+    set_deterministic(config.train.deterministic)
+    seed_everything(config.seed)
+    prepared = prepare(config, data, preprocessor=preprocessor, **options)
+    config = resolve_data(config, prepared.task, prepared.plan.target)
+    for note in prepared.notes:
+        say(f"[yellow]data:[/] {note}")
+    sizes = prepared.split.sizes()
+    say(f"task [bold]{prepared.task}[/], {len(prepared.frame)} rows -> train {sizes['train']},"
+        f" val {sizes['val']}, test {sizes['test']}")
+    resumed = run_dir is not None
+    if run_dir is None:
+        name = config.track.name or default_run_name(stem)
+        run_dir = RunDir.plan(config.track.runs_dir, name, config.track.overwrite)
+    return RunStart(config, prepared, run_dir, say, console, resumed=resumed)
+
+
+def open_run(start: RunStart, audit: bool = True) -> None:
+    """Create the run directory and write what a run starts with: the audit, the resolved config,
+    ``env.json``, ``data.json`` and the fitted preprocessing."""
+    run_dir = start.run_dir
+    if start.resumed:
+        return
+    run_dir.make()
+    run_dir.set_status("running")
+    if audit:
+        run_audit(start.config, start.prepared, run_dir, start.console, start.say)
+    write_start_artifacts(start)
+
+
+def write_start_artifacts(start: RunStart) -> None:
+    run_dir = start.run_dir
+    write_text(run_dir.config, dump_config(start.config))
+    write_json(run_dir.env, environment(start.config.seed))
+    write_json(run_dir.data_report, start.prepared.summary())
+    start.prepared.preprocessor.save(run_dir.preprocess)
+
+
+@contextmanager
+def guard(start: RunStart):
+    """Keep the run's status true whatever ends it: ``failed`` with the reason, ``interrupted``
+    (resumable when a checkpoint exists); a user error before any training removes the directory
+    this run created, so no empty run is left behind."""
+    run_dir = start.run_dir
+    try:
+        yield
+    except UserError:
+        if not start.resumed and not start.training_started and run_dir.path.is_dir():
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        elif run_dir.path.is_dir():
+            run_dir.set_status("failed", "stopped by a user error; see the message printed")
+        raise
+    except TrainingFailed as err:
+        run_dir.set_status("failed", str(err))
+        raise
+    except KeyboardInterrupt:
+        if run_dir.path.is_dir():
+            run_dir.set_status("interrupted", "stopped by the user (Ctrl-C)")
+        raise
+    except Exception as err:
+        if run_dir.path.is_dir():
+            run_dir.set_status("failed", f"{type(err).__name__}: {err}")
+        raise
+
+
+def permutation_importance(start: RunStart, run, rows: Sequence[int]) -> None:
+    """``importance.json`` on the given (test) rows when ``explain.permutation`` is on."""
+    config = start.config
+    if not config.explain.permutation:
+        return
+    from fitwell.evaluate.explain import permutation_importance as importance
+
+    raw = start.prepared.frame.iloc[rows]
+    write_json(start.run_dir.path / "importance.json",
+               importance(run, raw, config.explain.repeats, config.seed))
+
+
+def write_manifest(run_dir: RunDir) -> dict[str, str]:
+    """``manifest.json``: the SHA-256 of every artifact, checked when the run is loaded."""
+    hashes = {}
+    for path in sorted(run_dir.path.rglob("*")):
+        relative = path.relative_to(run_dir.path)
+        if not path.is_file() or relative.parts[0] in NOT_IN_MANIFEST or path.name.endswith(".tmp"):
+            continue
+        hashes[relative.as_posix()] = sha256(path)
+    import fitwell
+
+    write_json(run_dir.manifest, {"fitwell": fitwell.__version__, "sha256": hashes})
+    return hashes
+
+
+def finish_run_directory(start: RunStart) -> None:
+    """The last step of a finished run: the manifest, then the status ``completed``."""
+    write_manifest(start.run_dir)
+    start.run_dir.set_status("completed")
