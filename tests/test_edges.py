@@ -268,3 +268,64 @@ def test_predict_out_under_an_existing_file(finished, tmp_path, capsys):
     assert run_cli(["predict", str(run), "--data", str(data), "--out", str(blocker / "p.csv")]) == 2
     err = one_line(capsys.readouterr().err)
     assert "--out" in err and "Traceback" not in err
+
+
+def test_an_interrupted_run_is_listed_resumable_and_refuses_damaged_preprocessing(tmp_path, mixed_frame,
+                                                                                capsys):
+    from fitwell.engine import Callback
+    from fitwell.track.runs import list_runs
+
+    class Stop(Callback):
+        def on_epoch_end(self, trainer, state):
+            if state.epoch == 2:
+                raise KeyboardInterrupt
+
+    csv = tmp_path / "d.csv"
+    mixed_frame.to_csv(csv, index=False)
+    config = {"data": {"source": str(csv), "target": "label"},
+              "track": {"runs_dir": str(tmp_path / "runs"), "name": "r"},
+              "train": {"epochs": 5, "progress": False}}
+    with pytest.raises(KeyboardInterrupt):
+        fitwell.train(config, callbacks=[Stop()])
+    (row,) = list_runs(tmp_path / "runs")
+    assert row["status"] == "interrupted" and row["resumable"]
+    assert f"fitwell train --resume {tmp_path / 'runs' / 'r'}" in row["reason"]
+    skops = tmp_path / "runs" / "r" / "preprocess" / "preprocess.skops"
+    skops.write_bytes(skops.read_bytes()[:64])
+    assert run_cli(["train", "--resume", str(tmp_path / "runs" / "r")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "preprocess.skops cannot be read" in err and "Traceback" not in err
+
+
+def test_a_run_from_before_manifests_still_loads(finished, tmp_path):
+    from fitwell.track.runs import list_runs
+
+    source, data = finished
+    old = tmp_path / "runs" / "old"
+    shutil.copytree(source, old)
+    (old / "manifest.json").unlink()
+    (old / "status.json").unlink()
+    assert len(fitwell.load_run(old).predict(pd.read_csv(data).head(5))) == 5
+    (row,) = list_runs(tmp_path / "runs")
+    assert row["status"] == "completed"
+
+
+@pytest.mark.parametrize("command", ["cv", "tune"])
+def test_a_refused_cv_or_tune_config_leaves_no_folder(tmp_path, mixed_frame, command):
+    csv = tmp_path / "d.csv"
+    mixed_frame.to_csv(csv, index=False)
+    runs = tmp_path / "runs"
+    config = {"data": {"source": str(csv), "target": "label"}, "track": {"runs_dir": str(runs)},
+              "train": {"epochs": 2, "progress": False, "class_weights": {"no such class": 2.0}},
+              "tune": {"space": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, "trials": 2}}
+    if command == "cv":
+        from fitwell.cv.cross_validation import cross_validate
+
+        call = lambda: cross_validate(config, folds=2)  # noqa: E731
+    else:
+        from fitwell.tune import tune
+
+        call = lambda: tune(config)  # noqa: E731
+    with pytest.raises(UserError, match=r"train\.class_weights"):
+        call()
+    assert not runs.exists() or not any(runs.iterdir())

@@ -97,7 +97,8 @@ def resume_from(path: str | Path, say) -> tuple[RunDir, Any, dict]:
         for warning in caught:
             say(f"[yellow]warning:[/] {warning.message}")
     except FileNotFoundError as err:
-        raise UserError(f"cannot resume {run_dir.path}: {err}; start a new run instead") from err
+        raise UserError(f"cannot resume {run_dir.path}: {err}; start it again: fitwell train"
+                        f" {run_dir.config}") from err
     saved = checkpoint["trainer"]
     say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {saved['epoch']},"
         f" batch {saved.get('batch_in_epoch', 0)})")

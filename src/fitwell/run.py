@@ -141,6 +141,21 @@ def guard(start: RunStart):
         raise
 
 
+@contextmanager
+def owned_folder(folder: Path):
+    """A folder of many runs (``cv``, ``tune``): created here; a user error before any run in it
+    finished removes it again, so a refused config leaves nothing behind."""
+    folder = Path(folder)
+    existed = folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except UserError:
+        if not existed and not any(folder.rglob("metrics.json")):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def permutation_importance(start: RunStart, run, rows: Sequence[int]) -> None:
     """``importance.json`` on the given (test) rows when ``explain.permutation`` is on."""
     config = start.config

@@ -19,7 +19,7 @@ def test_strings_tidied_and_numbers_coerced():
     plan = ColumnPlan("y", kinds={"c": "categorical", "n": "numeric", "b": "boolean"})
     frame = pd.DataFrame({"c": [" Red", "RED ", "", None], "n": ["1,200", " 3.5", "x", None],
                           "b": ["Yes", "no", None, "TRUE"]})
-    with pytest.warns(UserWarning, match=r"column 'n': 1 of 4 values are not numbers \(first at row 2: 'x'\)"):
+    with pytest.warns(UserWarning, match=r"column 'n': 1 of 4 values are not numbers \(first at row 2"):
         typed = type_columns(frame, plan)
     assert typed["c"].tolist()[:2] == ["red", "red"] and typed["c"].isna().tolist()[2:] == [True, True]
     assert typed["n"].tolist()[:2] == [1200.0, 3.5] and np.isnan(typed["n"].iloc[2])

@@ -10,9 +10,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitwell.config.inputs import ImageConfig, SequenceConfig, SyntheticConfig, TextConfig
+from fitwell.config.loop import (  # noqa: F401  (resolve_mode and LOWER_IS_BETTER are schema's API too)
+    LOWER_IS_BETTER,
+    AveragingConfig,
+    EarlyStoppingConfig,
+    ResampleConfig,
+    ScheduleConfig,
+    resolve_mode,
+)
 from fitwell.config.search import EnsembleConfig, TuneConfig
 from fitwell.config.section import Section
-from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
 ColumnKind = Literal["numeric", "categorical", "boolean", "id", "drop"]
@@ -23,15 +31,6 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("loss", "accuracy"),
     "regression": ("loss", "rmse", "mae", "r2"),
 }
-LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "median_ae")
-
-
-def resolve_mode(mode: str, monitor: str) -> Literal["min", "max"]:
-    if mode != "auto":
-        return mode
-    return "min" if monitor.endswith(LOWER_IS_BETTER) else "max"
-
-
 class SplitConfig(Section):
     """How rows are divided into train / validation / test."""
 
@@ -189,67 +188,6 @@ class TransferConfig(Section):
     load_head: bool = Field(False, description="Also load the head (same task); default: a new head")
     require: float = Field(0.5, ge=0, le=1, description="Fail if fewer than this share of the model's"
                                                        " backbone tensors load")
-
-
-class EarlyStoppingConfig(Section):
-    enabled: bool = True
-    monitor: str = "val_loss"
-    mode: Literal["auto", "min", "max"] = "auto"
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    restore_best: bool = True
-
-    @property
-    def resolved_mode(self) -> Literal["min", "max"]:
-        return resolve_mode(self.mode, self.monitor)
-
-
-class ScheduleConfig(Section):
-    """Learning-rate schedule; lengths are in epochs."""
-
-    name: str = Field("none", description="a schedule of fitwell.registry.SCHEDULES: none, step, multistep,"
-                      " exponential, cosine, cosine_restarts, onecycle, linear, plateau")
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup (cosine, cosine_restarts, linear)")
-    warmup_start: float = Field(0.01, gt=0, le=1, description="Warmup starts at lr * this")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
-    milestones: list[int] = Field(default_factory=list, description="multistep: epochs to decay at")
-    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step, multistep, exponential, plateau)")
-    min_lr: float = Field(0.0, ge=0)
-    restart_epochs: int = Field(10, ge=1, description="cosine_restarts: first cycle length")
-    restart_mult: int = Field(1, ge=1, description="cosine_restarts: cycle growth factor")
-    max_lr: float | None = Field(None, gt=0, description="onecycle: peak rate (default train.lr)")
-    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: share of steps rising")
-    patience: int = Field(5, ge=0, description="plateau: epochs without gain before a decay")
-    monitor: str = "val_loss"
-    mode: Literal["auto", "min", "max"] = "auto"
-
-    @property
-    def resolved_mode(self) -> Literal["min", "max"]:
-        return resolve_mode(self.mode, self.monitor)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return SCHEDULES.check(value)
-
-
-class AveragingConfig(Section):
-    """Weight averaging: an exponential moving average, or stochastic weight averaging."""
-
-    kind: Literal["ema", "swa"] = "ema"
-    decay: float = Field(0.999, gt=0, lt=1, description="ema: weight kept per step")
-    start_epoch: int = Field(1, ge=1, description="swa: first epoch averaged (1-based)")
-    swa_lr: float | None = Field(None, gt=0, description="swa: constant rate while averaging")
-
-
-class ResampleConfig(Section):
-    """Over- or under-sampling of the training split only (imbalanced-learn), after preprocessing."""
-
-    method: Literal["random_over", "random_under", "smote", "adasyn", "smote_tomek",
-                    "smote_enn"] = "smote"
-    ratio: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = Field(
-        "auto", description="Wanted minority/majority ratio after resampling; auto = balanced")
-    k_neighbors: int = Field(5, ge=1, description="smote/adasyn: neighbours interpolated between")
 
 
 class CallbackSpec(BaseModel):

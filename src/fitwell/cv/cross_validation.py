@@ -17,7 +17,7 @@ from fitwell.config.load import ConfigLike, dump_config
 from fitwell.errors import ConfigError
 from fitwell.files import write_json, write_text, write_with
 from fitwell.pipeline import train
-from fitwell.run import config_stem, console_say, load_run_config
+from fitwell.run import config_stem, console_say, load_run_config, owned_folder
 from fitwell.track.run_dir import default_run_name
 
 
@@ -38,21 +38,21 @@ def cross_validate(config: ConfigLike, overrides=None, *, folds: int = 5, repeat
     config = load_run_config(config, overrides)
     name = config.track.name or default_run_name(f"{stem}-cv")
     folder = Path(config.track.runs_dir) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", dump_config(config))
-    source = config.model_dump(mode="json", exclude={"tune"})
-    rows, predictions = [], []
-    for repeat in range(repeats):
-        for fold in range(folds):
-            run = train(source, {"track.runs_dir": str(folder / f"repeat-{repeat}"),
-                                 "track.name": f"fold-{fold}", "track.overwrite": True,
-                                 "train.progress": False},
-                        data=data, cv=(folds, fold, repeat))
-            rows.append({"repeat": repeat, "fold": fold, **run.metrics})
-            oof = pd.read_csv(run.path / "test_predictions.csv")
-            predictions.append(oof.assign(repeat=repeat, fold=fold))
-            say(f"repeat {repeat} fold {fold}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items()))
+    with owned_folder(folder):
+        write_text(folder / "config.yaml", dump_config(config))
+        source = config.model_dump(mode="json", exclude={"tune"})
+        rows, predictions = [], []
+        for repeat in range(repeats):
+            for fold in range(folds):
+                run = train(source, {"track.runs_dir": str(folder / f"repeat-{repeat}"),
+                                     "track.name": f"fold-{fold}", "track.overwrite": True,
+                                     "train.progress": False},
+                            data=data, cv=(folds, fold, repeat))
+                rows.append({"repeat": repeat, "fold": fold, **run.metrics})
+                oof = pd.read_csv(run.path / "test_predictions.csv")
+                predictions.append(oof.assign(repeat=repeat, fold=fold))
+                say(f"repeat {repeat} fold {fold}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items()))
     table = pd.DataFrame(rows)
     metric_names = [c for c in table.columns if c not in ("repeat", "fold")]
     summary = {

@@ -21,7 +21,7 @@ from fitwell.config.schema import RunConfig, check_monitor, resolve_mode
 from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
 from fitwell.files import write_text
-from fitwell.run import config_stem, console_say, load_run_config
+from fitwell.run import config_stem, console_say, load_run_config, owned_folder
 from fitwell.tune.space import build_pruner, build_sampler, check_space, suggest
 
 EXTRA_OBJECTIVES = ("num_params", "latency_ms")
@@ -263,37 +263,37 @@ def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, worke
     stem = config_stem(config, "study")
     config = load_run_config(config, overrides)
     check_tune(config, None if config.data.task == "auto" else config.data.task)
+    if workers > 1 and data is not None:
+        raise ConfigError("--workers > 1 needs data.source (a DataFrame is not shared with processes)")
     name, folder, url = study_paths(config, stem, study, storage)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", dump_config(config))
-    total = trials or config.tune.trials
-    directions = directions_of(config)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    created = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions,
-                                  load_if_exists=True)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    before = len(created.get_trials(deepcopy=False, states=finished))
-    say(f"study [bold]{name}[/] ({url.split('@')[-1]}): {before} of {total} trials done; sampler"
-        f" {config.tune.sampler}, pruner {config.tune.pruner}, {workers} worker(s)")
-    source = config.model_dump(mode="json")
-    if workers <= 1:
-        _work(source, str(folder), url, name, total, config.tune.timeout, data)
-    else:
-        if data is not None:
-            raise ConfigError("--workers > 1 needs data.source (a DataFrame is not shared with processes)")
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        args = (source, str(folder), url, name, total, config.tune.timeout, None, threads)
-        procs = [context.Process(target=_work, args=args) for _ in range(workers)]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
-        failed = [p.exitcode for p in procs if p.exitcode]
-        if failed:
-            raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
-    study_obj = optuna.load_study(study_name=name, storage=open_storage(url))
-    summary = finish(config, study_obj, folder, data, say)
+    with owned_folder(folder):
+        write_text(folder / "config.yaml", dump_config(config))
+        total = trials or config.tune.trials
+        directions = directions_of(config)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        created = optuna.create_study(study_name=name, storage=open_storage(url), directions=directions,
+                                      load_if_exists=True)
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        before = len(created.get_trials(deepcopy=False, states=finished))
+        say(f"study [bold]{name}[/] ({url.split('@')[-1]}): {before} of {total} trials done; sampler"
+            f" {config.tune.sampler}, pruner {config.tune.pruner}, {workers} worker(s)")
+        source = config.model_dump(mode="json")
+        if workers <= 1:
+            _work(source, str(folder), url, name, total, config.tune.timeout, data)
+        else:
+            context = multiprocessing.get_context("spawn")
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            args = (source, str(folder), url, name, total, config.tune.timeout, None, threads)
+            procs = [context.Process(target=_work, args=args) for _ in range(workers)]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+            failed = [p.exitcode for p in procs if p.exitcode]
+            if failed:
+                raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
+        study_obj = optuna.load_study(study_name=name, storage=open_storage(url))
+        summary = finish(config, study_obj, folder, data, say)
     return summary
 
 
