@@ -30,7 +30,7 @@ LAYERS = [
 # evaluate's metrics sit below the engine, which reports them each epoch (DESIGN.md).
 LOW_MODULES = {"fitwell.evaluate.metrics": 3.5}
 
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 59  # the figure: the longest function under 60 lines
 MAX_MODULE_LINES = 400
 
 

@@ -142,35 +142,14 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
 
 # ---- the audit --------------------------------------------------------------------------------
 
-def audit(prepared: PreparedData, config: RunConfig) -> AuditReport:
-    """Audit the prepared run's table: the raw columns, the cleaned rows and the split.
-
-    Example:
-        >>> from fitwell.config import load_config
-        >>> from fitwell.data.prepare import prepare
-        >>> config = load_config({"data": {"source": "sklearn:iris"}})
-        >>> audit(prepare(config), config).counts["error"]
-        0
-    """
-    settings = config.audit
-    plan, frame, split, task = prepared.plan, prepared.frame, prepared.split, prepared.task
-    raw = prepared.raw if prepared.raw is not None else frame
+def _leakage(prepared: PreparedData, config: RunConfig, y: np.ndarray, columns: list[dict],
+             findings: list[Finding]) -> None:
+    """Each input column alone, fitted on (a sample of) the training rows and scored on the held-out
+    rows: a score above ``audit.leakage_score`` means it probably encodes the target."""
+    settings, split, plan = config.audit, prepared.split, prepared.plan
+    frame, task = prepared.frame, prepared.task
     target = plan.target
     rng = np.random.default_rng(config.seed)
-    findings: list[Finding] = []
-    columns = []
-
-    y_raw = frame[target]
-    if task == "regression":
-        y = pd.to_numeric(y_raw, errors="coerce").to_numpy(dtype=float)
-    else:
-        classes = prepared.preprocessor.classes_
-        y = y_raw.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
-
-    for name in raw.columns:
-        columns.append(_profile(name, raw[name], frame, plan, findings))
-
-    _duplicates(prepared, raw, findings)
     held = np.concatenate([split.val, split.test])
     train_rows = split.train if len(split.train) <= settings.max_rows else \
         np.sort(rng.choice(split.train, settings.max_rows, replace=False))
@@ -189,6 +168,36 @@ def audit(prepared: PreparedData, config: RunConfig) -> AuditReport:
                     evidence={"score": score, "metric": metric, "threshold": settings.leakage_score},
                     fix=f"drop it: data.drop=[{name}] (if it is truly known at prediction time, raise"
                         " audit.leakage_score)"))
+
+
+def audit(prepared: PreparedData, config: RunConfig) -> AuditReport:
+    """Audit the prepared run's table: the raw columns, the cleaned rows and the split.
+
+    Example:
+        >>> from fitwell.config import load_config
+        >>> from fitwell.data.prepare import prepare
+        >>> config = load_config({"data": {"source": "sklearn:iris"}})
+        >>> audit(prepare(config), config).counts["error"]
+        0
+    """
+    plan, frame, split, task = prepared.plan, prepared.frame, prepared.split, prepared.task
+    raw = prepared.raw if prepared.raw is not None else frame
+    target = plan.target
+    findings: list[Finding] = []
+    columns = []
+
+    y_raw = frame[target]
+    if task == "regression":
+        y = pd.to_numeric(y_raw, errors="coerce").to_numpy(dtype=float)
+    else:
+        classes = prepared.preprocessor.classes_
+        y = y_raw.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+
+    for name in raw.columns:
+        columns.append(_profile(name, raw[name], frame, plan, findings))
+
+    _duplicates(prepared, raw, findings)
+    _leakage(prepared, config, y, columns, findings)
     class_counts = {}
     if task != "regression":
         class_counts = _imbalance(prepared, config, findings)
