@@ -24,6 +24,7 @@ import torch
 from fitwell.data.tensors import TensorData
 from fitwell.engine.loop import Trainer, epoch_seed
 from fitwell.engine.losses import build_loss
+from fitwell.engine.threads import thread_limit
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
 from fitwell.models import MLP
 
@@ -84,15 +85,23 @@ def default_callbacks(folder: Path):
     from rich.console import Console
 
     from fitwell.config import load_config
-    from fitwell.pipeline import build_callbacks
-    from fitwell.track.run_dir import RunDir
+    from fitwell.engine.build import build_callbacks
+    from fitwell.track.loggers import build_trackers
 
     config = load_config({"train": {"early_stopping": {"patience": 1000}}})
     quiet = Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
-    return build_callbacks(config, RunDir(folder), (), quiet)
+    return build_callbacks(config, folder, build_trackers(config.track, folder), quiet)
 
 
-def measure(size: str, epochs: int, repeats: int) -> dict[str, float]:
+def fitwell_threads(model, batch: int, features: int) -> int:
+    """The thread count ``fitwell train`` picks for this model (fitwell.engine.threads)."""
+    from fitwell.engine.threads import choose_threads, forward_macs
+
+    macs = forward_macs(model, torch.zeros(1, features), torch.zeros(1, 0, dtype=torch.long))
+    return choose_threads("auto", macs * batch)[0]
+
+
+def measure(size: str, epochs: int, repeats: int, rule: bool = False) -> dict[str, float]:
     spec = SIZES[size]
     task = "binary" if spec["classes"] == 2 else "multiclass"
     train, val = make_data(spec["features"], spec["classes"], spec["rows"])
@@ -112,8 +121,11 @@ def measure(size: str, epochs: int, repeats: int) -> dict[str, float]:
                     plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task)
                 else:
                     callbacks = default_callbacks(Path(tmp)) if variant.endswith("callbacks") else []
-                    fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0,
-                                 task, callbacks)
+                    threads = fitwell_threads(model, spec["batch"], spec["features"]) if rule else \
+                        torch.get_num_threads()
+                    with thread_limit(threads):
+                        fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0,
+                                     task, callbacks)
                 times[variant].append(time.perf_counter() - started)
     medians = {k: statistics.median(v) for k, v in times.items()}
     # the median of per-repeat ratios: each pair ran back to back, so slow drift cancels
@@ -128,13 +140,53 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--busy", action="store_true", help="a CPU burner process on every core but one;"
+                        " fitwell uses its thread rule (fitwell.engine.threads)")
+    parser.add_argument("--rule", action="store_true", help="fitwell uses its thread rule on a quiet"
+                        " machine too (default: the same threads as the plain loop: loop overhead only)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, epochs {args.epochs},"
+    burners = start_burners() if args.busy else None
+    try:
+        report(args)
+    finally:
+        if burners is not None:
+            stop_burners(*burners)
+
+
+def burn(stop) -> None:
+    x = 1.0
+    while not stop.is_set():
+        for _ in range(10_000):
+            x = x * 1.0000001 + 1e-9
+
+
+def start_burners():
+    import multiprocessing
+
+    stop = multiprocessing.Event()
+    count = max(1, (os.cpu_count() or 1) - 1)
+    procs = [multiprocessing.Process(target=burn, args=(stop,)) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    return stop, procs
+
+
+def stop_burners(stop, procs) -> None:
+    stop.set()
+    for proc in procs:
+        proc.join()
+
+
+def report(args) -> None:
+    rule = args.busy or args.rule
+    who = "the threads its rule picks" if rule else "the same threads"
+    print(f"torch {torch.__version__}, plain loop on {torch.get_num_threads()} threads (torch's default),"
+          f" fitwell on {who}{', busy machine' if args.busy else ''}, epochs {args.epochs},"
           f" median of {args.repeats};"
           " ratio = median of per-repeat fitwell / plain")
     print(f"{'model':<8} {'plain s':>9} {'fitwell s':>10} {'ratio':>7} {'+callbacks s':>13} {'ratio':>7}")
     for size in args.sizes:
-        t = measure(size, args.epochs, args.repeats)
+        t = measure(size, args.epochs, args.repeats, rule)
         print(f"{size:<8} {t['plain']:>9.3f} {t['fitwell']:>10.3f} {t['fitwell ratio']:>7.3f}"
               f" {t['fitwell+callbacks']:>13.3f} {t['fitwell+callbacks ratio']:>7.3f}", flush=True)
 

@@ -23,10 +23,12 @@ from fitwell.engine.build import (
     check_callback_monitors,
     measure_auto,
     seed_everything,
+    training_threads,
 )
 from fitwell.engine.callbacks import Callback
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.engine.lr_find import lr_range_test
+from fitwell.engine.threads import thread_limit
 from fitwell.errors import ConfigError, TrainingFailed, UserError
 from fitwell.evaluate.scoring import (
     calibrate,
@@ -187,7 +189,10 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
                             [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
                             run_dir=start.run_dir.path, inputs=pre.input_spec())
     start.training_started = True
-    state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
+    threads, why = training_threads(start.config, model, prepared.train, fabric.device)
+    start.say(f"threads: {threads} ({why})")
+    with thread_limit(threads):
+        state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
     if state.diverged:
         findings = finish_run(start.config, prepared, trainer, state, start.run_dir, {}, None, trackers,
                               start.console, start.say, status="FAILED", report=True)

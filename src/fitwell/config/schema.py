@@ -238,6 +238,9 @@ class TrainConfig(Section):
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     deterministic: bool = False
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="CPU threads for training; auto: 1 for small models, else the free cores"
+                            " (fitwell.engine.threads)")
     device_data: bool = Field(True, description="Keep the tensors on the accelerator")
     checkpoint_every: int = Field(1, ge=1, description="Write the resume checkpoint every n epochs")
     checkpoint_every_steps: int | None = Field(

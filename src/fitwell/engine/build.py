@@ -202,6 +202,19 @@ def measure_auto(config: RunConfig, model: torch.nn.Module, loss_fn, data: Tenso
     return values
 
 
+def training_threads(config: RunConfig, model: torch.nn.Module, data: TensorData,
+                     device: torch.device | str = "cpu") -> tuple[int, str]:
+    """The CPU thread count for training ``model`` on ``data`` (see ``fitwell.engine.threads``)."""
+    from fitwell.engine.threads import choose_threads, forward_macs
+
+    if torch.device(device).type != "cpu" or len(data) == 0:
+        return torch.get_num_threads(), "training runs on an accelerator"
+    rows = min(2, len(data))
+    sample = data.select(np.arange(rows))
+    macs = forward_macs(model, sample.numeric, sample.codes, sample.inputs) // rows
+    return choose_threads(config.train.threads, macs * config.train.batch_size, config.train.deterministic)
+
+
 def held_out_rows(target: np.ndarray, task: str, share: float, seed: int,
                   enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out rows for early stopping inside ``fit`` (stratified when every class
@@ -246,7 +259,11 @@ def fit_arrays(config: RunConfig, model: torch.nn.Module, task: str, numeric: np
         return TensorData.from_numpy(numeric[index], codes[index], target[index],
                                      None if weight is None else weight[index])
 
-    state = trainer.fit(part(train_rows), part(val_rows) if validation else None)
+    from fitwell.engine.threads import thread_limit
+
+    threads, _ = training_threads(config, model, part(train_rows[:2]))
+    with thread_limit(threads):
+        state = trainer.fit(part(train_rows), part(val_rows) if validation else None)
     if state.diverged:
         raise TrainingFailed(f"training diverged: {state.stop_reason}")
     module = trainer.eval_module

@@ -235,6 +235,7 @@ def _work(source: dict, folder: str, url: str, name: str, trials: int, timeout: 
         import torch
 
         torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # each trial's thread rule keeps this share
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = RunConfig.model_validate(source)

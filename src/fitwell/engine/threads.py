@@ -1,0 +1,92 @@
+"""How many intra-op threads a run's training uses on the CPU.
+
+PyTorch starts with one thread per core. For small models that is no faster than one thread, and
+when other processes keep the cores busy its threads wait on each other: measured here
+(``bench/threads.py``, 2 cores, batch 256) two threads ran a 32->64->64->2 MLP step in 325 us quiet
+and 725 us with one core busy, one thread in 338 us either way. More threads pay from about
+3 million multiply-adds per batch (a 128-wide MLP at batch 256: 1.24x faster with 2 threads).
+
+The rule: ``train.threads`` when set; ``OMP_NUM_THREADS`` when the user set it; else one thread
+below the measured crossover, and above it the cores that are not already busy (from the load
+average) -- except with ``train.deterministic``, where it stays every core so that two runs use
+the same thread count. The count is set for the fit only and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import torch
+
+# Multiply-adds of one batch's forward pass from which two threads beat one by 15% or more.
+CROSSOVER_MACS = 3_000_000
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_cores() -> int:
+    """Cores other processes keep busy, from the 1-minute load average (this process counts one
+    while it runs, so it is left out)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0
+    return max(0, int(load + 0.5) - 1)
+
+
+def forward_macs(model: torch.nn.Module, numeric: torch.Tensor, codes: torch.Tensor,
+                 inputs: dict | None = None) -> int:
+    """Multiply-adds of one forward pass over the given rows (PyTorch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(numeric, codes, **(inputs or {}))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def choose_threads(setting: int | str, macs_per_batch: int, deterministic: bool = False,
+                   cores: int | None = None, busy: int | None = None) -> tuple[int, str]:
+    """``(threads, reason)`` for a model doing ``macs_per_batch`` multiply-adds a batch.
+
+    Example:
+        >>> choose_threads("auto", 500_000, cores=8, busy=0)
+        (1, 'small model: 500,000 multiply-adds a batch is below the 3,000,000 where more threads pay')
+        >>> choose_threads("auto", 50_000_000, cores=8, busy=3)[0]
+        5
+    """
+    if setting != "auto":
+        return int(setting), "train.threads"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), "OMP_NUM_THREADS"
+    cores = available_cores() if cores is None else cores
+    if macs_per_batch < CROSSOVER_MACS:
+        return 1, (f"small model: {macs_per_batch:,} multiply-adds a batch is below the {CROSSOVER_MACS:,}"
+                   " where more threads pay")
+    if deterministic:
+        return cores, "every core (train.deterministic keeps the count fixed)"
+    busy = busy_cores() if busy is None else busy
+    free = max(1, cores - busy)
+    return free, f"{free} of {cores} cores" + (f" ({busy} busy with other work)" if busy else "")
+
+
+@contextmanager
+def thread_limit(threads: int):
+    """PyTorch's intra-op threads set to ``threads`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
