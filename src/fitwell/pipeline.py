@@ -21,6 +21,7 @@ from fitwell.engine.build import (
     build_run_optimizer,
     build_trainer,
     check_callback_monitors,
+    device_of,
     measure_auto,
     seed_everything,
     training_threads,
@@ -169,13 +170,13 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     pre = prepared.preprocessor
     loss_fn = build_run_loss(start.config, prepared.task, pre.classes_, prepared.train.target.numpy())
     fabric = build_fabric(start.config)
-    chosen = build_callbacks(start.config, start.run_dir.path, extra, start.console)
+    chosen = build_callbacks(start.config, start.run_dir.path, extra, start.console, start.started_at)
     check_callback_monitors(chosen, prepared.task)
     if checkpoint is None:
         open_run(start, audit=score_test)
         if start.config.transfer.weights:
             write_json(start.run_dir.path / "transfer.json", start_from_weights(start, model))
-        start.resolve(measure_auto(start.config, model, loss_fn, prepared.train, fabric.device,
+        start.resolve(measure_auto(start.config, model, loss_fn, prepared.train, device_of(fabric),
                                    start.run_dir.path, start.say))
         open_run_config(start)
     write_json(start.run_dir.model_spec, spec)
@@ -189,7 +190,7 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
                             [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
                             run_dir=start.run_dir.path, inputs=pre.input_spec())
     start.training_started = True
-    threads, why = training_threads(start.config, model, prepared.train, fabric.device)
+    threads, why = training_threads(start.config, model, prepared.train, device_of(fabric))
     start.say(f"threads: {threads} ({why})")
     with thread_limit(threads):
         state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
@@ -234,6 +235,14 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                               start.config.calibration.bins)
             output = output / temperature
         summary["test"] = test_metrics(prepared.task, prepared.preprocessor, output, target)
+        if prepared.task == "regression":
+            from fitwell.evaluate.metrics import mape_undefined
+
+            raw = prepared.frame[prepared.plan.target].iloc[prepared.split.test].to_numpy(dtype=float)
+            note = mape_undefined(raw)
+            if note:
+                summary["metric_notes"] = [note]
+                start.say(note)
         predictions = prediction_frame(prepared, output)  # the report's plots and `fitwell cv` read it
         write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
     import time

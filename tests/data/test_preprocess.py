@@ -77,3 +77,22 @@ def test_scale_target_false_leaves_the_target_alone():
     assert np.allclose(pre.encode_target(y), y)
     scaled = Preprocessor(plan, PreprocessConfig(), "regression").fit(frame, y)
     assert scaled.target_std_ == pytest.approx(y.std(ddof=0))
+
+
+def test_a_missing_category_is_its_own_category():
+    """With 60% of a categorical column missing, the gap itself predicts the target: it must reach
+    the model as a category, not be filled with the commonest value."""
+    from fitwell.config import load_config
+    from fitwell.data.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    n = 300
+    colour = rng.choice(["red", "blue"], size=n).astype(object)
+    missing = rng.random(n) < 0.6
+    colour[missing] = None
+    frame = pd.DataFrame({"colour": colour, "x": rng.normal(size=n), "y": missing.astype(int)})
+    prepared = prepare(load_config({"data": {"target": "y"}}), frame)
+    numeric = prepared.train.numeric.numpy()
+    target = prepared.train.target.numpy()
+    # some one-hot column is exactly the missing indicator, which equals the target here
+    assert any(np.array_equal(numeric[:, j] > 0.5, target == 1) for j in range(numeric.shape[1]))

@@ -60,3 +60,30 @@ def test_errors():
     y = np.array([0] * 199 + [1])
     with pytest.raises(DataError, match=r"stratified split failed.*Rare classes: 1 \(1 rows\)"):
         split_rows(_frame(), y, SplitConfig(), "binary", 0)
+
+
+def test_identical_rows_stay_in_one_part_and_are_kept_by_default():
+    """Repeated rows are real observations more often than not: they are kept (drop_duplicates is
+    off by default) and every copy lands in the same part, so none is in training and in test."""
+    from fitwell.config import load_config
+    from fitwell.data.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.integers(0, 3, 400), "b": rng.integers(0, 3, 400)})
+    frame["y"] = (frame["a"] + rng.integers(0, 2, 400) > 1).astype(int)  # 9 feature combinations x 2
+    config = load_config({"data": {"target": "y"}})
+    prepared = prepare(config, frame)
+    assert len(prepared.frame) == 400  # nothing dropped
+    keys = prepared.frame.apply(tuple, axis=1)
+    split = prepared.split
+    parts = [set(keys.iloc[rows]) for rows in (split.train, split.val, split.test)]
+    assert not (parts[0] & parts[2]) and not (parts[0] & parts[1]) and not (parts[1] & parts[2])
+    assert len(prepared.split.test) > 0
+
+
+def test_keep_duplicates_together_moves_copies_to_the_first_part():
+    from fitwell.data.split import Split, keep_duplicates_together
+
+    groups = np.array([0, 1, 0, 2, 1, 3])
+    split = keep_duplicates_together(Split(np.array([0, 3]), np.array([1]), np.array([2, 4, 5])), groups)
+    assert split.train.tolist() == [0, 2, 3] and split.val.tolist() == [1, 4] and split.test.tolist() == [5]

@@ -159,3 +159,16 @@ def test_resume_checkpoint_stays_off_the_per_batch_path_unless_asked(tmp_path):
     assert CheckpointWriter(tmp_path, every_steps=5).uses_hook("on_batch_end")
     assert CheckpointWriter(tmp_path).uses_hook("on_epoch_end")
     assert NanGuard().uses_hook("on_batch_end") and not NanGuard().uses_hook("on_batch_start")
+
+
+def test_the_time_budget_counts_from_the_run_start(make_trainer):
+    """train.max_time covers loading, audit and preprocessing: a run that spent its budget before
+    the first epoch stops at the first batch, and a tenth is kept back for scoring and the report."""
+    import time
+
+    late = Budget(max_time=5.0, started_at=time.monotonic() - 4.6, reserve=0.1)  # 4.6 s > 4.5 s
+    state = make_trainer(epochs=20, callbacks=[late]).fit(synthetic(), synthetic(seed=1))
+    assert state.step == 1 and "time budget" in state.stop_reason
+    early = Budget(max_time=60.0, started_at=time.monotonic(), reserve=0.1)
+    state = make_trainer(epochs=3, callbacks=[early]).fit(synthetic(), synthetic(seed=1))
+    assert state.epoch == 3 and state.stop_reason is None

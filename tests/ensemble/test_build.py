@@ -27,7 +27,11 @@ def test_ensemble_cli_exports_one_run_that_fitwell_predict_reads(tmp_path, mixed
              "bagging": 3, "calibration": "sigmoid"}]}}))
     assert run_cli(["ensemble", str(config)]) == 0
     out = capsys.readouterr()
-    assert "ensemble: stacking of mlp, gbm, bag" in out.out
+    summary = json.loads((tmp_path / "runs" / "ens" / "metrics.json").read_text())
+    # ensemble.method is auto: the combiner with the lowest nested out-of-fold loss was chosen
+    nested = {m: v["nested_oof_loss"] for m, v in summary["methods"].items()}
+    assert summary["method_setting"] == "auto" and summary["method"] == min(nested, key=nested.get)
+    assert f"ensemble: {summary['method']} of mlp, gbm, bag" in out.out
     assert "diversity" in out.err and "out-of-fold" in out.err
     run_dir = tmp_path / "runs" / "ens"
     for name in ("ensemble.skops", "ensemble.json", "config.yaml", "metrics.json", "diversity.csv",

@@ -96,3 +96,23 @@ def test_logit_stacking_reads_log_odds():
     p = np.array([[0.5, 0.5], [0.2, 0.8]])
     np.testing.assert_allclose(stack_features([p], "binary", "logit"), [[0.0], [np.log(4.0)]])
     np.testing.assert_allclose(stack_features([p], "binary"), [[0.5], [0.8]])
+
+
+def test_nested_out_of_fold_loss_judges_combiners_on_rows_they_did_not_fit():
+    from fitwell.ensemble.combine import nested_oof_loss
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = np.column_stack([1 - (0.15 + 0.7 * y), 0.15 + 0.7 * y])  # right, confident
+    noise = rng.dirichlet([1, 1], size=400)  # knows nothing
+    settings = {"names": ["good", "noise"]}
+    best = nested_oof_loss("best", [good, noise], y, "binary", **settings)
+    averaged = nested_oof_loss("voting", [good, noise], y, "binary", **settings)
+    assert best < averaged  # averaging with a member that knows nothing hurts
+    # two members that each know half the rows: combining them beats either alone
+    half = rng.random(400) < 0.5
+    first = np.where(half[:, None], good, 0.5)
+    second = np.where(half[:, None], 0.5, good)
+    settings = {"names": ["a", "b"]}
+    assert nested_oof_loss("voting", [first, second], y, "binary", **settings) < \
+        nested_oof_loss("best", [first, second], y, "binary", **settings)

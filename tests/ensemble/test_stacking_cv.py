@@ -21,7 +21,7 @@ def test_stacking_an_mlp_and_lightgbm_matches_or_beats_the_better_member(tmp_pat
     for fold in range(5):
         run = fit_ensemble({"data": {"target": "target"}, "train": {"progress": False},
                             "track": {"runs_dir": str(tmp_path), "name": f"fold-{fold}"},
-                            "ensemble": {"folds": 5, "members": [
+                            "ensemble": {"folds": 5, "method": "stacking", "members": [
                                 {"name": "mlp"}, {"name": "lightgbm", "kind": "lightgbm"}]}},
                            data=frame, cv=(5, fold, 0))
         for member in ("mlp", "lightgbm"):

@@ -56,3 +56,22 @@ def test_expected_calibration_error_by_hand():
     proba = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 4)
     y = np.array([0, 0, 1, 1, 0, 0, 0, 1])
     assert expected_calibration_error(y, proba) == pytest.approx(0.5 * 0.4 + 0.5 * 0.15)
+
+
+def test_mape_is_left_out_where_it_is_undefined(tmp_path):
+    import pandas as pd
+
+    import fitwell
+    from fitwell.evaluate.metrics import mape_undefined, regression_metrics
+
+    assert "mape" not in regression_metrics(np.array([0.0, 1.0, 2.0]), np.array([0.1, 1.0, 2.0]))
+    assert "mape" in regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.1, 2.0, 3.0]))
+    assert mape_undefined(np.array([1e-9, 5.0, 6.0])) is not None
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200)})
+    frame["y"] = np.where(rng.random(200) < 0.3, 0.0, np.abs(3 * frame["x"]) + 1)
+    run = fitwell.train({"data": {"target": "y"}, "track": {"runs_dir": str(tmp_path)},
+                         "train": {"epochs": 3, "progress": False}, "explain": {"permutation": False}},
+                        data=frame)
+    assert "mape" not in run.metrics and "rmse" in run.metrics
+    assert run.summary["metric_notes"][0].startswith("MAPE left out: the target is 0 in")

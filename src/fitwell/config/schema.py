@@ -66,7 +66,10 @@ class DataConfig(Section):
     task: Task = "auto"
     columns: dict[str, ColumnKind] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)
-    drop_duplicates: bool = True
+    drop_duplicates: bool = Field(
+        False, description="Drop exact duplicate rows before the split. Off by default: repeated rows"
+                           " are often real observations; identical rows are kept in the same split"
+                           " part either way, so they cannot leak between train and test")
     normalize_strings: bool = True
     weight_column: str | None = Field(None, description="Per-row sample weights for the loss")
     max_classes: int = Field(
@@ -97,7 +100,9 @@ class PreprocessConfig(Section):
     """Cleaning, encoding and scaling, fitted on the training split only."""
 
     impute_numeric: Literal["median", "mean", "most_frequent", "constant"] = "median"
-    impute_categorical: Literal["most_frequent", "constant"] = "most_frequent"
+    impute_categorical: Literal["most_frequent", "constant"] = Field(
+        "constant", description="constant: a missing category is its own category ('<missing>'), so the"
+                                " gap stays a signal; most_frequent: the commonest category")
     fill_value: float = 0.0
     missing_indicator: bool = False
     outliers: Literal["none", "quantile", "iqr"] = "none"
@@ -233,7 +238,9 @@ class TrainConfig(Section):
         10, ge=1, description="Log the gradient norm every n steps (the doctor reads it); null = off")
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     nan_guard: bool = True
-    max_time: float | None = Field(None, gt=0, description="Stop after this many seconds")
+    max_time: float | None = Field(None, gt=0, description="Seconds for the whole run, from loading the"
+                                   " data to the report: training stops early enough to leave a tenth of"
+                                   " it for scoring and the report")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"

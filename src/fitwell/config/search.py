@@ -103,7 +103,9 @@ class EnsembleConfig(Section):
     """Members combined by stacking, voting, greedy weights or picking the best (``fitwell ensemble``)."""
 
     members: list[MemberConfig] = Field(min_length=1)
-    method: Literal["stacking", "voting", "greedy", "best"] = "stacking"
+    method: Literal["auto", "stacking", "voting", "greedy", "best"] = Field(
+        "auto", description="auto: the combiner with the lowest nested out-of-fold loss (each fitted on"
+                            " k-1 folds of the members' out-of-fold outputs, scored on the fold left out)")
     voting: Literal["soft", "hard"] = "soft"
     weights: dict[str, float] | None = Field(None, description="voting weight per member name (default 1)")
     meta_learner: Literal["linear", "lightgbm", "hist_gradient_boosting"] = "linear"

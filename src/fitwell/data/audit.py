@@ -259,18 +259,22 @@ def _profile(name: str, series: pd.Series, frame: pd.DataFrame, plan, findings: 
     _profile_numbers(name, series, frame, role, kind, profile, findings)
     if role == "target":
         return profile
+    categorical = kind == "categorical"
+    if categorical:  # the gap is a category of its own unless impute_categorical says otherwise
+        keep = "missing values are their own category (preprocess.impute_categorical=constant)"
+    else:
+        keep = "keep the gap as a signal: preprocess.missing_indicator=true"
     if missing >= 0.5:
         findings.append(Finding(
             "missing_values", "warning", f"column {name!r} is {missing:.0%} missing", column=str(name),
-            evidence={"share": missing},
-            fix=f"drop it (data.drop=[{name}]) or keep the gap as a signal:"
-                " preprocess.missing_indicator=true"))
+            evidence={"share": missing}, fix=f"drop it (data.drop=[{name}]) or {keep}"))
     elif missing > 0:
+        what = "a category of its own" if categorical else "imputed on the training split"
         findings.append(Finding(
-            "missing_values", "info",
-            f"column {name!r} is {missing:.1%} missing; imputed on the training split",
+            "missing_values", "info", f"column {name!r} is {missing:.1%} missing; {what}",
             column=str(name), evidence={"share": missing},
-            fix="preprocess.missing_indicator=true if missingness itself may carry signal"))
+            fix=None if categorical else "preprocess.missing_indicator=true if missingness itself may carry"
+                                         " signal"))
     reason = str(kind) if role == "dropped" else ""
     if reason.startswith("constant"):
         findings.append(Finding(

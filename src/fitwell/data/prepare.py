@@ -14,7 +14,15 @@ from fitwell.data.clean import CleanReport, clean_rows, type_columns
 from fitwell.data.columns import ColumnPlan, infer_columns, infer_task
 from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import check_unique_columns, read_table
-from fitwell.data.split import Split, cv_split, split_rows
+from fitwell.data.split import (
+    Split,
+    cv_split,
+    duplicate_groups,
+    keep_duplicates_together,
+    resolve_method,
+    split_keeping_duplicates,
+    split_rows,
+)
 from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError, DataError, did_you_mean
 
@@ -256,10 +264,14 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
     labels = strat if strat is not None else y.to_numpy()
+    together = resolve_method(config.split, task) not in ("time", "group")  # those keep their own order
     if cv is not None:
         split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
+        split = keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
     else:
         split = split_rows(cleaned, labels, config.split, task, config.seed)
+        if together:
+            split = split_keeping_duplicates(split, duplicate_groups(cleaned), config.split, config.seed)
         split = refold(split, strat, fold, merge_val, config.seed)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:

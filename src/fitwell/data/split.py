@@ -78,6 +78,47 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
     return Split(np.sort(train), np.sort(val), np.sort(test))
 
 
+def duplicate_groups(frame: pd.DataFrame) -> np.ndarray | None:
+    """A group id per row where identical rows share one (None when no row repeats)."""
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    _, first, groups = np.unique(hashes, return_index=True, return_inverse=True)
+    return groups if len(first) < len(frame) else None
+
+
+def keep_duplicates_together(split: Split, groups: np.ndarray | None) -> Split:
+    """Move every copy of a repeated row into the part that holds its first copy (train, then
+    validation, then test), so a row is never in training and, identical, in test."""
+    if groups is None:
+        return split
+    part = np.empty(len(groups), dtype=np.int8)
+    for code, rows in enumerate((split.train, split.val, split.test)):
+        part[rows] = code
+    order = np.concatenate([split.train, split.val, split.test])
+    home: dict[int, int] = {}
+    for row in order:  # the first copy met in train, validation, test order decides
+        home.setdefault(int(groups[row]), int(part[row]))
+    moved = np.array([home[int(g)] for g in groups], dtype=np.int8)
+    parts = [np.flatnonzero(moved == code) for code in range(3)]
+    if len(parts[0]) == 0:
+        return split
+    return Split(*parts)
+
+
+def split_keeping_duplicates(split: Split, groups: np.ndarray | None, config: SplitConfig,
+                             seed: int) -> Split:
+    """``keep_duplicates_together``, unless so few rows are distinct that moving the copies would
+    starve validation or test; then the distinct rows themselves are split (each with its copies)."""
+    moved = keep_duplicates_together(split, groups)
+    if groups is None or (len(moved.test) >= len(split.test) / 2 and len(moved.val) >= len(split.val) / 2):
+        return moved
+    positions = np.arange(len(groups))
+    rest, test = _group_split(positions, groups, config.test, seed)
+    if config.val == 0:
+        return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
+    train, val = _group_split(rest, groups[rest], config.val / (config.train + config.val), seed + 1)
+    return Split(np.sort(train), np.sort(val), np.sort(test))
+
+
 def _column(frame: pd.DataFrame, name: str | None, key: str) -> pd.Series:
     if name not in frame.columns:
         raise ConfigError(

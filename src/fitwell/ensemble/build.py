@@ -23,7 +23,7 @@ import pandas as pd
 from fitwell.config.load import ConfigLike
 from fitwell.config.schema import RunConfig
 from fitwell.data.prepare import PreparedData
-from fitwell.ensemble.combine import build_combiner, error_correlation
+from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss
 from fitwell.ensemble.features import TreeFeatures
 from fitwell.ensemble.members import TREE_KINDS, build_member
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
@@ -225,30 +225,52 @@ def combine_members(start, fitted: dict, score_test: bool) -> dict:
             if score_test:
                 test_output = combiner.combine(outputs["test"])
                 methods[method]["test"] = _scores(task, prepared, y["test"], test_output)
-    return {"combiners": combiners, "methods": methods, "combiner": combiners[settings.method]}
+    chosen = settings.method
+    if chosen == "auto":
+        chosen = choose_combiner(start, fitted, methods)
+    return {"combiners": combiners, "methods": methods, "combiner": combiners[chosen], "chosen": chosen}
+
+
+def choose_combiner(start, fitted: dict, methods: dict) -> str:
+    """``ensemble.method: auto``: the method whose nested out-of-fold loss is lowest (ties go to the
+    simpler one: best, then voting, greedy, stacking)."""
+    settings, task = start.config.ensemble, start.prepared.task
+    losses = {}
+    for method in ("best", "voting", "greedy", "stacking"):
+        losses[method] = nested_oof_loss(
+            method, fitted["outputs"]["oof"], fitted["y"]["train"], task, seed=start.config.seed,
+            names=fitted["names"], voting=settings.voting, weights=settings.weights,
+            meta_learner=settings.meta_learner, stack_on=settings.stack_on,
+            greedy_rounds=settings.greedy_rounds)
+        methods[method]["nested_oof_loss"] = losses[method]
+    chosen = min(losses, key=lambda m: losses[m])
+    start.say(f"combiner: {chosen} (nested out-of-fold loss "
+              + ", ".join(f"{m} {v:.4g}" for m, v in losses.items()) + ")")
+    return chosen
 
 
 def ensemble_summary(start, fitted: dict, combined: dict, score_test: bool) -> dict:
     settings, task = start.config.ensemble, start.prepared.task
     names, methods, combiner = fitted["names"], combined["methods"], combined["combiner"]
     correlation = error_correlation(fitted["outputs"]["oof"], fitted["y"]["train"], task)
-    summary = {"task": task, "method": settings.method, "combiner": combiner.describe(),
+    summary = {"task": task, "method": combined["chosen"], "method_setting": settings.method,
+               "combiner": combiner.describe(),
                "split": start.prepared.split.sizes(), "members": fitted["rows"], "methods": methods,
                "diversity": {"measure": "Pearson correlation of out-of-fold errors",
                              "members": names, "matrix": np.round(correlation, 4).tolist()}}
     if len(fitted["y"]["val"]):
-        summary["validation"] = {f"val_{k}": v for k, v in methods[settings.method]["validation"].items()}
+        summary["validation"] = {f"val_{k}": v for k, v in methods[combined["chosen"]]["validation"].items()}
         summary["validation"]["val_loss"] = summary["validation"].get(
             "val_log_loss", summary["validation"].get("val_rmse", np.nan) ** 2)
     if score_test:
-        summary["test"] = methods[settings.method]["test"]
+        summary["test"] = methods[combined["chosen"]]["test"]
     return summary
 
 
 def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> EnsembleRun:
     """Write the model, its description, the tables, the metrics, the report and the manifest."""
     config, prepared, run_dir = start.config, start.prepared, start.run_dir
-    settings, task, names = config.ensemble, prepared.task, fitted["names"]
+    task, names = prepared.task, fitted["names"]
     combiner, outputs, y = combined["combiner"], fitted["outputs"], fitted["y"]
     summary = ensemble_summary(start, fitted, combined, score_test)
     if score_test and task != "regression":
@@ -257,7 +279,8 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
     model = EnsembleModel(task, fitted["members"], combiner, fitted["tree_view"])
     write_with(run_dir.path / ENSEMBLE_FILE, model.save)
     write_json(run_dir.path / "ensemble.json", {
-        "method": settings.method, "combiner": combiner.describe(), "classes": prepared.preprocessor.classes_,
+        "method": combined["chosen"], "combiner": combiner.describe(),
+        "classes": prepared.preprocessor.classes_,
         "members": [{"name": m.name, "kind": s.kind, "view": m.view, "calibration": s.calibration,
                      "bagging": s.bagging, "boosting": s.boosting}
                     for m, s in zip(fitted["members"], fitted["chosen"], strict=True)]})
@@ -269,7 +292,7 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
     write_with(run_dir.path / "members.csv", lambda tmp: table.to_csv(tmp, index=False))
     summary["duration_s"] = round(time.perf_counter() - start.started, 3)
     write_json(run_dir.metrics, summary)
-    show_tables(start.console, task, fitted["rows"], combined["methods"], diversity, settings.method,
+    show_tables(start.console, task, fitted["rows"], combined["methods"], diversity, combined["chosen"],
                 score_test)
     run = EnsembleRun(run_dir.path, verify=False)
     if score_test:

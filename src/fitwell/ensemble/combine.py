@@ -154,6 +154,34 @@ def build_combiner(method: str, outputs: list[np.ndarray], y: np.ndarray, task: 
     return Voting(one_hot, task, "soft", "best").fit(outputs, y)
 
 
+def nested_oof_loss(method: str, outputs: list[np.ndarray], y: np.ndarray, task: str, folds: int = 5,
+                    seed: int = 0, **settings) -> float:
+    """The combiner's own out-of-fold loss: fitted on the members' OOF outputs of k-1 folds of the
+    training rows, scored on the fold left out -- evidence a combiner cannot fit to itself (a
+    stacker scored on the rows it learnt from looks better than it is).
+
+    Example:
+        >>> y = np.array([0, 1] * 20); good = np.eye(2)[y] * 0.8 + 0.1; bad = np.full((40, 2), 0.5)
+        >>> nested_oof_loss("best", [good, bad], y, "binary", names=["g", "b"]) < 0.3
+        True
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if task == "regression":
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    held_out = np.zeros_like(outputs[0], dtype=np.float64)
+    try:
+        splits = list(splitter.split(outputs[0], y))
+    except ValueError:  # a class too small for k folds: no nested evidence, so never chosen
+        return float("inf")
+    for rest, held in splits:
+        combiner = build_combiner(method, [o[rest] for o in outputs], y[rest], task, seed=seed, **settings)
+        held_out[held] = combiner.combine([o[held] for o in outputs])
+    return ensemble_loss(task, y, held_out)
+
+
 def error_correlation(outputs: list[np.ndarray], y: np.ndarray, task: str) -> np.ndarray:
     """Pearson correlation of the members' OOF errors: residuals for regression, 1 - the
     probability of the true class for classification. Low values mean members err differently."""

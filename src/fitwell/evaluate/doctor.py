@@ -17,7 +17,7 @@ from torch import nn
 
 from fitwell.findings import Finding, sort_findings
 
-OVERFIT_RISE = 0.10  # validation loss this far above its best while training loss still falls
+OVERFIT_RISE_FLOOR = 0.01  # a rise under 1% of the best loss is never called overfitting
 SPIKE_FACTOR = 2.0  # an epoch's training loss this many times the best so far
 SLOW_DROP = 0.05  # training loss fell by less than this share over the run
 DEAD_SHARE = 0.5
@@ -68,6 +68,21 @@ def check_spikes(history: Sequence[dict], lr: float) -> Finding | None:
             " train.clip_grad_norm=1.0 bounds single bad steps")
 
 
+def curve_noise(values: Sequence[float]) -> float:
+    """The epoch-to-epoch noise of a curve: a robust standard deviation from its second differences
+    (which a steady rise or fall does not inflate).
+
+    Example:
+        >>> round(curve_noise([1.0, 0.9, 0.8, 0.7, 0.6]), 6)  # a straight line has no noise
+        0.0
+    """
+    finite = np.array([v for v in values if math.isfinite(v)], dtype=float)
+    if len(finite) < 3:
+        return 0.0
+    second = np.abs(np.diff(finite, n=2))
+    return float(1.4826 * np.median(second) / math.sqrt(6))
+
+
 def check_overfitting(history: Sequence[dict], config) -> Finding | None:
     """Validation loss rising from its best while training loss keeps falling."""
     val, tr = _series(history, "val_loss"), _series(history, "train_loss")
@@ -78,7 +93,11 @@ def check_overfitting(history: Sequence[dict], config) -> Finding | None:
     if last - best < 2 or not math.isfinite(val[last]):
         return None
     rise = (val[last] - val[best]) / max(abs(val[best]), 1e-12)
-    if rise < OVERFIT_RISE or not tr[last] < tr[best]:
+    noise = curve_noise(val)
+    # a rise that stands out of the curve's own epoch-to-epoch noise and holds for the last epochs
+    threshold = max(3 * noise, OVERFIT_RISE_FLOOR * abs(val[best]))
+    held = all(v > val[best] + noise for v in val[max(best + 1, last - 2):] if math.isfinite(v))
+    if val[last] - val[best] < threshold or not held or not tr[last] < tr[best]:
         return None
     model, train = config.model, config.train
     changes = [f"model.dropout={min(0.5, model.dropout + 0.2):g}",

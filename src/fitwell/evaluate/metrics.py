@@ -99,14 +99,39 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 
 def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE, R2, MAPE and median absolute error, in the target's own units."""
-    return {
+    """RMSE, MAE, R2, MAPE and median absolute error, in the target's own units. MAPE is left out
+    where it is undefined (``mape_undefined``)."""
+    out = {
         "rmse": float(math.sqrt(skm.mean_squared_error(y_true, pred))),
         "mae": float(skm.mean_absolute_error(y_true, pred)),
         "r2": float(skm.r2_score(y_true, pred)),
         "mape": float(skm.mean_absolute_percentage_error(y_true, pred)),
         "median_ae": float(skm.median_absolute_error(y_true, pred)),
     }
+    if mape_undefined(y_true):
+        del out["mape"]
+    return out
+
+
+def mape_undefined(y_true: np.ndarray) -> str | None:
+    """Why MAPE means nothing for these targets (a zero, or values near zero on their scale), or None.
+
+    Example:
+        >>> mape_undefined(np.array([0.0, 3.0, 5.0]))
+        'MAPE left out: the target is 0 in 1 of 3 rows, where a percentage error is undefined'
+    """
+    values = np.abs(np.asarray(y_true, dtype=float))
+    if len(values) == 0:
+        return None
+    zeros = int((values == 0).sum())
+    if zeros:
+        return (f"MAPE left out: the target is 0 in {zeros} of {len(values)} rows, where a percentage error"
+                " is undefined")
+    scale = float(np.median(values))
+    if scale > 0 and values.min() < 1e-6 * scale:
+        return (f"MAPE left out: target values down to {values.min():.3g} against a median of {scale:.3g}"
+                " make percentage errors explode")
+    return None
 
 
 def epoch_metrics(task: str, y_true: np.ndarray, output: np.ndarray) -> dict[str, float]:

@@ -205,7 +205,7 @@ def ensemble_metric_names(task: str) -> list[str]:
     from fitwell.evaluate.metrics import classification_metrics, regression_metrics
 
     if task == "regression":
-        names = regression_metrics(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.5]))
+        names = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 2.5]))
     else:
         names = classification_metrics(np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))
     return ["val_loss"] + [f"val_{name}" for name in names]

@@ -65,13 +65,21 @@ class NanGuard(Callback):
 
 
 class Budget(Callback):
-    """Stop after ``max_time`` seconds or ``max_steps`` optimizer steps (checked every batch)."""
+    """Stop after ``max_time`` seconds or ``max_steps`` optimizer steps (checked every batch).
 
-    def __init__(self, max_time: float | None = None, max_steps: int | None = None):
+    ``started_at`` (a ``time.monotonic()`` reading) counts the time from the run's start -- data,
+    audit and preprocessing included -- instead of from the first epoch, and ``reserve`` (a share
+    of ``max_time``) is left for what follows training: scoring, the report, the manifest.
+    """
+
+    def __init__(self, max_time: float | None = None, max_steps: int | None = None,
+                 started_at: float | None = None, reserve: float = 0.0):
         self.max_time, self.max_steps = max_time, max_steps
+        self.started_at, self.reserve = started_at, reserve
 
     def on_fit_start(self, trainer, state):
-        self._deadline = time.monotonic() + self.max_time if self.max_time else None
+        origin = time.monotonic() if self.started_at is None else self.started_at
+        self._deadline = origin + self.max_time * (1 - self.reserve) if self.max_time else None
 
     def on_batch_end(self, trainer, state):
         if self.max_steps is not None and state.step >= self.max_steps:
