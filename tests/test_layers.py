@@ -24,7 +24,7 @@ LAYERS = [
     {"track"},
     {"run", "pipeline", "estimators"},
     {"tune", "cv", "ensemble", "tasks"},
-    {"serve", "testing"},
+    {"serve", "testing", "api"},
     {"cli"},
 ]
 # evaluate's metrics sit below the engine, which reports them each epoch (DESIGN.md).

@@ -91,25 +91,70 @@ def audit(
         raise typer.Exit(1)
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".json")
+
+
 @app.command()
 def train(
-    config: Path | None = typer.Argument(None, help="YAML run config."),
+    config: Path | None = typer.Argument(None, help="A YAML run config, or a CSV/Parquet/JSONL table"
+                                         " (then --target is needed and a preset does the rest)."),
     overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or data notes."),
+    target: str | None = typer.Option(None, "--target", help="The column to predict (data.target)."),
+    time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds for the whole run, data"
+                                            " to report (ensemble.time_limit, or train.max_time)."),
+    preset: str | None = typer.Option(None, "--preset", help="fast, good or best (fitwell/presets);"
+                                      " a table without a config uses good."),
+    task: str | None = typer.Option(None, "--task", help="binary, multiclass or regression (data.task)."),
 ):
-    """Train from CONFIG (or continue a run with --resume) and score the test split once."""
-    from fitwell.pipeline import train as train_run
+    """Train from CONFIG -- or from a table with --target -- and score the test split once; or
+    continue a run with --resume."""
+    from fitwell.api import train as train_run
 
     if resume is None and config is None:
-        raise UserError("give a config file (fitwell train CONFIG) or --resume RUN_DIR")
-    if resume is not None and (config is not None or overrides):
-        raise UserError("--resume continues a run with its saved config; drop CONFIG and overrides")
+        raise UserError("give a config file (fitwell train CONFIG), a table with --target (fitwell train"
+                        " data.csv --target COL), or --resume RUN_DIR")
+    flags = target is not None or time_limit is not None or preset is not None or task is not None
+    if resume is not None and (config is not None or overrides or flags):
+        raise UserError("--resume continues a run with its saved config; drop CONFIG, overrides and flags")
+    values = {} if resume is not None else command_line_config(config, overrides, target, time_limit,
+                                                                preset, task)
+    source = values.pop("__config__", config)
     out = Console()
     console = None if quiet else Console(stderr=True)
-    run = train_run(config, overrides, resume=resume, console=console)
+    run = train_run(source, values or None, resume=resume, console=console)
     out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
+    if "members" in run.summary:
+        members = ", ".join(run.summary["members"])
+        out.print(f"ensemble: {run.summary['method']} of {members}", highlight=False)
     out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
+
+
+def command_line_config(config: Path, overrides, target, time_limit, preset, task) -> dict:
+    """The overrides ``fitwell train`` builds from its flags; a table instead of a YAML file becomes
+    a config of its own (``__config__``) with the good preset unless --preset says otherwise."""
+    from fitwell.config.load import parse_overrides
+
+    values = dict(parse_overrides(overrides))
+    table = config.suffix.lower() in DATA_SUFFIXES or config.is_dir()
+    if table:
+        if target is None:
+            raise UserError(f"{config} is a table, not a config: say which column to predict with"
+                            " --target COL (or give a YAML config)")
+        values["__config__"] = {"data": {"source": str(config)}, "preset": preset or "good"}
+    elif preset is not None:
+        values["preset"] = preset
+    for key, value in (("data.target", target), ("data.task", task)):
+        if value is not None:
+            values[key] = value
+    if time_limit is not None:
+        from fitwell.config import load_config
+
+        base = values.get("__config__", config)
+        has_ensemble = load_config(base, {k: v for k, v in values.items() if k != "__config__"}).ensemble
+        values["ensemble.time_limit" if has_ensemble is not None else "train.max_time"] = time_limit
+    return values
 
 
 @app.command("lr-find")

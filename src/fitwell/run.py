@@ -45,8 +45,13 @@ def console_say(console) -> Callable[[str], None]:
 
 
 def config_stem(config: ConfigLike | None, default: str) -> str:
-    """The run-name stem: a YAML file's name, else ``default``."""
-    return Path(config).stem if isinstance(config, (str, Path)) else default
+    """The run-name stem: a YAML file's name, a config dict's data file's name, else ``default``."""
+    if isinstance(config, (str, Path)):
+        return Path(config).stem
+    source = config.get("data", {}).get("source") if isinstance(config, Mapping) else None
+    if isinstance(source, str) and source and not source.startswith("sklearn:"):
+        return Path(source).stem or default
+    return default
 
 
 def load_run_config(config: ConfigLike | None, overrides=None) -> RunConfig:

@@ -206,6 +206,36 @@ def plain_values(value: Any, origin: str, where: str = "") -> Any:
                       f" got {type(value).__name__} {value!r:.60}")
 
 
+PRESETS = ("fast", "good", "best")
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The config values of a preset, as shipped in ``fitwell/presets/<name>.yaml``."""
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml").read_text())
+
+
+def merge_under(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section (a list is replaced whole)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_under(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_preset(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A config with ``preset: fast | good | best``: the preset's values under the user's own."""
+    name = raw.get("preset")
+    if name is None:
+        return raw
+    if name not in PRESETS:
+        raise ConfigError(f"{origin}: preset: unknown preset {name!r}.{did_you_mean(str(name), PRESETS)}"
+                          f" Known: {', '.join(PRESETS)} (or leave it out)")
+    return merge_under(preset_values(name), raw)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; check the path")
@@ -250,7 +280,7 @@ def load_config(
         origin = path.name
         raw = read_yaml(path)
     parsed = parse_overrides(overrides)
-    raw = plain_values(apply_overrides(raw, parsed), origin)
+    raw = with_preset(plain_values(apply_overrides(raw, parsed), origin), origin)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

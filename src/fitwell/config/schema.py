@@ -299,6 +299,9 @@ class RunConfig(Section):
     """A whole run."""
 
     seed: int = 0
+    preset: Literal["fast", "good", "best"] | None = Field(
+        None, description="values from fitwell/presets/<name>.yaml under your own (fitwell train FILE"
+                          " --target COL uses good)")
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)

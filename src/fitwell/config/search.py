@@ -114,6 +114,10 @@ class EnsembleConfig(Section):
     use: list[str] | None = Field(None, description="names of the members to combine; default all")
     folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
     greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")
+    time_limit: float | None = Field(
+        None, gt=0, description="seconds for the whole run from loading the data: members are fitted in"
+                                " the order listed (cheap first) and a member that would not finish in"
+                                " time is skipped; fitwell members get train.max_time from what is left")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5,
                                        description="share of a fitwell member's rows used for early stopping")
 

@@ -264,7 +264,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
     labels = strat if strat is not None else y.to_numpy()
-    together = resolve_method(config.split, task) not in ("time", "group")  # those keep their own order
+    together = resolve_method(config.split, task) not in ("time", "group")  # those keep their order
     if cv is not None:
         split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
         split = keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
@@ -281,8 +281,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
             preprocessor.set_classes(classes)
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)
     parts = split_tensors(preprocessor, inputs, y, weights, split, task)
-    notes = list(plan.notes) + typing_notes + list(report.notes)
-    clipped = preprocessor.statistics().get("clipped", {})
+    notes, clipped = plan.notes + typing_notes + report.notes, preprocessor.statistics().get("clipped", {})
     if clipped:
         notes.append(f"clipped {sum(clipped.values())} outlying training values in {len(clipped)} columns"
                      f" ({config.preprocess.outliers})")

@@ -81,6 +81,14 @@ def choose_threads(setting: int | str, macs_per_batch: int, deterministic: bool 
     return free, f"{free} of {cores} cores" + (f" ({busy} busy with other work)" if busy else "")
 
 
+def free_cores() -> int:
+    """Cores not kept busy by other processes (at least one): the thread count for work whose
+    threads spin while they wait (OpenMP in LightGBM and scikit-learn's tree models)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, available_cores() - busy_cores())
+
+
 @contextmanager
 def thread_limit(threads: int):
     """PyTorch's intra-op threads set to ``threads`` inside the block, restored after it."""

@@ -23,6 +23,7 @@ import pandas as pd
 from fitwell.config.load import ConfigLike
 from fitwell.config.schema import RunConfig
 from fitwell.data.prepare import PreparedData
+from fitwell.ensemble.budget import MemberBudget
 from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss
 from fitwell.ensemble.features import TreeFeatures
 from fitwell.ensemble.members import TREE_KINDS, build_member
@@ -177,18 +178,26 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
     splitter, groups = out_of_fold_splitter(config, prepared, config.ensemble.folds)
     fingerprint = _key(config.model_dump(mode="json", exclude={"ensemble", "tune", "track"}), cv)
     fitted = {"members": [], "rows": {}, "outputs": {"oof": [], "val": [], "test": []}, "by_name": {},
-              "y": y, "tree_view": tree_view, "names": [m.name for m in chosen], "chosen": chosen}
+              "y": y, "tree_view": tree_view, "names": [], "chosen": [], "skipped": []}
+    budget = MemberBudget(config.ensemble.time_limit, start.started_at, config.ensemble.folds)
     with warnings.catch_warnings():
         _quiet()
         for index, spec in enumerate(chosen):
+            if not budget.allows(spec.name, start.say):
+                fitted["skipped"].append(spec.name)
+                continue
+            where = f"ensemble.members.{config.ensemble.members.index(spec)}"
+            spec = budget.for_member(spec)
             key = _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
                        config.ensemble.validation_fraction)
             if key not in cache:
-                where = f"ensemble.members.{config.ensemble.members.index(spec)}"
                 cache[key] = _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
                                          splitter, groups, config.seed + index,
                                          config.ensemble.validation_fraction, where)
             member, outs, seconds = cache[key]
+            budget.spent.append(seconds)
+            fitted["names"].append(spec.name)
+            fitted["chosen"].append(spec)
             fitted["by_name"][spec.name] = outs
             fitted["members"].append(member)
             for part in fitted["outputs"]:
@@ -254,12 +263,13 @@ def ensemble_summary(start, fitted: dict, combined: dict, score_test: bool) -> d
     names, methods, combiner = fitted["names"], combined["methods"], combined["combiner"]
     correlation = error_correlation(fitted["outputs"]["oof"], fitted["y"]["train"], task)
     summary = {"task": task, "method": combined["chosen"], "method_setting": settings.method,
-               "combiner": combiner.describe(),
+               "combiner": combiner.describe(), "skipped_members": fitted["skipped"],
                "split": start.prepared.split.sizes(), "members": fitted["rows"], "methods": methods,
                "diversity": {"measure": "Pearson correlation of out-of-fold errors",
                              "members": names, "matrix": np.round(correlation, 4).tolist()}}
     if len(fitted["y"]["val"]):
-        summary["validation"] = {f"val_{k}": v for k, v in methods[combined["chosen"]]["validation"].items()}
+        kept = methods[combined["chosen"]]["validation"]
+        summary["validation"] = {f"val_{k}": v for k, v in kept.items()}
         summary["validation"]["val_loss"] = summary["validation"].get(
             "val_log_loss", summary["validation"].get("val_rmse", np.nan) ** 2)
     if score_test:
@@ -352,12 +362,15 @@ def _openmp_threads(kind: str):
     """HistGradientBoosting on one OpenMP thread when PyTorch's and scikit-learn's OpenMP runtimes
     are both loaded: with scikit-learn's loaded first, its 2-thread fits on a 2-core machine took
     1.03 s (400 rows) and 2.2 s (50,000 rows) against 0.15 s and 1.3 s on one thread
-    (docs/benchmarks.md, "OpenMP")."""
+    (docs/benchmarks.md, "OpenMP"); otherwise on the cores other processes leave free, since its
+    threads spin while they wait for a busy core."""
     from contextlib import nullcontext
 
     if kind != "hist_gradient_boosting":
         return nullcontext()
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from fitwell.engine.threads import free_cores
+
     runtimes = {info["filepath"] for info in threadpool_info() if info["internal_api"] == "openmp"}
-    return threadpool_limits(1, "openmp") if len(runtimes) > 1 else nullcontext()
+    return threadpool_limits(1 if len(runtimes) > 1 else free_cores(), "openmp")

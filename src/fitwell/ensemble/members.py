@@ -197,8 +197,10 @@ def _lightgbm(spec: MemberConfig, classify: bool, categorical: list[int], seed: 
                           " (pip install lightgbm)") from err
     cls = lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor
     # LightGBM's OpenMP threads spin while they wait: with more threads than free cores (tuning
-    # workers, other processes) a 0.2 s fit took 80 s here. Use the threads PyTorch was given.
-    params: dict[str, Any] = {"random_state": seed, "verbose": -1, "n_jobs": torch.get_num_threads(),
+    # workers, other processes) a 0.2 s fit took 80 s here. Use the cores nothing else keeps busy.
+    from fitwell.engine.threads import free_cores
+
+    params: dict[str, Any] = {"random_state": seed, "verbose": -1, "n_jobs": free_cores(),
                               **spec.params}
     if categorical and "categorical_feature" not in params:
         params["categorical_feature"] = categorical  # a Booster parameter: survives cloning and bagging

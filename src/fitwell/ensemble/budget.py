@@ -1,0 +1,34 @@
+"""The time budget of an ensemble (``ensemble.time_limit``)."""
+
+from __future__ import annotations
+
+import time
+
+
+class MemberBudget:
+    """``ensemble.time_limit``: whether the next member can still finish, and the training time a
+    fitwell member may take. The estimate of a member's cost is the dearest member so far; 15% of
+    the limit (at least 3 s) is kept for combining, scoring, importance and the report."""
+
+    def __init__(self, limit: float | None, started_at: float, folds: int):
+        self.limit, self.started_at, self.folds = limit, started_at, folds
+        self.spent: list[float] = []
+
+    def left(self) -> float:
+        return self.limit - max(0.15 * self.limit, 3.0) - (time.monotonic() - self.started_at)
+
+    def allows(self, name: str, say) -> bool:
+        if self.limit is None or not self.spent:  # the first member always runs
+            return True
+        if self.left() > max(self.spent):
+            return True
+        say(f"member [bold]{name}[/] skipped: {self.left():.0f} s left of ensemble.time_limit"
+            f" {self.limit:g} s, and a member has taken up to {max(self.spent):.0f} s")
+        return False
+
+    def for_member(self, spec):
+        """A fitwell member's spec with train.max_time set to its share of what is left."""
+        if self.limit is None or spec.kind != "fitwell":
+            return spec
+        share = max(1.0, self.left() / (self.folds + 1))
+        return spec.model_copy(update={"overrides": {**spec.overrides, "train.max_time": round(share, 1)}})
