@@ -90,3 +90,24 @@ def test_the_time_limit_holds_with_an_ensemble(tmp_path):
     elapsed = time.monotonic() - started
     assert elapsed < 22, elapsed
     assert run.summary["members"] and run.metrics["roc_auc"] > 0.8
+
+
+def test_refit_on_train_val_trains_on_every_row_but_the_test_rows(tmp_path):
+    frame = table(300)
+    config = {"data": {"target": "churn"}, "track": {"runs_dir": str(tmp_path)},
+              "explain": {"permutation": False},
+              "ensemble": {"folds": 3, "refit_on": "train_val",
+                           "members": [{"name": "lightgbm", "kind": "lightgbm"}]}}
+    run = fitwell.train(config, data=frame)
+    split = run.summary["split"]
+    assert split["val"] == 0 and split["train"] + split["test"] == len(frame)
+    oof = pd.read_csv(run.path / "oof.csv")
+    test = pd.read_csv(run.path / "test_predictions.csv")
+    assert len(oof) == split["train"] and not set(oof["row"]) & set(test["row"])  # test rows unseen
+    assert "validation" not in run.summary
+    with pytest.raises(ConfigError, match="ensemble.refit_on"):
+        from fitwell.tune import tune
+
+        tune({**config, "tune": {"space": {"ensemble.method": {"type": "categorical",
+                                                               "choices": ["best", "voting"]}}}},
+             data=frame)

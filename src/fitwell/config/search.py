@@ -114,6 +114,9 @@ class EnsembleConfig(Section):
     use: list[str] | None = Field(None, description="names of the members to combine; default all")
     folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
     greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")
+    refit_on: Literal["train", "train_val"] = Field(
+        "train", description="train_val: the validation rows join the training rows of every member"
+                             " and of the combiner (no validation metrics then); the test rows stay unseen")
     time_limit: float | None = Field(
         None, gt=0, description="seconds for the whole run from loading the data: members are fitted in"
                                 " the order listed (cheap first) and a member that would not finish in"

@@ -305,9 +305,10 @@ def _duplicates(prepared: PreparedData, raw: pd.DataFrame, findings: list[Findin
             "duplicate_rows", "warning",
             f"{exact} rows repeat an earlier row exactly"
             + (f"; {removed} were removed before the split (data.drop_duplicates)" if removed
-               else "; they were kept (data.drop_duplicates is false)"),
+               else "; they were kept, each row's copies in one split part (data.drop_duplicates is"
+                    " false)"),
             evidence={"count": exact, "removed": removed},
-            fix=None if removed else "data.drop_duplicates=true, unless repeats are real observations"))
+            fix=None if removed else "data.drop_duplicates=true if the repeats are not real observations"))
     plan, frame, split = prepared.plan, prepared.frame, prepared.split
     # image / text / sequence columns count too (as text: a sequence cell may be a list)
     columns = plan.inputs + [c for c in prepared.preprocessor.input_columns() if c not in plan.inputs]

@@ -63,6 +63,16 @@ class PreparedData:
                                                 config.seed)
         return self.synthetic
 
+    def merge_validation(self) -> PreparedData:
+        """The same data with the validation rows moved into training (their order kept: train
+        rows, then validation rows), for models that need no validation split of their own."""
+        from dataclasses import replace
+
+        split = Split(np.concatenate([self.split.train, self.split.val]), self.split.val[:0],
+                      self.split.test)
+        return replace(self, split=split, train=self.train.concat(self.val),
+                       val=self.val.select(np.arange(0)))
+
     def change_training_rows(self, config: RunConfig) -> list[str]:
         """Apply ``train.resample`` and ``data.synthetic`` to the training rows; say what changed."""
         lines = []

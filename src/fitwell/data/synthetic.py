@@ -81,7 +81,7 @@ def _augmented_copies(
             copies.append((made * 255.0).round().clamp(0, 255).to(torch.uint8))
     extra = data.select(rows)
     extra.inputs["image"] = torch.cat(copies) if copies else images[:0]
-    return _concat(data, extra)
+    return TensorData.concat(data, extra)
 
 
 def _interpolated(data: TensorData, config: SyntheticConfig, task: str, seed: int) -> TensorData:
@@ -129,15 +129,4 @@ def _interpolated(data: TensorData, config: SyntheticConfig, task: str, seed: in
         np.ascontiguousarray(X_new[:, :width], dtype=np.float32),
         np.ascontiguousarray(np.rint(X_new[:, width:]), dtype=np.int64),
         np.ascontiguousarray(y_new, dtype=y.dtype),
-    )
-
-
-def _concat(first: TensorData, second: TensorData) -> TensorData:
-    weight = None if first.weight is None else torch.cat([first.weight, second.weight])
-    return TensorData(
-        torch.cat([first.numeric, second.numeric]),
-        torch.cat([first.codes, second.codes]),
-        torch.cat([first.target, second.target]),
-        weight,
-        {k: torch.cat([v, second.inputs[k]]) for k, v in first.inputs.items()},
     )

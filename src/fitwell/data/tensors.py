@@ -37,6 +37,13 @@ class TensorData:
                           None if self.weight is None else self.weight[rows],
                           {k: v[rows] for k, v in self.inputs.items()})
 
+    def concat(self, other: TensorData) -> TensorData:
+        """These rows followed by ``other``'s, block by block."""
+        weight = None if self.weight is None else torch.cat([self.weight, other.weight])
+        return TensorData(torch.cat([self.numeric, other.numeric]), torch.cat([self.codes, other.codes]),
+                          torch.cat([self.target, other.target]), weight,
+                          {k: torch.cat([v, other.inputs[k]]) for k, v in self.inputs.items()})
+
     @classmethod
     def from_numpy(cls, numeric: np.ndarray, codes: np.ndarray, target: np.ndarray,
                    weight: np.ndarray | None = None,

@@ -135,6 +135,8 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     resolved = load_run_config(config, overrides)
     check_ensemble_config(resolved)
     start = start_run(resolved, stem=config_stem(config, "ensemble"), data=data, console=console, cv=cv)
+    if resolved.ensemble.refit_on == "train_val":
+        start.prepared = start.prepared.merge_validation()
     with guard(start):
         settings, sizes = start.config.ensemble, start.prepared.split.sizes()
         chosen = settings.chosen()

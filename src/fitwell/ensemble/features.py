@@ -62,7 +62,9 @@ class TreeFeatures:
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         typed = type_columns(frame, self.plan, self.normalize_strings)
         blocks = [typed[self.number_columns_].to_numpy(dtype=np.float64)]
-        if self.encoder_ is not None:
+        if self.encoder_ is not None and len(typed) == 0:  # no rows (an empty validation split)
+            blocks.append(np.zeros((0, len(self.category_columns_))))
+        elif self.encoder_ is not None:
             codes = self.encoder_.transform(typed[self.category_columns_])
             blocks.append(np.asarray(codes, dtype=np.float64))
         return np.hstack(blocks) if blocks else np.zeros((len(typed), 0))

@@ -83,6 +83,9 @@ def check_tune(config: RunConfig, task: str | None = None) -> None:
             f" itself ({', '.join(changes_loss)}); tune a task metric instead, such as val_rmse, val_r2,"
             " val_accuracy or val_roc_auc")
     if config.ensemble is not None:
+        if config.ensemble.refit_on == "train_val":
+            raise ConfigError("tune with ensemble.refit_on: train_val: trials are scored on the validation"
+                              " split, which that setting trains on; set ensemble.refit_on: train to tune")
         extra = [n for n in metrics_of(config) if n in EXTRA_OBJECTIVES]
         single = "tune.cv" if config.tune.cv else "tune.retrain_on: train_val" \
             if config.tune.retrain_on == "train_val" else (extra[0] if extra else None)
