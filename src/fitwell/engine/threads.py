@@ -7,14 +7,16 @@ and 725 us with one core busy, one thread in 338 us either way. More threads pay
 3 million multiply-adds per batch (a 128-wide MLP at batch 256: 1.24x faster with 2 threads).
 
 The rule: ``train.threads`` when set; ``OMP_NUM_THREADS`` when the user set it; else one thread
-below the measured crossover, and above it the cores that are not already busy (from the load
-average) -- except with ``train.deterministic``, where it stays every core so that two runs use
-the same thread count. The count is set for the fit only and restored afterwards.
+below the measured crossover, and above it the cores that are not already busy (sampled from
+/proc/stat for a tenth of a second) -- except with ``train.deterministic``, where it stays every
+core so that two runs use the same thread count. The count is set for the fit only and restored
+afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 
 import torch
@@ -31,9 +33,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores() -> int:
-    """Cores other processes keep busy, from the 1-minute load average (this process counts one
-    while it runs, so it is left out)."""
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (Linux); None elsewhere."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.1) -> int:
+    """Cores other processes keep busy right now: the busy share of every CPU over ``window``
+    seconds while this process sleeps (Linux), else the 1-minute load average less this process.
+    The load average lags a minute behind: after a busy spell it still reports cores busy that
+    are free, so it is only the fallback."""
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(window)
+        after = _cpu_times()
+        spent = after[1] - before[1]
+        if spent > 0:
+            return int((after[0] - before[0]) / spent * available_cores() + 0.5)
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
