@@ -82,7 +82,10 @@ class EnsembleModel:
         untrusted = sio.get_untrusted_types(file=path)
         foreign = [t for t in untrusted if not t.startswith(TRUSTED)]
         if foreign:
-            raise DataError(f"{path} holds types fitwell does not trust: {', '.join(foreign)}")
+            raise DataError(f"{path} holds types fitwell does not trust: {', '.join(foreign)}. fitwell"
+                            " loads fitwell, scikit-learn, LightGBM and NumPy types only (skops); an"
+                            " ensemble with a member of your own module cannot be loaded from its run"
+                            " directory")
         saved = sio.load(path, trusted=untrusted)
         return cls(saved["task"], [Member(**m) for m in saved["members"]], saved["combiner"],
                    saved["tree_view"])

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from fitwell.config.load import load_config
 from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import read_table
-from fitwell.errors import DamagedRun, DataError
+from fitwell.errors import DamagedRun, DataError, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
 from fitwell.models import MODELS
 from fitwell.track.run_dir import RunDir
@@ -141,7 +141,7 @@ def load_run_file(run_dir: RunDir, path: Path, load):
     """``load(path)``, with any failure reported as a DamagedRun naming the file."""
     try:
         return load(path)
-    except DamagedRun:
+    except UserError:  # already says what is wrong (a damaged file, types fitwell does not trust)
         raise
     except Exception as err:
         raise DamagedRun(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); the file is"
