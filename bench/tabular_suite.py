@@ -66,6 +66,9 @@ def baseline(kind: str, frame: pd.DataFrame, target: str, task: str, test_rows: 
     else:
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+        for column in X.columns:  # it takes at most 255 categories a column: more become codes
+            if isinstance(X[column].dtype, pd.CategoricalDtype) and len(X[column].cat.categories) > 255:
+                X[column] = X[column].cat.codes.replace(-1, np.nan).astype(float)
         model = (HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier)(
             categorical_features="from_dtype")
     model.fit(X[~test], y[~test])
