@@ -116,3 +116,20 @@ def test_nested_out_of_fold_loss_judges_combiners_on_rows_they_did_not_fit():
     settings = {"names": ["a", "b"]}
     assert nested_oof_loss("voting", [first, second], y, "binary", **settings) < \
         nested_oof_loss("best", [first, second], y, "binary", **settings)
+
+
+def test_the_selection_metric_decides_which_member_greedy_keeps():
+    """A member that ranks well but is over-confident (trees on rare positives) and one that is
+    calibrated but ranks worse: ROC AUC keeps the first, the log loss the second."""
+    from fitwell.ensemble.combine import greedy_weights, selection_metric
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.1).astype(int)
+    score = y + rng.normal(scale=0.8, size=2000)
+    ranker = 1 / (1 + np.exp(-8 * (score - 0.5)))  # good order, probabilities pushed to 0 and 1
+    calibrated_score = y + rng.normal(scale=1.6, size=2000)
+    calibrated = np.clip(0.1 + 0.5 * (calibrated_score - calibrated_score.mean()) / 3, 0.01, 0.99)
+    outputs = [np.column_stack([1 - p, p]) for p in (ranker, calibrated)]
+    assert greedy_weights(outputs, y, "binary", 10, "roc_auc")[0] > 0.5
+    assert greedy_weights(outputs, y, "binary", 10, "log_loss")[1] > 0.5
+    assert selection_metric("binary", "auto") == "roc_auc" and selection_metric("regression", "auto") == "mse"

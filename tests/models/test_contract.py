@@ -8,6 +8,7 @@ from fitwell.testing import check_model
 
 SMALL = {"mlp": {"hidden_sizes": [32]}, "resmlp": {"width": 32, "blocks": 2},
          "tabular_transformer": {"width": 16, "blocks": 1, "heads": 4},
+         "tabm": {"ensemble_size": 4, "width": 32},
          "cnn": {"channels": [8, 16]}, "resnet": {"channels": [8, 16], "blocks": 1},
          "rnn": {"cell": "lstm", "width": 16}, "transformer": {"width": 16, "blocks": 1, "heads": 2},
          "combiner": {"hidden_sizes": [16], "channels": [8], "width": 16},
@@ -30,6 +31,7 @@ def test_model_contract(name):
 @pytest.mark.parametrize("name, settings", [
     ("resmlp", {"width": 32, "blocks": 2}),
     ("tabular_transformer", {"width": 16, "blocks": 1, "heads": 4}),
+    ("tabm", {"width": 32, "ensemble_size": 4}),
 ])
 def test_family_trains_from_config_and_predicts(tmp_path, mixed_frame, name, settings):
     run = train({"data": {"target": "label"}, "model": {"name": name, **settings, "hidden_sizes": [999]},

@@ -107,6 +107,9 @@ class EnsembleConfig(Section):
         "auto", description="auto: the combiner with the lowest nested out-of-fold loss (each fitted on"
                             " k-1 folds of the members' out-of-fold outputs, scored on the fold left out)")
     voting: Literal["soft", "hard"] = "soft"
+    metric: Literal["auto", "log_loss", "roc_auc", "accuracy", "mse"] = Field(
+        "auto", description="what greedy selection, best and auto lower: auto is ROC AUC for binary"
+                            " tasks, log loss for multiclass, mean squared error for regression")
     weights: dict[str, float] | None = Field(None, description="voting weight per member name (default 1)")
     meta_learner: Literal["linear", "lightgbm", "hist_gradient_boosting"] = "linear"
     stack_on: Literal["probability", "logit"] = Field(

@@ -32,7 +32,21 @@ def weighted_mean(per_row: torch.Tensor, weight: torch.Tensor | None) -> torch.T
 
 
 class Loss(nn.Module):
-    """Base: per-row loss, then the (class x sample) weighted mean."""
+    """Base: per-row loss, then the (class x sample) weighted mean.
+
+    A 3-d output ``(rows, heads, out)`` (an ensembling family such as TabM, in training) is read as
+    ``heads`` predictions of every row: each head gets its own loss, and the loss is their mean.
+    """
+
+    def __call__(self, output, target, weight=None):
+        if output.ndim == 3:
+            rows, heads = output.shape[:2]
+            output = output.reshape(rows * heads, -1)
+            target = target.repeat_interleave(heads)
+            weight = None if weight is None else weight.repeat_interleave(heads)
+        if weight is None:
+            return super().__call__(output, target)
+        return super().__call__(output, target, weight)
 
     def __init__(self, class_weights: torch.Tensor | None = None):
         super().__init__()

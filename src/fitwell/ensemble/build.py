@@ -24,7 +24,7 @@ from fitwell.config.load import ConfigLike
 from fitwell.config.schema import RunConfig
 from fitwell.data.prepare import PreparedData
 from fitwell.ensemble.budget import MemberBudget
-from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss
+from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss, selection_metric
 from fitwell.ensemble.features import TreeFeatures
 from fitwell.ensemble.members import TREE_KINDS, build_member
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
@@ -227,7 +227,8 @@ def combine_members(start, fitted: dict, score_test: bool) -> dict:
             combiner = build_combiner(method, outputs["oof"], y["train"], task, names=fitted["names"],
                                       voting=settings.voting, weights=settings.weights,
                                       meta_learner=settings.meta_learner, stack_on=settings.stack_on,
-                                      greedy_rounds=settings.greedy_rounds, seed=start.config.seed)
+                                      greedy_rounds=settings.greedy_rounds, seed=start.config.seed,
+                                      metric=selection_metric(task, settings.metric))
             combiners[method] = combiner
             methods[method] = {**combiner.describe()}
             if len(y["val"]):
@@ -252,10 +253,12 @@ def choose_combiner(start, fitted: dict, methods: dict) -> str:
             method, fitted["outputs"]["oof"], fitted["y"]["train"], task, seed=start.config.seed,
             names=fitted["names"], voting=settings.voting, weights=settings.weights,
             meta_learner=settings.meta_learner, stack_on=settings.stack_on,
-            greedy_rounds=settings.greedy_rounds)
+            greedy_rounds=settings.greedy_rounds, metric=selection_metric(task, settings.metric))
         methods[method]["nested_oof_loss"] = losses[method]
     chosen = min(losses, key=lambda m: losses[m])
-    start.say(f"combiner: {chosen} (nested out-of-fold loss "
+    metric = selection_metric(task, settings.metric)
+    label = {"roc_auc": "1 - ROC AUC", "accuracy": "error rate", "mse": "MSE"}.get(metric, "log loss")
+    start.say(f"combiner: {chosen} (nested out-of-fold {label}: "
               + ", ".join(f"{m} {v:.4g}" for m, v in losses.items()) + ")")
     return chosen
 

@@ -110,14 +110,34 @@ class Voting:
         return {"method": self.method, "voting": self.voting, "weights": [float(w) for w in self.weights_]}
 
 
-def ensemble_loss(task: str, y: np.ndarray, output: np.ndarray) -> float:
-    """Log loss for classifiers, mean squared error for regressors: what greedy selection lowers."""
+SELECTION_METRICS = ("auto", "log_loss", "roc_auc", "accuracy", "mse")
+
+
+def selection_metric(task: str, metric: str | None) -> str:
+    """``auto``: ROC AUC for a binary task (trees' out-of-fold probabilities are often badly
+    calibrated on rare positives, and the log loss then prefers a member that ranks worse), log loss
+    for multiclass, mean squared error for regression."""
+    if metric in (None, "auto"):
+        return {"binary": "roc_auc", "multiclass": "log_loss"}.get(task, "mse")
+    return metric
+
+
+def ensemble_loss(task: str, y: np.ndarray, output: np.ndarray, metric: str | None = None) -> float:
+    """What greedy selection and the choice of combiner lower: log loss for classifiers and mean
+    squared error for regressors by default, or ``metric`` (1 - ROC AUC, 1 - accuracy)."""
     if task == "regression":
         return float(mean_squared_error(y, output))
+    if metric == "roc_auc" and task == "binary" and len(np.unique(y)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        return 1.0 - float(roc_auc_score(y, output[:, 1]))
+    if metric == "accuracy":
+        return 1.0 - float((output.argmax(axis=1) == y).mean())
     return float(log_loss(y, np.clip(output, 1e-15, 1), labels=np.arange(output.shape[1])))
 
 
-def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50) -> list[float]:
+def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50,
+                   metric: str | None = None) -> list[float]:
     """Ensemble selection with replacement (Caruana et al., 2004): each round adds the member
     whose addition most lowers the OOF loss of the running average; weights are the counts.
 
@@ -129,7 +149,7 @@ def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: 
     counts = np.zeros(len(outputs))
     total = np.zeros_like(np.asarray(outputs[0], dtype=np.float64))
     for step in range(1, rounds + 1):
-        losses = [ensemble_loss(task, y, (total + o) / step) for o in outputs]
+        losses = [ensemble_loss(task, y, (total + o) / step, metric) for o in outputs]
         best = int(np.argmin(losses))
         counts[best] += 1
         total = total + outputs[best]
@@ -139,7 +159,7 @@ def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: 
 def build_combiner(method: str, outputs: list[np.ndarray], y: np.ndarray, task: str, *,
                    names: list[str], voting: str = "soft", weights: dict[str, float] | None = None,
                    meta_learner: str = "linear", stack_on: str = "probability", greedy_rounds: int = 50,
-                   seed: int = 0):
+                   seed: int = 0, metric: str | None = None):
     """A fitted combiner of ``method`` (stacking, voting, greedy, best) from OOF outputs."""
     if method == "stacking":
         return Stacking(build_meta_learner(meta_learner, task, seed), task, stack_on).fit(outputs, y)
@@ -147,8 +167,9 @@ def build_combiner(method: str, outputs: list[np.ndarray], y: np.ndarray, task: 
         chosen = [float((weights or {}).get(n, 1.0)) for n in names]  # unnamed members weigh 1
         return Voting(chosen, task, voting).fit(outputs, y)
     if method == "greedy":
-        return Voting(greedy_weights(outputs, y, task, greedy_rounds), task, "soft", "greedy").fit(outputs, y)
-    losses = [ensemble_loss(task, y, o) for o in outputs]
+        chosen = greedy_weights(outputs, y, task, greedy_rounds, metric)
+        return Voting(chosen, task, "soft", "greedy").fit(outputs, y)
+    losses = [ensemble_loss(task, y, o, metric) for o in outputs]
     one_hot = [0.0] * len(outputs)
     one_hot[int(np.argmin(losses))] = 1.0
     return Voting(one_hot, task, "soft", "best").fit(outputs, y)
@@ -179,7 +200,7 @@ def nested_oof_loss(method: str, outputs: list[np.ndarray], y: np.ndarray, task:
     for rest, held in splits:
         combiner = build_combiner(method, [o[rest] for o in outputs], y[rest], task, seed=seed, **settings)
         held_out[held] = combiner.combine([o[held] for o in outputs])
-    return ensemble_loss(task, y, held_out)
+    return ensemble_loss(task, y, held_out, settings.get("metric"))
 
 
 def error_correlation(outputs: list[np.ndarray], y: np.ndarray, task: str) -> np.ndarray:

@@ -7,6 +7,7 @@ from fitwell.models import (  # noqa: F401  (register the families)
     pretrained,
     resmlp,
     sequence,
+    tabm,
     tabular_transformer,
 )
 from fitwell.models.cnn import CNN, ResNet
@@ -16,8 +17,9 @@ from fitwell.models.pretrained import MiniLM, TimmBackbone, minilm_embeddings
 from fitwell.models.registry import MODELS, input_kinds, model_arguments, register_model
 from fitwell.models.resmlp import ResMLP
 from fitwell.models.sequence import RNN, SequenceTransformer
+from fitwell.models.tabm import TabM
 from fitwell.models.tabular_transformer import TabularTransformer
 
 __all__ = ["CNN", "MLP", "MODELS", "RNN", "Combiner", "MiniLM", "ResMLP", "ResNet", "SequenceTransformer",
-           "TabularTransformer", "TimmBackbone", "input_kinds", "minilm_embeddings", "model_arguments",
-           "register_model"]
+           "TabM", "TabularTransformer", "TimmBackbone", "input_kinds", "minilm_embeddings",
+           "model_arguments", "register_model"]

@@ -71,7 +71,9 @@ def _rows(tensors: dict, start: int, stop: int) -> dict:
 def _learn_a_little(model, numeric, codes, target, inputs: dict, steps: int):
     """Adam steps on one batch: the loss before and after, two eval outputs (whole and halves)."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    from fitwell.engine.losses import CrossEntropy
+
+    loss_fn = CrossEntropy()  # fitwell's: it also reads (rows, heads, out) training outputs
     model.eval()
     with torch.no_grad():
         before = float(loss_fn(model(numeric, codes, **inputs), target))
@@ -139,7 +141,11 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
     for shape_case in [cardinalities, []] if cardinalities else [[]]:
         model = build(shape_case)
         out = model(numeric, codes[:, : len(shape_case)], **inputs)
-        assert out.shape == (32, 3), f"{name}: output shape {tuple(out.shape)}, expected (32, 3)"
+        heads = getattr(model, "heads", None)  # an ensembling family (tabm) trains k heads
+        expected = (32, heads, 3) if heads else (32, 3)
+        assert out.shape == expected, f"{name}: training output shape {tuple(out.shape)}, expected {expected}"
+        out = model.eval()(numeric, codes[:, : len(shape_case)], **inputs)
+        assert out.shape == (32, 3), f"{name}: eval output shape {tuple(out.shape)}, expected (32, 3)"
     torch.manual_seed(0)
     model = build(cardinalities)
     before, after, first, halves = _learn_a_little(model, numeric, codes, target, inputs, steps)
