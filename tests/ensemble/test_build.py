@@ -165,7 +165,8 @@ def test_tune_rejects_a_metric_an_ensemble_does_not_report(tmp_path):
                   "type": "categorical", "choices": ["voting", "best"]}}}})
 
 
-def test_no_member_sees_the_rows_of_its_out_of_fold_predictions(tmp_path):
+@pytest.mark.parametrize("final", ["refit", "bag"])
+def test_no_member_sees_the_rows_of_its_out_of_fold_predictions(tmp_path, final):
     """Out-of-fold predictions exist for every training row and member, and each comes from a fit
     that did not see that row: a 1-nearest-neighbour member on a row id memorises random labels
     (right on every row it saw), so its out-of-fold accuracy is chance only if no row leaked."""
@@ -173,7 +174,7 @@ def test_no_member_sees_the_rows_of_its_out_of_fold_predictions(tmp_path):
     frame = pd.DataFrame({"rid": np.arange(400, dtype=float), "y": rng.integers(0, 2, 400)})
     run = fit_ensemble({"data": {"target": "y", "columns": {"rid": "numeric"}},
                         "track": {"runs_dir": str(tmp_path)}, "explain": {"permutation": False},
-                        "ensemble": {"folds": 4, "method": "voting", "members": [
+                        "ensemble": {"folds": 4, "method": "voting", "final": final, "members": [
                             {"name": "memory", "kind": "sklearn", "params": {"n_neighbors": 1},
                              "estimator": "sklearn.neighbors:KNeighborsClassifier"},
                             {"name": "gbm", "kind": "lightgbm", "params": {"n_estimators": 5}}]}},
@@ -183,6 +184,8 @@ def test_no_member_sees_the_rows_of_its_out_of_fold_predictions(tmp_path):
     assert oof[["memory_proba_1", "gbm_proba_1"]].notna().all().all()
     memorised = (oof["memory_proba_1"] > 0.5).astype(int) == oof["target"]
     assert memorised.mean() < 0.65  # chance (0.5), not the 1.0 of rows it was fitted on
-    seen = frame.loc[oof["row"]]  # the member refitted on every training row knows each of them
+    # refitted on every training row (or bagged: each row known to 3 of the 4 fold models), the
+    # member knows each of them
+    seen = frame.loc[oof["row"]]
     views = run.ensemble.views(run.preprocessor, seen.drop(columns=["y"]))
     assert (run.ensemble.members[0].output("binary", views).argmax(axis=1) == seen["y"].to_numpy()).all()

@@ -118,3 +118,30 @@ def test_fitwell_member_predicts_every_class_even_when_a_bootstrap_missed_one():
     config = base_config().model_dump(mode="json")
     model = FitwellMemberClassifier(config, 6, [], num_classes=3).fit(X[y != 2], y[y != 2])
     assert model.predict_proba(X).shape == (300, 3)
+
+
+def test_fold_bagging_predicts_with_the_models_that_made_the_out_of_fold_predictions(tmp_path):
+    """ensemble.final: bag keeps the k fold models (no refit): each saw (k-1)/k of the training
+    rows, the run reloads from its directory, and its predictions are the mean of the k models."""
+    import pandas as pd
+
+    from fitwell.ensemble import fit_ensemble
+    from fitwell.ensemble.members import FoldBag
+    from fitwell.serve import load_run
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "z": rng.normal(size=300)})
+    frame["y"] = 3 * frame["x"] + rng.normal(size=300)
+    run = fit_ensemble({"data": {"target": "y"}, "track": {"runs_dir": str(tmp_path)},
+                        "explain": {"permutation": False},
+                        "ensemble": {"folds": 4, "final": "bag", "members": [
+                            {"name": "gbm", "kind": "lightgbm", "params": {"n_estimators": 20}}]}},
+                       data=frame)
+    bag = run.ensemble.members[0].estimator
+    assert isinstance(bag, FoldBag) and len(bag.estimators) == 4
+    assert all(m.n_estimators_ == 20 for m in bag.estimators)  # four fitted fold models
+    oof = pd.read_csv(run.path / "oof.csv")
+    assert len(oof) == run.summary["split"]["train"]
+    again = load_run(run.path)
+    new = frame.drop(columns=["y"]).head(5)
+    assert np.allclose(again.predict(new)["prediction"], run.predict(new)["prediction"])

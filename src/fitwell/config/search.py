@@ -117,6 +117,10 @@ class EnsembleConfig(Section):
     use: list[str] | None = Field(None, description="names of the members to combine; default all")
     folds: int = Field(5, ge=2, description="folds of the out-of-fold predictions on the train split")
     greedy_rounds: int = Field(50, ge=1, description="selection rounds of the greedy weight search")
+    final: Literal["refit", "bag"] = Field(
+        "refit", description="the member that predicts: refit (one more fit on all the training rows)"
+                             " or bag (the k fold models that made the out-of-fold predictions,"
+                             " averaged: the out-of-fold score then describes the model that predicts)")
     refit_on: Literal["train", "train_val"] = Field(
         "train", description="train_val: the validation rows join the training rows of every member"
                              " and of the combiner (no validation metrics then); the test rows stay unseen")

@@ -26,7 +26,7 @@ from fitwell.data.prepare import PreparedData
 from fitwell.ensemble.budget import MemberBudget
 from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss, selection_metric
 from fitwell.ensemble.features import TreeFeatures
-from fitwell.ensemble.members import TREE_KINDS, build_member
+from fitwell.ensemble.members import TREE_KINDS, bag_folds, build_member
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
 from fitwell.ensemble.tables import (
     describe_wrapping,
@@ -191,7 +191,7 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
             where = f"ensemble.members.{config.ensemble.members.index(spec)}"
             spec = budget.for_member(spec)
             key = _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
-                       config.ensemble.validation_fraction)
+                       config.ensemble.validation_fraction, config.ensemble.final)
             if key not in cache:
                 cache[key] = _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
                                          splitter, groups, config.seed + index,
@@ -344,9 +344,13 @@ def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes
     params = {} if weight is None else {"sample_weight": weight}
     started = time.perf_counter()
     with _openmp_threads(spec.kind):
-        oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
-                                groups=groups, method=method, params=params)
-        fitted = clone(estimator).fit(views["train"][view], y["train"], **params)
+        if config.ensemble.final == "bag":
+            oof, fitted = bag_folds(estimator, views["train"][view], y["train"], splitter, groups, method,
+                                    params, num_classes)
+        else:
+            oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
+                                    groups=groups, method=method, params=params)
+            fitted = clone(estimator).fit(views["train"][view], y["train"], **params)
     seconds = time.perf_counter() - started
     member = Member(spec.name, view, fitted)
     outs = {"oof": np.asarray(oof, dtype=np.float64) if task == "regression" else normalise(oof)}

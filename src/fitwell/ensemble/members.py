@@ -215,3 +215,61 @@ def _construct(cls, params: dict, spec: MemberConfig, where: str):
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where} {spec.name!r} params: {err}") from err
     return estimator
+
+
+class FoldBag(BaseEstimator):
+    """k-fold bagging's final model: the k models fitted on k-1 folds each, whose out-of-fold
+    predictions scored the member; a prediction is their mean (``ensemble.final: bag``).
+
+    Example:
+        >>> from sklearn.linear_model import LinearRegression
+        >>> X = np.arange(8.0).reshape(-1, 1)
+        >>> bag = FoldBag([LinearRegression().fit(X, 2 * X[:, 0]), LinearRegression().fit(X, 4 * X[:, 0])])
+        >>> bag.predict(np.array([[1.0]])).tolist()
+        [3.0]
+    """
+
+    def __init__(self, estimators=(), num_classes: int = 0):
+        self.estimators = list(estimators)
+        self.num_classes = num_classes
+        if num_classes:
+            self.classes_ = np.arange(num_classes)
+
+    def predict(self, X) -> np.ndarray:
+        if self.num_classes:
+            return self.predict_proba(X).argmax(axis=1)
+        return np.mean([np.asarray(e.predict(X), dtype=np.float64) for e in self.estimators], axis=0)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return np.mean([aligned_proba(e, e.predict_proba(X), self.num_classes) for e in self.estimators],
+                       axis=0)
+
+
+def aligned_proba(estimator, proba: np.ndarray, num_classes: int) -> np.ndarray:
+    """Probabilities in columns 0..num_classes-1 even when a fold's model saw only some classes."""
+    proba = np.asarray(proba, dtype=np.float64)
+    classes = np.asarray(getattr(estimator, "classes_", np.arange(proba.shape[1]))).astype(int)
+    if proba.shape[1] == num_classes and (classes == np.arange(num_classes)).all():
+        return proba
+    out = np.zeros((len(proba), num_classes))
+    out[:, classes] = proba
+    return out
+
+
+def bag_folds(estimator, X: np.ndarray, y: np.ndarray, splitter, groups, method: str, params: dict,
+              num_classes: int) -> tuple[np.ndarray, FoldBag]:
+    """Fit a clone on each fold's other rows: the out-of-fold predictions, and the FoldBag of the
+    k fitted models (every model saw (k-1)/k of the rows; no refit)."""
+    from sklearn.base import clone
+
+    oof, models = None, []
+    for rest, held in splitter.split(X, y, groups):
+        model = clone(estimator).fit(X[rest], y[rest], **{k: np.asarray(v)[rest] for k, v in params.items()})
+        predicted = getattr(model, method)(X[held])
+        if method == "predict_proba":
+            predicted = aligned_proba(model, predicted, num_classes)
+        if oof is None:
+            oof = np.zeros((len(y), *np.shape(predicted)[1:]))
+        oof[held] = predicted
+        models.append(model)
+    return oof, FoldBag(models, num_classes)
