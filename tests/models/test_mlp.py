@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from fitwell.engine.losses import CrossEntropy
 from fitwell.models import MLP, MODELS, input_kinds
 
 
@@ -21,9 +22,10 @@ def test_every_table_model_lowers_its_loss_on_a_tiny_batch(name):
     target = (numeric[:, 0] + (codes[:, 0] > 3).float() > 0.5).long()
     model = MODELS.build(name, num_numeric=5, cardinalities=[7, 7], out_features=2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = CrossEntropy()  # fitwell's loss: it reads tabm's (rows, heads, out) training output too
     losses = []
     for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model(numeric, codes), target)
+        loss = loss_fn(model(numeric, codes), target)
         opt.zero_grad()
         loss.backward()
         opt.step()

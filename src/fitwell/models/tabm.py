@@ -47,7 +47,8 @@ class TabM(nn.Module):
         import rtdl_num_embeddings
         import tabm
 
-        self.num_numeric, self.num_coded, self.heads = num_numeric, len(cardinalities), ensemble_size
+        # output_heads: the training output is (rows, output_heads, out) -- fitwell's losses read it
+        self.num_numeric, self.num_coded, self.output_heads = num_numeric, len(cardinalities), ensemble_size
         numbers = None
         if embeddings == "periodic" and num_numeric:
             numbers = rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, lite=False)

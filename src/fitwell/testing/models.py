@@ -97,6 +97,17 @@ def _learn_a_little(model, numeric, codes, target, inputs: dict, steps: int):
     return before, after, first, halves
 
 
+def _check_shapes(name: str, model, numeric, codes, inputs: dict) -> None:
+    """(rows, out) logits in eval mode; in training too, or (rows, k, out) for a family that
+    trains k heads (``output_heads``, tabm)."""
+    heads = getattr(model, "output_heads", None)
+    expected = (32, heads, 3) if heads else (32, 3)
+    out = model(numeric, codes, **inputs)
+    assert out.shape == expected, f"{name}: training output shape {tuple(out.shape)}, expected {expected}"
+    out = model.eval()(numeric, codes, **inputs)
+    assert out.shape == (32, 3), f"{name}: eval output shape {tuple(out.shape)}, expected (32, 3)"
+
+
 def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float]:
     """Build ``name`` from the registry and check the contract; return the losses.
 
@@ -139,13 +150,7 @@ def check_model(name: str, steps: int = 30, **arguments: Any) -> dict[str, float
         )
 
     for shape_case in [cardinalities, []] if cardinalities else [[]]:
-        model = build(shape_case)
-        out = model(numeric, codes[:, : len(shape_case)], **inputs)
-        heads = getattr(model, "heads", None)  # an ensembling family (tabm) trains k heads
-        expected = (32, heads, 3) if heads else (32, 3)
-        assert out.shape == expected, f"{name}: training output shape {tuple(out.shape)}, expected {expected}"
-        out = model.eval()(numeric, codes[:, : len(shape_case)], **inputs)
-        assert out.shape == (32, 3), f"{name}: eval output shape {tuple(out.shape)}, expected (32, 3)"
+        _check_shapes(name, build(shape_case), numeric, codes[:, : len(shape_case)], inputs)
     torch.manual_seed(0)
     model = build(cardinalities)
     before, after, first, halves = _learn_a_little(model, numeric, codes, target, inputs, steps)
