@@ -5,6 +5,7 @@ config -> data -> model -> loop -> test metrics -> run directory.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -176,9 +177,11 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
         open_run(start, audit=score_test)
         if start.config.transfer.weights:
             write_json(start.run_dir.path / "transfer.json", start_from_weights(start, model))
-        start.resolve(measure_auto(start.config, model, loss_fn, prepared.train, device_of(fabric),
-                                   start.run_dir.path, start.say))
-        open_run_config(start)
+        measured = measure_auto(start.config, model, loss_fn, prepared.train, device_of(fabric),
+                                start.run_dir.path, start.say)
+        if measured:  # the config keeps the measured lr / batch_size
+            start.resolve(measured)
+            open_run_config(start)
     write_json(start.run_dir.model_spec, spec)
     trackers = build_trackers(start.config.track, start.run_dir.path)
     if start.config.transfer.freeze != "none":
@@ -245,9 +248,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                 start.say(note)
         predictions = prediction_frame(prepared, output)  # the report's plots and `fitwell cv` read it
         write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
-    import time
-
-    summary["duration_s"] = round(time.perf_counter() - start.started, 3)
+    summary["duration_s"] = round(time.monotonic() - start.started_at, 3)
     write_json(run_dir.metrics, summary)
     run = Run(run_dir.path, verify=False)
     if score_test:

@@ -68,8 +68,7 @@ class RunStart:
     run_dir: RunDir
     say: Callable[[str], None]
     console: Any = None
-    started: float = field(default_factory=time.perf_counter)
-    started_at: float = field(default_factory=time.monotonic)  # train.max_time counts from here
+    started_at: float = field(default_factory=time.monotonic)  # duration_s and time budgets count from here
     resumed: bool = False
     training_started: bool = False  # set once the loop runs: a user error after it keeps the directory
 
@@ -82,7 +81,7 @@ def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None,
               run_dir: RunDir | None = None, preprocessor=None, **options) -> RunStart:
     """Seed, prepare the data (``options`` go to ``prepare``), resolve the task and target, and plan
     the run directory (``run_dir`` given: a resumed run's). Nothing is written."""
-    started, started_at = time.perf_counter(), time.monotonic()
+    started_at = time.monotonic()
     say = console_say(console)
     set_deterministic(config.train.deterministic)
     seed_everything(config.seed)
@@ -97,8 +96,7 @@ def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None,
     if run_dir is None:
         name = config.track.name or default_run_name(stem)
         run_dir = RunDir.plan(config.track.runs_dir, name, config.track.overwrite)
-    return RunStart(config, prepared, run_dir, say, console, started=started, started_at=started_at,
-                    resumed=resumed)
+    return RunStart(config, prepared, run_dir, say, console, started_at=started_at, resumed=resumed)
 
 
 def open_run(start: RunStart, audit: bool = True) -> None:

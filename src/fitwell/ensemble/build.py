@@ -305,7 +305,7 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
     write_with(run_dir.path / "oof.csv", lambda tmp: oof.to_csv(tmp, index=False))
     table = member_table(fitted["rows"])
     write_with(run_dir.path / "members.csv", lambda tmp: table.to_csv(tmp, index=False))
-    summary["duration_s"] = round(time.perf_counter() - start.started, 3)
+    summary["duration_s"] = round(time.monotonic() - start.started_at, 3)
     write_json(run_dir.metrics, summary)
     show_tables(start.console, task, fitted["rows"], combined["methods"], diversity, combined["chosen"],
                 score_test)

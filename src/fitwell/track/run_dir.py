@@ -64,10 +64,6 @@ class RunDir:
                             f" track.overwrite=true, {advice}")
         return cls(path)
 
-    @classmethod
-    def create(cls, runs_dir: str | Path, name: str, overwrite: bool = False) -> RunDir:
-        return cls.plan(runs_dir, name, overwrite).make()
-
     def make(self) -> RunDir:
         if self.path.is_dir() and any(self.path.iterdir()):  # track.overwrite: the old run goes
             import shutil
