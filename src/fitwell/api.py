@@ -16,10 +16,11 @@ from fitwell.run import load_run_config
 
 def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[str, Any] | None = None, *,
           data: pd.DataFrame | None = None, resume: str | Path | None = None, callbacks=(), console=None,
-          **options):
+          started_at: float | None = None, **options):
     """Train what the config describes and return the finished run: a single model
     (``fitwell.pipeline.train``), or, when the config has an ``ensemble`` section (a preset gives
-    one), the ensemble (``fitwell.ensemble.fit_ensemble``).
+    one), the ensemble (``fitwell.ensemble.fit_ensemble``). Time limits count from ``started_at``
+    (a ``time.monotonic()`` reading; default now).
 
     Example:
         >>> run = train("examples/wine.yaml", overrides={"train.lr": 1e-3})  # doctest: +SKIP
@@ -35,9 +36,9 @@ def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[s
             if callbacks:
                 raise ConfigError("callbacks are for single-model runs; an ensemble's fitwell members take"
                                   " their train.* settings from the config")
-            return fit_ensemble(config, overrides, data=data, console=console)
+            return fit_ensemble(config, overrides, data=data, console=console, started_at=started_at)
     return train_model(config, overrides, data=data, resume=resume, callbacks=callbacks, console=console,
-                       **options)
+                       started_at=started_at, **options)
 
 
 def fit(data: pd.DataFrame | str | Path, target: str, *, time_limit: float | None = None,

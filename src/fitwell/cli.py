@@ -111,6 +111,7 @@ def train(
     """Train from CONFIG -- or from a table with --target -- and score the test split once; or
     continue a run with --resume."""
     from fitwell.api import train as train_run
+    from fitwell.run import command_started_at
 
     if resume is None and config is None:
         raise UserError("give a config file (fitwell train CONFIG), a table with --target (fitwell train"
@@ -123,7 +124,9 @@ def train(
     source = values.pop("__config__", config)
     out = Console()
     console = None if quiet else Console(stderr=True)
-    run = train_run(source, values or None, resume=resume, console=console)
+    # --time-limit / train.max_time count from the command's start: Python's imports included
+    run = train_run(source, values or None, resume=resume, console=console,
+                    started_at=command_started_at())
     out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     if "members" in run.summary:
         members = ", ".join(run.summary["members"])

@@ -121,6 +121,7 @@ def train(
     fold: tuple[int, int] | None = None,
     merge_val: bool = False,
     cv: tuple[int, int, int] | None = None,
+    started_at: float | None = None,
 ) -> Run:
     """Train a model from a config and return the finished run.
 
@@ -137,6 +138,8 @@ def train(
         merge_val: train on train+validation together (final retraining; no early stopping).
         cv: ``(folds, fold, repeat)``: hold out fold ``fold`` of a k-fold over all rows as the
             test part (``fitwell cv``).
+        started_at: a ``time.monotonic()`` reading the run's clock (``train.max_time``,
+            ``duration_s``) counts from; default now. The CLI passes the command's start.
 
     Returns:
         The finished Run: ``run.metrics`` (test split), ``run.predict(frame)``, ``run.path``.
@@ -157,7 +160,7 @@ def train(
     else:
         resolved = load_run_config(config, overrides)
     start = start_run(resolved, stem=config_stem(config, "run"), data=data, console=console, run_dir=run_dir,
-                      preprocessor=loaded, fold=fold, merge_val=merge_val, cv=cv)
+                      preprocessor=loaded, started_at=started_at, fold=fold, merge_val=merge_val, cv=cv)
     with guard(start):
         return fit_and_score(start, callbacks, checkpoint, score_test)
 

@@ -12,6 +12,7 @@ directory a user error left before any training happened.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,11 +78,27 @@ class RunStart:
         self.config = replace_values(self.config, values)
 
 
+def command_started_at() -> float:
+    """When this process started, as a ``time.monotonic()`` reading (Linux: /proc/self/stat's start
+    time against the boot clock; elsewhere: now), so a time limit covers the interpreter's start-up
+    and imports too (about 3 s before the first line of a run)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(age, 0.0), 3600.0)
+
+
 def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None, console=None,
-              run_dir: RunDir | None = None, preprocessor=None, **options) -> RunStart:
+              run_dir: RunDir | None = None, preprocessor=None, started_at: float | None = None,
+              **options) -> RunStart:
     """Seed, prepare the data (``options`` go to ``prepare``), resolve the task and target, and plan
-    the run directory (``run_dir`` given: a resumed run's). Nothing is written."""
-    started_at = time.monotonic()
+    the run directory (``run_dir`` given: a resumed run's). Nothing is written. The run's clock
+    counts from ``started_at`` (a ``time.monotonic()`` reading; default now)."""
+    started_at = time.monotonic() if started_at is None else started_at
     say = console_say(console)
     set_deterministic(config.train.deterministic)
     seed_everything(config.seed)

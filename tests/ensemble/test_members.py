@@ -63,20 +63,92 @@ def test_bagging_and_adaboost_wrap_fitwell_members():
     assert not np.allclose(first, second)
 
 
-def test_lightgbm_member_splits_on_categories():
-    rng = np.random.default_rng(0)
-    category = rng.integers(0, 8, 800).astype(float)
-    number = rng.normal(size=800)
+def xor_of_category_and_number(rows=800, seed=0):
+    """y = (category in {1, 4, 6}) xor (number > 0): learnable only by splitting on category sets."""
+    rng = np.random.default_rng(seed)
+    category = rng.integers(0, 8, rows).astype(float)
+    number = rng.normal(size=rows)
     y = (np.isin(category, [1, 4, 6]) ^ (number > 0)).astype(int)
-    X = np.c_[number, category]
-    estimator = build_member(MemberConfig(name="gbm", kind="lightgbm"), base_config(), "binary", 1, [], 2,
+    return np.c_[number, category], y
+
+
+def category_splits(estimator) -> bool:
+    """Whether the fitted library model split on column 1 as a category (not on its code's order)."""
+    inner = estimator.estimator_
+    if estimator.kind == "lightgbm":
+        return "'decision_type': '=='" in str(inner.booster_.dump_model())
+    if estimator.kind == "xgboost":
+        return '"split_condition": [' in "".join(inner.get_booster().get_dump(dump_format="json"))
+    return inner.get_cat_feature_indices() == [1]
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
+def test_boosted_tree_members_split_on_categories_natively(kind):
+    X, y = xor_of_category_and_number()
+    X[::13, 1] = np.nan  # missing categories go down the missing branch
+    estimator = build_member(MemberConfig(name="gbm", kind=kind), base_config(), "binary", 1, [], 2,
                              tree_categorical=[1], seed=0)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="categorical_feature keyword")
-        estimator.fit(X, y)
-    dumped = str(estimator.booster_.dump_model())
-    assert "'decision_type': '=='" in dumped  # categorical splits, not thresholds on the code
-    assert estimator.score(X, y) > 0.97
+        warnings.simplefilter("error")  # no library warnings leak to the user
+        estimator.fit(X[:600], y[:600])
+    assert category_splits(estimator)
+    assert estimator.score(X[600:], y[600:]) > 0.9
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost", "hist_gradient_boosting"])
+def test_early_stopping_stops_boosted_trees_on_noise_and_keeps_going_on_signal(kind):
+    """early_stopping: rounds on held-out rows of each fit; on labels that are pure noise the trees
+    stop after a few rounds, on a learnable target they use many."""
+    rounds_key = "iterations" if kind == "catboost" else "max_iter" if kind == "hist_gradient_boosting" \
+        else "n_estimators"
+    X, y = xor_of_category_and_number(1500)
+    noise = np.random.default_rng(1).integers(0, 2, len(y))
+    spec = MemberConfig(name="gbm", kind=kind, early_stopping=10,
+                        params={rounds_key: 300, "learning_rate": 0.05})
+    fitted = {}
+    for name, labels in (("noise", noise), ("signal", y)):
+        estimator = build_member(spec, base_config(), "binary", 1, [], 2, tree_categorical=[1], seed=0)
+        fitted[name] = estimator.fit(X, labels).n_iter_
+    assert fitted["noise"] < 60 < fitted["signal"], fitted
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
+def test_a_deadline_stops_a_boosted_tree_member_in_time(kind):
+    import time
+
+    X, y = xor_of_category_and_number(3000)
+    rounds_key = "iterations" if kind == "catboost" else "n_estimators"
+    spec = MemberConfig(name="gbm", kind=kind, params={rounds_key: 1_000_000, "learning_rate": 0.001})
+    started = time.monotonic()
+    estimator = build_member(spec, base_config(), "binary", 1, [], 2, tree_categorical=[1], seed=0,
+                             deadline=started + 1.0)
+    estimator.fit(X, y)
+    assert time.monotonic() - started < 2.0
+    assert 0 < estimator.n_iter_ < 1_000_000
+    assert estimator.predict_proba(X).shape == (3000, 2)
+
+
+def test_xgboost_and_catboost_members_run_save_and_reload_in_an_ensemble(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from fitwell.ensemble import fit_ensemble
+    from fitwell.serve import load_run
+
+    monkeypatch.chdir(tmp_path)
+    X, y = xor_of_category_and_number(600, seed=3)
+    frame = pd.DataFrame({"x": X[:, 0], "colour": [f"c{int(c)}" for c in X[:, 1]], "y": y})
+    run = fit_ensemble({"data": {"target": "y"}, "track": {"runs_dir": str(tmp_path)},
+                        "explain": {"permutation": False},
+                        "ensemble": {"folds": 3, "final": "bag", "members": [
+                            {"name": "xgb", "kind": "xgboost", "early_stopping": 20},
+                            {"name": "cat", "kind": "catboost", "params": {"iterations": 200}}]}},
+                       data=frame)
+    for name in ("xgb", "cat"):
+        assert run.summary["members"][name]["oof"]["accuracy"] > 0.9
+    again = load_run(run.path)
+    new = frame.drop(columns=["y"]).head(20)
+    np.testing.assert_allclose(again.predict(new)["proba_1"], run.predict(new)["proba_1"])
+    assert not (tmp_path / "catboost_info").exists()  # CatBoost writes nothing into the working folder
 
 
 def test_sklearn_member_by_import_path():
@@ -139,9 +211,31 @@ def test_fold_bagging_predicts_with_the_models_that_made_the_out_of_fold_predict
                        data=frame)
     bag = run.ensemble.members[0].estimator
     assert isinstance(bag, FoldBag) and len(bag.estimators) == 4
-    assert all(m.n_estimators_ == 20 for m in bag.estimators)  # four fitted fold models
+    assert all(m.n_iter_ == 20 for m in bag.estimators)  # four fitted fold models
     oof = pd.read_csv(run.path / "oof.csv")
     assert len(oof) == run.summary["split"]["train"]
     again = load_run(run.path)
     new = frame.drop(columns=["y"]).head(5)
     assert np.allclose(again.predict(new)["prediction"], run.predict(new)["prediction"])
+
+
+def test_a_member_deadline_is_shared_out_between_the_folds():
+    """Fold i of k may run until i/k of the way to the member's deadline: with trees that would
+    take hours, every fold model still gets its share of rounds, and the member ends in time."""
+    import time
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from fitwell.ensemble.members import bag_folds
+
+    X, y = xor_of_category_and_number(3000)
+    spec = MemberConfig(name="gbm", kind="lightgbm",
+                        params={"n_estimators": 1_000_000, "learning_rate": 1e-4})
+    started = time.monotonic()
+    estimator = build_member(spec, base_config(), "binary", 1, [], 2, tree_categorical=[1], seed=0,
+                             deadline=started + 2.0)
+    oof, bag = bag_folds(estimator, X, y, StratifiedKFold(4), None, "predict_proba", {}, 2)
+    assert time.monotonic() - started < 3.0
+    rounds = [model.n_iter_ for model in bag.estimators]
+    assert min(rounds) > 10 and max(rounds) < 3 * min(rounds), rounds
+    assert oof.shape == (3000, 2)

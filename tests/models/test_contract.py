@@ -2,9 +2,10 @@
 
 import pytest
 
-from fitwell.models import MODELS
+from fitwell.models import MODELS, input_kinds
 from fitwell.pipeline import train
 from fitwell.testing import check_model
+from fitwell.testing.quality import FLOOR, check_quality
 
 SMALL = {"mlp": {"hidden_sizes": [32]}, "resmlp": {"width": 32, "blocks": 2},
          "tabular_transformer": {"width": 16, "blocks": 1, "heads": 4},
@@ -58,3 +59,19 @@ def test_transformer_width_must_divide_by_heads(tmp_path, mixed_frame):
         train({"data": {"target": "label"}, "model": {"name": "tabular_transformer", "width": 10, "heads": 4},
                "train": {"epochs": 1, "progress": False}, "track": {"runs_dir": str(tmp_path)}},
               data=mixed_frame)
+
+
+TABLE_FAMILIES = sorted(n for n in MODELS.names() if input_kinds(n) == frozenset({"table"}))
+
+
+def test_the_table_families_are_the_ones_expected():
+    assert {"mlp", "resmlp", "tabular_transformer", "tabm"} <= set(TABLE_FAMILIES)
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+@pytest.mark.parametrize("name", TABLE_FAMILIES)
+def test_table_family_at_its_defaults_clearly_beats_the_constant(tmp_path, name, task):
+    """The quality floor: default model and training settings, a seeded regression with a known
+    answer, real breast-cancer and wine tables; test loss well under the constant prediction's."""
+    result = check_quality(name, task, tmp_path)
+    assert result["ratio"] <= FLOOR[task]

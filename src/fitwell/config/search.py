@@ -58,7 +58,7 @@ class TuneConfig(Section):
     seed: int | None = None
 
 
-MemberKind = Literal["fitwell", "lightgbm", "hist_gradient_boosting", "sklearn"]
+MemberKind = Literal["fitwell", "lightgbm", "xgboost", "catboost", "hist_gradient_boosting", "sklearn"]
 
 
 class MemberConfig(Section):
@@ -73,6 +73,10 @@ class MemberConfig(Section):
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="constructor arguments of non-fitwell members")
     estimator: str | None = Field(None, description="sklearn members: 'module:Class'")
+    early_stopping: int = Field(
+        0, ge=0, description="boosted-tree members (lightgbm, xgboost, catboost, hist_gradient_boosting):"
+                             " stop after this many rounds without improvement on"
+                             " ensemble.validation_fraction of each fit's rows, held out; 0: off")
     bagging: int = Field(0, ge=0, description="> 0: copies on bootstrap samples")
     boosting: int = Field(0, ge=0, description="> 0: AdaBoost with that many rounds, through sample weights")
     calibration: Literal["none", "isotonic", "sigmoid"] = "none"
@@ -94,6 +98,11 @@ class MemberConfig(Section):
         if bad:
             raise ValueError(f"member {self.name!r}: overrides may set model.* and train.* keys only"
                              f" (got {', '.join(bad)}); data and split are shared by all members")
+        if self.early_stopping and self.kind in ("fitwell", "sklearn"):
+            raise ValueError(f"member {self.name!r}: early_stopping is for boosted-tree members; a"
+                             f" {self.kind} member uses "
+                             + ("train.early_stopping in overrides" if self.kind == "fitwell" else
+                                "its estimator's own params"))
         if self.bagging and self.boosting:
             raise ValueError(f"member {self.name!r}: choose bagging or boosting, not both")
         return self

@@ -15,7 +15,24 @@ class MemberBudget:
         self.spent: list[float] = []
 
     def left(self) -> float:
-        return self.limit - max(0.15 * self.limit, 3.0) - (time.monotonic() - self.started_at)
+        return self.limit - self.reserve() - (time.monotonic() - self.started_at)
+
+    def reserve(self) -> float:
+        return max(0.15 * self.limit, 3.0)
+
+    def deadline(self) -> float | None:
+        """When every member must have stopped (a ``time.monotonic()`` reading), or None."""
+        return None if self.limit is None else self.started_at + self.limit - self.reserve()
+
+    def member_deadline(self, remaining: int) -> float | None:
+        """When the next member stops adding trees: its fair share of the time left (members
+        still to fit: ``remaining``, itself included), never past the run's deadline -- so one slow
+        member (CatBoost on a multiclass table) cannot starve the ones after it."""
+        if self.limit is None:
+            return None
+        now = time.monotonic()
+        share = max(self.left(), 0.0) / max(remaining, 1)
+        return min(now + share, self.deadline())
 
     def allows(self, name: str, say) -> bool:
         if self.limit is None or not self.spent:  # the first member always runs

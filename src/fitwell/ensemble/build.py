@@ -108,7 +108,7 @@ def check_ensemble_config(config: RunConfig) -> None:
 
 def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | None = None, console=None,
                  cv: tuple[int, int, int] | None = None, score_test: bool = True,
-                 cache: dict | None = None) -> EnsembleRun:
+                 cache: dict | None = None, started_at: float | None = None) -> EnsembleRun:
     """Fit the ``ensemble`` section of a config and return the exported run.
 
     Args:
@@ -120,6 +120,7 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
         score_test: False while tuning (the test split is never looked at).
         cache: a dict kept between calls (tuning trials): members whose spec, data and seed are
             unchanged are reused instead of refitted.
+        started_at: a ``time.monotonic()`` reading ``ensemble.time_limit`` counts from; default now.
 
     Returns:
         The EnsembleRun: ``run.metrics`` (test), ``run.summary`` (members, methods, diversity),
@@ -134,7 +135,8 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
     """
     resolved = load_run_config(config, overrides)
     check_ensemble_config(resolved)
-    start = start_run(resolved, stem=config_stem(config, "ensemble"), data=data, console=console, cv=cv)
+    start = start_run(resolved, stem=config_stem(config, "ensemble"), data=data, console=console, cv=cv,
+                      started_at=started_at)
     if resolved.ensemble.refit_on == "train_val":
         start.prepared = start.prepared.merge_validation()
     with guard(start):
@@ -195,7 +197,8 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
             if key not in cache:
                 cache[key] = _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
                                          splitter, groups, config.seed + index,
-                                         config.ensemble.validation_fraction, where)
+                                         config.ensemble.validation_fraction, where,
+                                         budget.member_deadline(len(chosen) - index))
             member, outs, seconds = cache[key]
             budget.spent.append(seconds)
             fitted["names"].append(spec.name)
@@ -309,7 +312,7 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
     write_json(run_dir.metrics, summary)
     show_tables(start.console, task, fitted["rows"], combined["methods"], diversity, combined["chosen"],
                 score_test)
-    run = EnsembleRun(run_dir.path, verify=False)
+    run = EnsembleRun(run_dir.path, verify=False, model=model)
     if score_test:
         permutation_importance(start, run, prepared.split.test)
         test_rows = prepared.frame.iloc[prepared.split.test]
@@ -326,7 +329,7 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
 
 
 def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes, splitter, groups, seed,
-                validation_fraction, where):
+                validation_fraction, where, deadline=None):
     from sklearn.base import clone
     from sklearn.model_selection import cross_val_predict
 
@@ -336,10 +339,11 @@ def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes
     tree_categorical = []
     if view == "tree":
         counts = [len(c) for c in tree_view.encoder_.categories_] if tree_view.encoder_ else []
-        # HistGradientBoosting takes at most 255 categories per feature; more stay ordinal codes
-        tree_categorical = [i for i, n in zip(tree_view.categorical_, counts, strict=True) if n < 255]
+        # HistGradientBoosting takes at most 255 categories per feature; more stay ordinal codes there
+        limit = 255 if spec.kind == "hist_gradient_boosting" else np.inf
+        tree_categorical = [i for i, n in zip(tree_view.categorical_, counts, strict=True) if n < limit]
     estimator = build_member(spec, config, task, pre.num_numeric, pre.cardinalities_, num_classes,
-                             tree_categorical, seed, validation_fraction, where)
+                             tree_categorical, seed, validation_fraction, where, deadline)
     method = "predict" if task == "regression" else "predict_proba"
     params = {} if weight is None else {"sample_weight": weight}
     started = time.perf_counter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import log_loss, mean_squared_error
 
 
 def stack_features(outputs: list[np.ndarray], task: str, stack_on: str = "probability") -> np.ndarray:
@@ -43,8 +42,10 @@ def build_meta_learner(name: str, task: str, seed: int):
     if name == "linear":
         from sklearn.linear_model import LogisticRegression, RidgeCV
 
-        # max_iter: log-odds inputs are unscaled, and lbfgs stopped at its default 100 on iris
-        return LogisticRegression(max_iter=1000) if classify else RidgeCV()
+        # max_iter: log-odds inputs are unscaled, and lbfgs stopped at its default 100 on iris;
+        # tol 1e-3: on a 10,000-row 7-class table's OOF probabilities the fit took 0.22 s instead of
+        # 0.53 (26 iterations, not 64), its log loss 0.7006 instead of 0.6987; it is fitted 6 times
+        return LogisticRegression(max_iter=1000, tol=1e-3) if classify else RidgeCV()
     if name == "lightgbm":
         import lightgbm
 
@@ -126,14 +127,18 @@ def ensemble_loss(task: str, y: np.ndarray, output: np.ndarray, metric: str | No
     """What greedy selection and the choice of combiner lower: log loss for classifiers and mean
     squared error for regressors by default, or ``metric`` (1 - ROC AUC, 1 - accuracy)."""
     if task == "regression":
-        return float(mean_squared_error(y, output))
+        return float(np.mean((np.asarray(y, dtype=np.float64) - np.asarray(output, dtype=np.float64)) ** 2))
     if metric == "roc_auc" and task == "binary" and len(np.unique(y)) == 2:
         from sklearn.metrics import roc_auc_score
 
         return 1.0 - float(roc_auc_score(y, output[:, 1]))
     if metric == "accuracy":
         return 1.0 - float((output.argmax(axis=1) == y).mean())
-    return float(log_loss(y, np.clip(output, 1e-15, 1), labels=np.arange(output.shape[1])))
+    # scikit-learn's log_loss, without its input checks (greedy selection calls this rounds x members
+    # times: 1 s of a 20 s run on a 10,000-row, 7-class table); rows are probabilities summing to 1
+    output = np.asarray(output, dtype=np.float64)
+    chosen = output[np.arange(len(y)), np.asarray(y, dtype=np.int64)] / output.sum(axis=1)
+    return float(-np.mean(np.log(np.clip(chosen, 1e-15, 1.0))))
 
 
 def greedy_weights(outputs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50,

@@ -9,7 +9,6 @@ boosting LightGBM or HistGradientBoosting, and any other estimator comes by ``mo
 from __future__ import annotations
 
 import inspect
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,12 +16,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from fitwell.config.schema import RunConfig
 from fitwell.config.search import MemberConfig
+from fitwell.ensemble.boosting import BOOSTING_KINDS, BoostedTreesClassifier, BoostedTreesRegressor
 from fitwell.ensemble.features import unpack
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models import MODELS, model_arguments
 
-TREE_KINDS = ("lightgbm", "hist_gradient_boosting")
+TREE_KINDS = (*BOOSTING_KINDS, "hist_gradient_boosting")
 
 
 class _FitwellMember(BaseEstimator):
@@ -141,8 +141,10 @@ def _imported(spec: MemberConfig, classify: bool, task: str, seed: int, where: s
 
 def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: int, cardinalities: list[int],
                  num_classes: int, tree_categorical: list[int], seed: int,
-                 validation_fraction: float = 0.1, where: str = "ensemble.members") -> BaseEstimator:
-    """The scikit-learn estimator a member spec describes (unfitted).
+                 validation_fraction: float = 0.1, where: str = "ensemble.members",
+                 deadline: float | None = None) -> BaseEstimator:
+    """The scikit-learn estimator a member spec describes (unfitted). ``deadline`` (a
+    ``time.monotonic()`` reading) stops a boosted-tree member adding trees once it passes.
 
     Raises:
         ConfigError: unknown estimator, bad params or overrides; the message names the member key.
@@ -159,13 +161,16 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
         cls = FitwellMemberClassifier if classify else FitwellMemberRegressor
         estimator = cls(config.model_dump(mode="json"), num_numeric, list(cardinalities),
                         num_classes if classify else 0, validation_fraction, seed)
-    elif spec.kind == "lightgbm":
-        estimator = _lightgbm(spec, classify, tree_categorical, seed, where)
+    elif spec.kind in BOOSTING_KINDS:
+        estimator = _boosted(spec, classify, tree_categorical, seed, validation_fraction, deadline, where)
     elif spec.kind == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         params = {"random_state": seed, **spec.params}
+        if spec.early_stopping:
+            params = {"early_stopping": True, "n_iter_no_change": spec.early_stopping,
+                      "validation_fraction": validation_fraction, **params}
         if tree_categorical and "categorical_features" not in params:
             params["categorical_features"] = tree_categorical
         estimator = _construct(cls, params, spec, where)
@@ -189,22 +194,18 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
     return estimator
 
 
-def _lightgbm(spec: MemberConfig, classify: bool, categorical: list[int], seed: int, where: str):
-    try:
-        import lightgbm
-    except ImportError as err:  # a dependency; only a broken install lacks it
-        raise ConfigError(f"{where} {spec.name!r}: kind lightgbm needs the lightgbm package"
-                          " (pip install lightgbm)") from err
-    cls = lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor
-    # LightGBM's OpenMP threads spin while they wait: with more threads than free cores (tuning
-    # workers, other processes) a 0.2 s fit took 80 s here. Use the cores nothing else keeps busy.
-    from fitwell.engine.threads import free_cores
+def _boosted(spec: MemberConfig, classify: bool, categorical: list[int], seed: int, fraction: float,
+             deadline: float | None, where: str):
+    """A LightGBM, XGBoost or CatBoost member; its params are checked by building the library's
+    estimator once now (a misspelt CatBoost argument is named here, not after the other members)."""
+    from fitwell.ensemble.boosting import library_estimator
 
-    params: dict[str, Any] = {"random_state": seed, "verbose": -1, "n_jobs": free_cores(),
-                              **spec.params}
-    if categorical and "categorical_feature" not in params:
-        params["categorical_feature"] = categorical  # a Booster parameter: survives cloning and bagging
-    return _construct(cls, params, spec, where)
+    try:
+        library_estimator(spec.kind, classify, dict(spec.params), categorical, 0, seed, 1)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} {spec.name!r} params: {err}") from err
+    cls = BoostedTreesClassifier if classify else BoostedTreesRegressor
+    return cls(spec.kind, dict(spec.params), list(categorical), spec.early_stopping, fraction, seed, deadline)
 
 
 def _construct(cls, params: dict, spec: MemberConfig, where: str):
@@ -259,12 +260,20 @@ def aligned_proba(estimator, proba: np.ndarray, num_classes: int) -> np.ndarray:
 def bag_folds(estimator, X: np.ndarray, y: np.ndarray, splitter, groups, method: str, params: dict,
               num_classes: int) -> tuple[np.ndarray, FoldBag]:
     """Fit a clone on each fold's other rows: the out-of-fold predictions, and the FoldBag of the
-    k fitted models (every model saw (k-1)/k of the rows; no refit)."""
+    k fitted models (every model saw (k-1)/k of the rows; no refit). A member with a ``deadline``
+    gives fold i of k the time up to i/k of the way to it, so late folds are not starved."""
+    import time
+
     from sklearn.base import clone
 
     oof, models = None, []
-    for rest, held in splitter.split(X, y, groups):
-        model = clone(estimator).fit(X[rest], y[rest], **{k: np.asarray(v)[rest] for k, v in params.items()})
+    deadline = estimator.get_params().get("deadline")
+    started, folds = time.monotonic(), splitter.get_n_splits(X, y, groups)
+    for fold, (rest, held) in enumerate(splitter.split(X, y, groups)):
+        model = clone(estimator)
+        if deadline is not None:
+            model.set_params(deadline=started + (deadline - started) * (fold + 1) / folds)
+        model.fit(X[rest], y[rest], **{k: np.asarray(v)[rest] for k, v in params.items()})
         predicted = getattr(model, method)(X[held])
         if method == "predict_proba":
             predicted = aligned_proba(model, predicted, num_classes)

@@ -1,7 +1,7 @@
 """The exported ensemble: preprocessing, members, calibrators and combiner in one run directory.
 
 ``ensemble.skops`` holds the fitted objects (scikit-learn's safe format; only fitwell,
-scikit-learn, LightGBM and NumPy types are trusted at load), ``preprocess.*`` the shared
+scikit-learn, LightGBM, XGBoost, CatBoost and NumPy types are trusted at load), ``preprocess.*`` the shared
 Preprocessor, ``ensemble.json`` a readable description. ``load_run`` returns an EnsembleRun for
 such a directory, so ``fitwell predict`` and ``fitwell evaluate`` work on it unchanged.
 """
@@ -19,7 +19,8 @@ from fitwell.ensemble.features import TreeFeatures, pack
 from fitwell.errors import DataError
 
 ENSEMBLE_FILE = "ensemble.skops"
-TRUSTED = ("fitwell.", "sklearn.", "numpy.", "builtins.", "lightgbm.", "collections.OrderedDict",
+TRUSTED = ("fitwell.", "sklearn.", "numpy.", "builtins.", "lightgbm.", "xgboost.", "catboost.",
+           "collections.OrderedDict",
            "functools.partial", "scipy.")
 
 
@@ -99,7 +100,7 @@ class EnsembleRun:
         >>> run.predict(frame).head()  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, verify: bool = True):
+    def __init__(self, path: str | Path, verify: bool = True, model: EnsembleModel | None = None):
         from fitwell.config.load import load_config
         from fitwell.track.bundle import load_run_file
         from fitwell.track.run_dir import RunDir
@@ -112,7 +113,9 @@ class EnsembleRun:
         self.config = load_run_file(self.dir, self.dir.config, load_config)
         self.preprocessor = self.dir.load_preprocessor()
         self.task = self.preprocessor.task
-        self.ensemble = load_run_file(self.dir, self.path / ENSEMBLE_FILE, EnsembleModel.load)
+        # ``model``: the fitted ensemble that was just saved here (no second read of ensemble.skops)
+        self.ensemble = model if model is not None else load_run_file(self.dir, self.path / ENSEMBLE_FILE,
+                                                                      EnsembleModel.load)
 
     def __repr__(self) -> str:
         return f"EnsembleRun({str(self.path)!r}, task={self.task!r})"
