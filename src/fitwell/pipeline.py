@@ -170,7 +170,7 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     prepared = start.prepared
     for line in prepared.change_training_rows(start.config):
         start.say(line)
-    model, spec = build_model(start.config, prepared.preprocessor, prepared.task)
+    model, spec = build_model(start.config, prepared.preprocessor, prepared.task, prepared.train.numeric)
     pre = prepared.preprocessor
     loss_fn = build_run_loss(start.config, prepared.task, pre.classes_, prepared.train.target.numpy())
     fabric = build_fabric(start.config)
@@ -271,7 +271,7 @@ def find_lr(config: ConfigLike, overrides=None, out: str | Path | None = None):
     config = load_run_config(config, overrides)
     seed_everything(config.seed)
     prepared = prepare(config)
-    model, _ = build_model(config, prepared.preprocessor, prepared.task)
+    model, _ = build_model(config, prepared.preprocessor, prepared.task, prepared.train.numeric)
     loss_fn = build_run_loss(config, prepared.task, prepared.preprocessor.classes_,
                              prepared.train.target.numpy())
     batch_size = 128 if config.train.batch_size == "auto" else config.train.batch_size

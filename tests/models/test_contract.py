@@ -75,3 +75,34 @@ def test_table_family_at_its_defaults_clearly_beats_the_constant(tmp_path, name,
     answer, real breast-cancer and wine tables; test loss well under the constant prediction's."""
     result = check_quality(name, task, tmp_path)
     assert result["ratio"] <= FLOOR[task]
+
+
+@pytest.mark.parametrize("embeddings", ["periodic", "piecewise_linear"])
+@pytest.mark.parametrize("name", ["mlp", "tabm"])
+def test_number_embeddings_pass_the_contract(name, embeddings):
+    from fitwell.models.layers import number_bins
+    from fitwell.testing.models import tiny_batch
+
+    numeric, _, _ = tiny_batch()
+    extra = {"bins": number_bins(numeric)} if embeddings == "piecewise_linear" else {}
+    losses = check_model(name, embeddings=embeddings, **SMALL[name], **extra)
+    assert losses["after"] < 0.8 * losses["before"]
+
+
+def test_piecewise_linear_bins_come_from_the_training_rows_and_travel_with_the_model(tmp_path, mixed_frame):
+    import json
+
+    import numpy as np
+
+    from fitwell.serve import load_run
+
+    run = train({"data": {"target": "label"}, "model": {"name": "mlp", "embeddings": "piecewise_linear"},
+                 "train": {"epochs": 10, "progress": False},
+                 "track": {"runs_dir": str(tmp_path), "report": False}},
+                data=mixed_frame)
+    assert run.metrics["roc_auc"] > 0.85
+    bins = json.loads((run.path / "model.json").read_text())["kwargs"]["bins"]
+    assert len(bins) == run.preprocessor.num_numeric and all(b == sorted(b) for b in bins)
+    assert max(len(b) for b in bins) > 10  # quantile edges of the training numbers, not a fixed grid
+    again = load_run(run.path).predict_proba(mixed_frame.head(30))
+    np.testing.assert_allclose(again, run.predict_proba(mixed_frame.head(30)), atol=1e-6)

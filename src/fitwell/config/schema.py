@@ -136,8 +136,9 @@ class ModelConfig(Section):
     blocks: int | None = Field(None, ge=1, description="resmlp / tabular_transformer: number of blocks")
     heads: int | None = Field(None, ge=1, description="tabular_transformer: attention heads")
     ensemble_size: int | None = Field(None, ge=1, description="tabm: k, the heads trained side by side")
-    embeddings: Literal["periodic", "none"] | None = Field(
-        None, description="tabm: periodic embeddings of the numbers, or none")
+    embeddings: Literal["periodic", "piecewise_linear", "none"] | None = Field(
+        None, description="mlp, tabm: embeddings of the numbers -- periodic, piecewise_linear (bins from"
+                          " the training rows' quantiles) or none (mlp's default; tabm's is periodic)")
     ffn_factor: float | None = Field(None, gt=0, description="feed-forward width = width * ffn_factor")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer")
     channels: list[Annotated[int, Field(gt=0)]] | None = Field(

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import time
 
+from fitwell.ensemble.boosting import BOOSTING_KINDS
+
+
+def interruptible(spec) -> bool:
+    """Whether a member stops by itself at a time limit: boosted trees (a deadline) and fitwell
+    networks (``train.max_time``), unless wrapped in scikit-learn's bagging or AdaBoost."""
+    return spec.kind in ("fitwell", *BOOSTING_KINDS) and not spec.bagging and not spec.boosting
+
 
 class MemberBudget:
-    """``ensemble.time_limit``: whether the next member can still finish, and the training time a
-    fitwell member may take. The estimate of a member's cost is the dearest member so far; 15% of
-    the limit (at least 3 s) is kept for combining, scoring, importance and the report."""
+    """``ensemble.time_limit``: whether the next member can still run, and the time it may take.
+    A member that stops by itself (``interruptible``) runs while half a second per fold model is
+    left and gets its fair share of the time; any other member runs only when the dearest member so
+    far would still fit. 15% of the limit (at least 3 s) is kept for combining, scoring, importance
+    and the report."""
 
     def __init__(self, limit: float | None, started_at: float, folds: int):
         self.limit, self.started_at, self.folds = limit, started_at, folds
@@ -34,18 +44,26 @@ class MemberBudget:
         share = max(self.left(), 0.0) / max(remaining, 1)
         return min(now + share, self.deadline())
 
-    def allows(self, name: str, say) -> bool:
+    def allows(self, spec, say) -> bool:
         if self.limit is None or not self.spent:  # the first member always runs
             return True
-        if self.left() > max(self.spent):
+        left = self.left()
+        if interruptible(spec):
+            if left >= 0.5 * self.folds:
+                return True
+            why = f"too little for {self.folds} fold models"
+        elif left > max(self.spent):
             return True
-        say(f"member [bold]{name}[/] skipped: {self.left():.0f} s left of ensemble.time_limit"
-            f" {self.limit:g} s, and a member has taken up to {max(self.spent):.0f} s")
+        else:
+            why = f"and a member has taken up to {max(self.spent):.0f} s"
+        say(f"member [bold]{spec.name}[/] skipped: {max(left, 0):.0f} s left of ensemble.time_limit"
+            f" {self.limit:g} s, {why}")
         return False
 
-    def for_member(self, spec):
-        """A fitwell member's spec with train.max_time set to its share of what is left."""
+    def for_member(self, spec, remaining: int = 1):
+        """A fitwell member's spec with train.max_time set to its share of what is left (members
+        still to fit: ``remaining``), split between its fold models and a refit."""
         if self.limit is None or spec.kind != "fitwell":
             return spec
-        share = max(1.0, self.left() / (self.folds + 1))
+        share = max(1.0, self.left() / max(remaining, 1) / (self.folds + 1))
         return spec.model_copy(update={"overrides": {**spec.overrides, "train.max_time": round(share, 1)}})

@@ -187,11 +187,11 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
     with warnings.catch_warnings():
         _quiet()
         for index, spec in enumerate(chosen):
-            if not budget.allows(spec.name, start.say):
+            if not budget.allows(spec, start.say):
                 fitted["skipped"].append(spec.name)
                 continue
             where = f"ensemble.members.{config.ensemble.members.index(spec)}"
-            spec = budget.for_member(spec)
+            spec = budget.for_member(spec, len(chosen) - index)
             key = _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
                        config.ensemble.validation_fraction, config.ensemble.final)
             if key not in cache:

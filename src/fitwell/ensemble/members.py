@@ -21,6 +21,7 @@ from fitwell.ensemble.features import unpack
 from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models import MODELS, model_arguments
+from fitwell.models.build import add_number_bins
 
 TREE_KINDS = (*BOOSTING_KINDS, "hist_gradient_boosting")
 
@@ -67,6 +68,7 @@ class _FitwellMember(BaseEstimator):
         out = 1 if task in ("binary", "regression") else self.num_classes
         kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
         kwargs.update(num_numeric=self.num_numeric, cardinalities=list(self.cardinalities), out_features=out)
+        add_number_bins(kwargs, torch.from_numpy(numeric))
         self.model_spec_ = {"name": config.model.name, "kwargs": kwargs}
         torch.manual_seed(config.seed)
         model = MODELS.build(config.model.name, key="model.name", **kwargs)

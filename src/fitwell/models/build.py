@@ -11,9 +11,11 @@ from fitwell.errors import ConfigError, UserError
 from fitwell.models.registry import MODELS, input_kinds, model_arguments
 
 
-def build_model(config: RunConfig, pre: Preprocessor, task: str) -> tuple[torch.nn.Module, dict]:
+def build_model(config: RunConfig, pre: Preprocessor, task: str,
+                numbers: torch.Tensor | None = None) -> tuple[torch.nn.Module, dict]:
     """The configured model for the fitted preprocessing, plus the spec (name + arguments) that
-    rebuilds it (``model.json``)."""
+    rebuilds it (``model.json``). ``numbers``: the training rows' number block, for the bins of
+    piecewise-linear embeddings (kept in the spec)."""
     out = 1 if task in ("binary", "regression") else len(pre.classes_)
     name = config.model.name
     check_input_kinds(name, pre)
@@ -21,6 +23,7 @@ def build_model(config: RunConfig, pre: Preprocessor, task: str) -> tuple[torch.
     kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=out)
     if pre.inputs:
         kwargs["inputs"] = pre.input_spec()
+    add_number_bins(kwargs, numbers)
     try:
         model = MODELS.build(name, key="model.name", **kwargs)
     except UserError:
@@ -28,6 +31,18 @@ def build_model(config: RunConfig, pre: Preprocessor, task: str) -> tuple[torch.
     except ValueError as err:
         raise ConfigError(f"model ({name}): {err}") from err
     return model, {"name": name, "kwargs": kwargs}
+
+
+def add_number_bins(kwargs: dict, numbers) -> None:
+    """``model.embeddings: piecewise_linear`` needs bin edges from the training rows' numbers."""
+    if kwargs.get("embeddings") != "piecewise_linear" or not kwargs.get("num_numeric") or "bins" in kwargs:
+        return
+    if numbers is None:
+        raise ConfigError("model.embeddings piecewise_linear needs the training rows to place its bins;"
+                          " this way of building the model has none (use periodic)")
+    from fitwell.models.layers import number_bins
+
+    kwargs["bins"] = number_bins(numbers)
 
 
 def check_input_kinds(name: str, pre: Preprocessor) -> None:

@@ -43,6 +43,64 @@ class CategoryEmbeddings(nn.Module):
         return torch.cat([table(codes[:, i]) for i, table in enumerate(self.tables)], dim=1)
 
 
+NUMBER_EMBEDDINGS = ("none", "periodic", "piecewise_linear")
+
+
+def number_bins(numeric: torch.Tensor, n_bins: int = 48) -> list[list[float]]:
+    """Bin edges of each number column for piecewise-linear embeddings: the training rows'
+    quantiles (``rtdl_num_embeddings.compute_bins``), one bin for a column with one value."""
+    import warnings
+
+    import rtdl_num_embeddings
+
+    numeric = torch.as_tensor(numeric, dtype=torch.float32)
+    varied = [i for i in range(numeric.shape[1]) if torch.unique(numeric[:, i]).numel() > 1]
+    edges: dict[int, list[float]] = {}
+    if varied:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*has just two bin edges")  # a 0/1 column
+            computed = rtdl_num_embeddings.compute_bins(numeric[:, varied],
+                                                        n_bins=min(n_bins, len(numeric) - 1))
+        edges = {i: b.tolist() for i, b in zip(varied, computed, strict=True)}
+    return [edges[i] if i in edges else _one_bin(numeric[:, i]) for i in range(numeric.shape[1])]
+
+
+def _one_bin(column: torch.Tensor) -> list[float]:
+    value = float(column[0]) if len(column) else 0.0
+    return [value, value + 1.0]
+
+
+class NumberEmbeddings(nn.Module):
+    """Each number column mapped to a ``width``-wide vector and the vectors concatenated (Gorishniy
+    et al., 2022, through ``rtdl-num-embeddings``): ``periodic`` (learned sin/cos features, the
+    PLR variant) or ``piecewise_linear`` (the number's position in its column's quantile bins,
+    then a linear map: PLE, version B)."""
+
+    def __init__(self, kind: str, num_numeric: int, width: int, bins: list[list[float]] | None = None):
+        super().__init__()
+        import rtdl_num_embeddings
+
+        if kind == "periodic":
+            self.embed = rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, width, lite=False)
+        elif kind == "piecewise_linear":
+            if bins is None or len(bins) != num_numeric:
+                raise ValueError("piecewise_linear embeddings need the bin edges of every number column"
+                                 " (fitwell computes them from the training rows)")
+            import warnings
+
+            with warnings.catch_warnings():  # a 0/1 column has one bin: a min-max scaling, as it should
+                warnings.filterwarnings("ignore", message=".*has just two bin edges")
+                edges = [torch.tensor(b, dtype=torch.float32) for b in bins]
+                self.embed = rtdl_num_embeddings.PiecewiseLinearEmbeddings(edges, width, activation=False,
+                                                                           version="B")
+        else:
+            raise ValueError(f"number embeddings are one of {', '.join(NUMBER_EMBEDDINGS)}; got {kind!r}")
+        self.out_features = num_numeric * width
+
+    def forward(self, numeric: torch.Tensor) -> torch.Tensor:
+        return self.embed(numeric).flatten(1)
+
+
 class EncoderHead(nn.Module):
     """A family whose ``forward`` is ``head(encode(...))``; the combiner and transfer learning use
     ``encode`` and ``head`` separately."""

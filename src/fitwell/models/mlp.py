@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fitwell.models.layers import ACTIVATIONS, CategoryEmbeddings, init_linear
+from fitwell.models.layers import ACTIVATIONS, CategoryEmbeddings, NumberEmbeddings, init_linear
 from fitwell.models.registry import register_model
 
 
@@ -22,6 +22,11 @@ class MLP(nn.Module):
         dropout: drop probability after each hidden layer.
         batch_norm: add BatchNorm1d before each activation.
         embedding_dim: the widest embedding any coded column gets.
+        embeddings: ``none`` (numbers go in as they are), ``periodic`` or ``piecewise_linear``
+            (each number mapped to ``number_embedding_dim`` features; Gorishniy et al., 2022).
+        bins: piecewise_linear's bin edges per number column (fitwell computes them from the
+            training rows and keeps them in model.json).
+        number_embedding_dim: the width of each number's embedding.
 
     Example:
         >>> model = MLP(num_numeric=4, cardinalities=[], out_features=3, hidden_sizes=[8])
@@ -31,10 +36,16 @@ class MLP(nn.Module):
 
     def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int,
                  hidden_sizes: list[int] = (128, 64), activation: str = "relu",
-                 dropout: float = 0.1, batch_norm: bool = False, embedding_dim: int = 16):
+                 dropout: float = 0.1, batch_norm: bool = False, embedding_dim: int = 16,
+                 embeddings: str = "none", bins: list[list[float]] | None = None,
+                 number_embedding_dim: int = 8):
         super().__init__()
         self.embeddings = CategoryEmbeddings(list(cardinalities), embedding_dim) if cardinalities else None
-        width = num_numeric + (self.embeddings.out_features if self.embeddings else 0)
+        self.numbers = None
+        if embeddings != "none" and num_numeric:
+            self.numbers = NumberEmbeddings(embeddings, num_numeric, number_embedding_dim, bins)
+        width = (self.numbers.out_features if self.numbers else num_numeric) + (
+            self.embeddings.out_features if self.embeddings else 0)
         layers: list[nn.Module] = []
         for size in hidden_sizes:
             linear = nn.Linear(width, size)
@@ -51,6 +62,8 @@ class MLP(nn.Module):
         self.head = nn.Linear(width, out_features)
 
     def encode(self, numeric: torch.Tensor, codes: torch.Tensor, **_) -> torch.Tensor:
+        if self.numbers is not None:
+            numeric = self.numbers(numeric)
         if self.embeddings is not None:
             numeric = torch.cat([numeric, self.embeddings(codes)], dim=1)
         return self.body(numeric)

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fitwell.models.layers import NumberEmbeddings
 from fitwell.models.registry import register_model
 
 
@@ -28,7 +29,9 @@ class TabM(nn.Module):
         width: the width of each block (d_block).
         blocks: the number of blocks.
         dropout: dropout inside the blocks.
-        embeddings: ``periodic`` (the numbers through learned periodic features) or ``none``.
+        embeddings: ``periodic`` (the numbers through learned periodic features),
+            ``piecewise_linear`` (quantile bins of the training rows, ``bins``) or ``none``.
+        bins: piecewise_linear's bin edges per number column (computed by fitwell).
 
     Example:
         >>> model = TabM(num_numeric=4, cardinalities=[3], out_features=2, ensemble_size=4, width=16)
@@ -42,7 +45,8 @@ class TabM(nn.Module):
 
     def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int,
                  ensemble_size: int = 16, width: int = 256, blocks: int = 2, dropout: float = 0.1,
-                 embeddings: Literal["periodic", "none"] = "periodic"):
+                 embeddings: Literal["periodic", "piecewise_linear", "none"] = "periodic",
+                 bins: list[list[float]] | None = None):
         super().__init__()
         import rtdl_num_embeddings
         import tabm
@@ -52,6 +56,8 @@ class TabM(nn.Module):
         numbers = None
         if embeddings == "periodic" and num_numeric:
             numbers = rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, lite=False)
+        elif embeddings == "piecewise_linear" and num_numeric:
+            numbers = NumberEmbeddings("piecewise_linear", num_numeric, 16, bins).embed
         self.net = tabm.TabM.make(n_num_features=num_numeric, cat_cardinalities=list(cardinalities) or None,
                                   d_out=out_features, num_embeddings=numbers, k=ensemble_size,
                                   d_block=width, n_blocks=blocks, dropout=dropout)

@@ -1,0 +1,38 @@
+"""ensemble.time_limit's rules, on a clock set by hand (no member is fitted)."""
+
+import time
+
+from fitwell.config.search import MemberConfig
+from fitwell.ensemble.budget import MemberBudget
+
+
+def budget_with(seconds_left: float, limit: float = 100.0, folds: int = 5, spent=(20.0,)) -> MemberBudget:
+    """A budget whose run started so that ``seconds_left`` remain before the 15% reserve."""
+    reserve = max(0.15 * limit, 3.0)
+    budget = MemberBudget(limit, time.monotonic() - (limit - reserve - seconds_left), folds)
+    budget.spent.extend(spent)
+    return budget
+
+
+def test_members_that_stop_by_themselves_run_in_what_is_left_others_only_if_they_fit():
+    said = []
+    trees, network = MemberConfig(name="cat", kind="catboost"), MemberConfig(name="mlp")
+    hgb = MemberConfig(name="hgb", kind="hist_gradient_boosting")
+    bagged = MemberConfig(name="mlp3", bagging=3)
+    budget = budget_with(10.0)  # a member took 20 s; 10 s left
+    assert budget.allows(trees, said.append) and budget.allows(network, said.append)
+    assert not budget.allows(hgb, said.append) and not budget.allows(bagged, said.append)
+    assert "hgb" in said[0] and "taken up to 20 s" in said[0]
+    tight = budget_with(2.0)  # under half a second per fold model: nothing runs
+    assert not tight.allows(trees, said.append)
+    assert "too little for 5 fold models" in said[-1]
+
+
+def test_each_member_gets_its_fair_share_of_the_time_left():
+    budget = budget_with(60.0)
+    deadline = budget.member_deadline(remaining=3)
+    assert abs(deadline - time.monotonic() - 20.0) < 0.5  # a third of 60 s
+    assert budget.member_deadline(remaining=1) <= budget.deadline() + 1e-9  # never past the run's
+    mlp = budget.for_member(MemberConfig(name="mlp"), remaining=2)
+    assert abs(mlp.overrides["train.max_time"] - 60.0 / 2 / 6) < 0.5  # its share over 5 folds + a refit
+    assert MemberBudget(None, time.monotonic(), 5).member_deadline(3) is None
