@@ -19,13 +19,16 @@ def test_members_that_stop_by_themselves_run_in_what_is_left_others_only_if_they
     trees, network = MemberConfig(name="cat", kind="catboost"), MemberConfig(name="mlp")
     hgb = MemberConfig(name="hgb", kind="hist_gradient_boosting")
     bagged = MemberConfig(name="mlp3", bagging=3)
-    budget = budget_with(10.0)  # a member took 20 s; 10 s left
+    budget = budget_with(15.0)  # a member took 20 s; 15 s left
     assert budget.allows(trees, said.append) and budget.allows(network, said.append)
     assert not budget.allows(hgb, said.append) and not budget.allows(bagged, said.append)
     assert "hgb" in said[0] and "taken up to 20 s" in said[0]
-    tight = budget_with(2.0)  # under half a second per fold model: nothing runs
-    assert not tight.allows(trees, said.append)
+    # with another member still to come, the network's share (7.5 s) is under 2 s per fold model
+    assert budget.allows(trees, said.append, remaining=2)
+    assert not budget.allows(network, said.append, remaining=2)
     assert "too little for 5 fold models" in said[-1]
+    tight = budget_with(2.0)  # under half a second per fold model: not even trees run
+    assert not tight.allows(trees, said.append)
 
 
 def test_each_member_gets_its_fair_share_of_the_time_left():

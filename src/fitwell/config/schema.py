@@ -139,6 +139,8 @@ class ModelConfig(Section):
     embeddings: Literal["periodic", "piecewise_linear", "none"] | None = Field(
         None, description="mlp, tabm: embeddings of the numbers -- periodic, piecewise_linear (bins from"
                           " the training rows' quantiles) or none (mlp's default; tabm's is periodic)")
+    number_embedding_dim: int | None = Field(None, ge=1, description="mlp: width of each number's embedding"
+                                                                     " (default 8)")
     ffn_factor: float | None = Field(None, gt=0, description="feed-forward width = width * ffn_factor")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer")
     channels: list[Annotated[int, Field(gt=0)]] | None = Field(

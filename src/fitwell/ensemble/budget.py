@@ -15,8 +15,8 @@ def interruptible(spec) -> bool:
 
 class MemberBudget:
     """``ensemble.time_limit``: whether the next member can still run, and the time it may take.
-    A member that stops by itself (``interruptible``) runs while half a second per fold model is
-    left and gets its fair share of the time; any other member runs only when the dearest member so
+    A member that stops by itself (``interruptible``) runs while its share of the time left gives
+    each fold model half a second (trees) or two (networks), and gets that share; any other member runs only when the dearest member so
     far would still fit. 15% of the limit (at least 3 s) is kept for combining, scoring, importance
     and the report."""
 
@@ -44,12 +44,15 @@ class MemberBudget:
         share = max(self.left(), 0.0) / max(remaining, 1)
         return min(now + share, self.deadline())
 
-    def allows(self, spec, say) -> bool:
+    def allows(self, spec, say, remaining: int = 1) -> bool:
         if self.limit is None or not self.spent:  # the first member always runs
             return True
         left = self.left()
         if interruptible(spec):
-            if left >= 0.5 * self.folds:
+            # a network's fold fit needs about 2 s to learn anything (building, a few epochs, its
+            # held-out scoring); trees stop within a round
+            needed = (2.0 if spec.kind == "fitwell" else 0.5) * self.folds
+            if left / max(remaining, 1) >= needed:
                 return True
             why = f"too little for {self.folds} fold models"
         elif left > max(self.spent):

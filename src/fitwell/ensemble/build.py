@@ -187,7 +187,7 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
     with warnings.catch_warnings():
         _quiet()
         for index, spec in enumerate(chosen):
-            if not budget.allows(spec, start.say):
+            if not budget.allows(spec, start.say, len(chosen) - index):
                 fitted["skipped"].append(spec.name)
                 continue
             where = f"ensemble.members.{config.ensemble.members.index(spec)}"
