@@ -39,3 +39,24 @@ def test_each_member_gets_its_fair_share_of_the_time_left():
     mlp = budget.for_member(MemberConfig(name="mlp"), remaining=2)
     assert abs(mlp.overrides["train.max_time"] - 60.0 / 2 / 6) < 0.5  # its share over 5 folds + a refit
     assert MemberBudget(None, time.monotonic(), 5).member_deadline(3) is None
+
+
+def test_a_fitwell_member_stops_at_its_train_max_time():
+    """An ensemble's network member trains under train.max_time (its share of ensemble.time_limit):
+    a model that would take minutes stops within the share."""
+    import numpy as np
+
+    from fitwell.config.load import load_config
+    from fitwell.ensemble.members import build_member
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 20)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    config = load_config({"train": {"epochs": 10_000, "progress": False, "batch_size": 32,
+                                    "early_stopping": {"enabled": False}}})
+    spec = MemberConfig(name="mlp", overrides={"train.max_time": 1.5, "model.hidden_sizes": [512, 512]})
+    member = build_member(spec, config, "binary", 20, [], 2, [], seed=0)
+    started = time.monotonic()
+    member.fit(X, y)
+    assert time.monotonic() - started < 4.0
+    assert member.predict_proba(X[:5]).shape == (5, 2)

@@ -270,8 +270,10 @@ def fit_arrays(config: RunConfig, model: torch.nn.Module, task: str, numeric: np
                                          config.train.early_stopping.enabled)
     validation = len(val_rows) > 0
     loss_fn = build_run_loss(config, task, list(range(num_classes)), target[train_rows])
-    trainer = build_trainer(config, model, loss_fn, task, len(train_rows),
-                            stopping_callbacks(config, validation), decode=decode)
+    chosen = stopping_callbacks(config, validation)
+    if config.train.max_time or config.train.max_steps:  # an ensemble member's share of a time limit
+        chosen.append(Budget(config.train.max_time, config.train.max_steps))
+    trainer = build_trainer(config, model, loss_fn, task, len(train_rows), chosen, decode=decode)
 
     def part(index):
         return TensorData.from_numpy(numeric[index], codes[index], target[index],

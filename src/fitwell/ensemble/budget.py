@@ -16,9 +16,9 @@ def interruptible(spec) -> bool:
 class MemberBudget:
     """``ensemble.time_limit``: whether the next member can still run, and the time it may take.
     A member that stops by itself (``interruptible``) runs while its share of the time left gives
-    each fold model half a second (trees) or two (networks), and gets that share; any other member runs only when the dearest member so
-    far would still fit. 15% of the limit (at least 3 s) is kept for combining, scoring, importance
-    and the report."""
+    each fold model half a second (trees) or two (networks), and gets that share; any other member
+    runs only when the dearest member so far would still fit. 15% of the limit (at least 3 s) is
+    kept for combining, scoring, importance and the report."""
 
     def __init__(self, limit: float | None, started_at: float, folds: int):
         self.limit, self.started_at, self.folds = limit, started_at, folds
