@@ -237,5 +237,7 @@ def test_a_member_deadline_is_shared_out_between_the_folds():
     oof, bag = bag_folds(estimator, X, y, StratifiedKFold(4), None, "predict_proba", {}, 2)
     assert time.monotonic() - started < 3.0
     rounds = [model.n_iter_ for model in bag.estimators]
-    assert min(rounds) > 10 and max(rounds) < 3 * min(rounds), rounds
+    assert min(rounds) > 10, rounds  # the last folds were not starved by the first
+    ends = [model.deadline - started for model in bag.estimators]
+    np.testing.assert_allclose(ends, [0.5, 1.0, 1.5, 2.0], atol=0.1)  # fold i of 4 stops at i/4 of the way
     assert oof.shape == (3000, 2)
