@@ -48,6 +48,33 @@ def test_train_a_table_without_a_config_through_the_cli(tmp_path, capsys):
     assert set(pd.read_csv(predictions)["prediction"]) <= {"yes", "no"}
 
 
+@pytest.mark.parametrize("preset", ["fast", None])
+def test_no_test_split_when_the_user_brings_a_test_file(tmp_path, capsys, preset):
+    """split.test: 0 puts every row into training and validation; nothing is scored as "test"
+    until the user's own file is, once, with fitwell evaluate."""
+    data, holdout = tmp_path / "train.csv", tmp_path / "test.csv"
+    table(400, seed=0).to_csv(data, index=False)
+    table(200, seed=1).to_csv(holdout, index=False)
+    if preset:  # an ensemble
+        command = [str(data), "--target", "churn", "--preset", preset]
+    else:  # one network, from a YAML config
+        config = tmp_path / "one.yaml"
+        config.write_text(f"data: {{source: {data}, target: churn}}\ntrain: {{epochs: 20}}\n")
+        command = [str(config)]
+    code = run_cli(["train", *command, "split.test=0", "split.train=0.85",
+                    f"track.runs_dir={tmp_path / 'runs'}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["split"]["test"] == 0 and "test" not in summary
+    assert not (run / "test_predictions.csv").exists() and "no test split" in out
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    scores = tmp_path / "scores.json"
+    assert run_cli(["evaluate", str(run), "--data", str(holdout), "--out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["roc_auc"] > 0.8
+
+
 def test_a_table_needs_a_target(tmp_path, capsys):
     data = tmp_path / "t.csv"
     table().to_csv(data, index=False)

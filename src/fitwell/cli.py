@@ -127,7 +127,11 @@ def train(
     # --time-limit / train.max_time count from the command's start: Python's imports included
     run = train_run(source, values or None, resume=resume, console=console,
                     started_at=command_started_at())
-    out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
+    if run.metrics:
+        out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
+    else:  # split.test 0
+        out.print(f"no test split: fitwell evaluate {run.path} --data FILE scores your test file",
+                  soft_wrap=True, highlight=False)
     if "members" in run.summary:
         members = ", ".join(run.summary["members"])
         out.print(f"ensemble: {run.summary['method']} of {members}", highlight=False)

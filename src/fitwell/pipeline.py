@@ -232,7 +232,11 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                "validation": final_validation(state)}
     temperature = calibrate(start.config, prepared, trainer, final, run_dir.path, start.say)
     predictions = None
-    if score_test:
+    if score_test and not sizes["test"]:
+        start.say("no test split (split.test: 0): score your own test file once with"
+                  f" `fitwell evaluate {run_dir.path} --data FILE`")
+    scored = score_test and sizes["test"] > 0
+    if scored:
         output = trainer.predict_output(prepared.test, module=final).cpu().numpy()
         target = prepared.test.target.numpy()
         if temperature is not None:
@@ -254,7 +258,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
     summary["duration_s"] = round(time.monotonic() - start.started_at, 3)
     write_json(run_dir.metrics, summary)
     run = Run(run_dir.path, verify=False)
-    if score_test:
+    if scored:
         permutation_importance(start, run, prepared.split.test)
     finish_run(start.config, prepared, trainer, state, run_dir, summary, predictions, trackers, start.console,
                start.say, report=score_test)

@@ -37,7 +37,8 @@ class SplitConfig(Section):
     method: Literal["auto", "random", "stratified", "group", "time"] = "auto"
     train: float = Field(0.70, gt=0, lt=1)
     val: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1, description="0: no test split -- score your own test file once,"
+                                                      " with fitwell evaluate RUN --data FILE")
     group_column: str | None = None
     time_column: str | None = None
 

@@ -42,7 +42,7 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
     if n < 10:
         raise DataError(f"only {n} rows left after cleaning; need at least 10 to split and train")
     positions = np.arange(n)
-    n_test = max(1, round(config.test * n))
+    n_test = 0 if config.test == 0 else max(1, round(config.test * n))  # 0: the user's own test file
     n_val = round(config.val * n)
     if method == "time":
         order = np.argsort(_column(frame, config.time_column, "split.time_column").to_numpy(),
@@ -59,8 +59,8 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
         return Split(np.sort(train), np.sort(val), np.sort(test))
     stratify = y if method == "stratified" else None
     try:
-        rest, test = train_test_split(positions, test_size=n_test, random_state=seed,
-                                      stratify=stratify)
+        rest, test = (positions, positions[:0]) if n_test == 0 else train_test_split(
+            positions, test_size=n_test, random_state=seed, stratify=stratify)
         if config.val == 0:
             return Split(np.sort(rest), np.array([], dtype=int), np.sort(test))
         train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1,
@@ -129,6 +129,8 @@ def _column(frame: pd.DataFrame, name: str | None, key: str) -> pd.Series:
 
 
 def _group_split(positions: np.ndarray, groups: np.ndarray, share: float, seed: int):
+    if share == 0:
+        return positions, positions[:0]
     if len(np.unique(groups)) < 2:
         raise DataError("group split needs at least two distinct groups in split.group_column")
     splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)

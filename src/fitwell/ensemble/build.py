@@ -148,9 +148,10 @@ def fit_ensemble(config: ConfigLike, overrides=None, *, data: pd.DataFrame | Non
         open_run(start, audit=cv is None and score_test)
         start.say(f"{len(chosen)} members, {settings.folds}-fold out-of-fold predictions")
         start.training_started = True
-        fitted = fit_members(start, chosen, cv, score_test, {} if cache is None else cache)
-        combined = combine_members(start, fitted, score_test)
-        return save_ensemble(start, fitted, combined, score_test)
+        scored = score_test and sizes["test"] > 0  # split.test 0: the user scores their own test file
+        fitted = fit_members(start, chosen, cv, scored, {} if cache is None else cache)
+        combined = combine_members(start, fitted, scored)
+        return save_ensemble(start, fitted, combined, scored, report=score_test)
 
 
 def member_views(start, chosen) -> tuple[dict, TreeFeatures | None]:
@@ -285,7 +286,7 @@ def ensemble_summary(start, fitted: dict, combined: dict, score_test: bool) -> d
     return summary
 
 
-def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> EnsembleRun:
+def save_ensemble(start, fitted: dict, combined: dict, score_test: bool, report: bool = True) -> EnsembleRun:
     """Write the model, its description, the tables, the metrics, the report and the manifest."""
     config, prepared, run_dir = start.config, start.prepared, start.run_dir
     task, names = prepared.task, fitted["names"]
@@ -320,10 +321,13 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool) -> Ense
         predictions.insert(0, "target", test_rows[prepared.plan.target].to_numpy())
         predictions.insert(0, "row", test_rows.index)
         write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
-        if config.track.report:
-            from fitwell.track.report import write_report
+    elif report:
+        start.say("no test split (split.test: 0): score your own test file once with"
+                  f" `fitwell evaluate {run_dir.path} --data FILE`")
+    if report and config.track.report:
+        from fitwell.track.report import write_report
 
-            start.say(f"report: {write_report(run_dir.path)}")
+        start.say(f"report: {write_report(run_dir.path)}")
     finish_run_directory(start)
     return run
 
