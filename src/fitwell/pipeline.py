@@ -48,6 +48,7 @@ from fitwell.run import (
     finish_run_directory,
     guard,
     load_run_config,
+    no_test_split,
     open_run,
     permutation_importance,
     start_run,
@@ -233,8 +234,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
     temperature = calibrate(start.config, prepared, trainer, final, run_dir.path, start.say)
     predictions = None
     if score_test and not sizes["test"]:
-        start.say("no test split (split.test: 0): score your own test file once with"
-                  f" `fitwell evaluate {run_dir.path} --data FILE`")
+        start.say(no_test_split(run_dir.path))
     scored = score_test and sizes["test"] > 0
     if scored:
         output = trainer.predict_output(prepared.test, module=final).cpu().numpy()

@@ -92,6 +92,12 @@ def command_started_at() -> float:
     return now - min(max(age, 0.0), 3600.0)
 
 
+def no_test_split(path) -> str:
+    """What a run with ``split.test: 0`` says instead of test metrics."""
+    return (f"no test split (split.test: 0): score your own test file once with"
+            f" `fitwell evaluate {path} --data FILE`")
+
+
 def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None, console=None,
               run_dir: RunDir | None = None, preprocessor=None, started_at: float | None = None,
               **options) -> RunStart:

@@ -44,6 +44,7 @@ from fitwell.run import (
     finish_run_directory,
     guard,
     load_run_config,
+    no_test_split,
     open_run,
     permutation_importance,
     start_run,
@@ -322,8 +323,7 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool, report:
         predictions.insert(0, "row", test_rows.index)
         write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
     elif report:
-        start.say("no test split (split.test: 0): score your own test file once with"
-                  f" `fitwell evaluate {run_dir.path} --data FILE`")
+        start.say(no_test_split(run_dir.path))
     if report and config.track.report:
         from fitwell.track.report import write_report
 

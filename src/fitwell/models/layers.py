@@ -70,31 +70,33 @@ def _one_bin(column: torch.Tensor) -> list[float]:
     return [value, value + 1.0]
 
 
+def number_embedding(kind: str, num_numeric: int, width: int, bins: list[list[float]] | None = None):
+    """``rtdl-num-embeddings``' module for ``kind`` (Gorishniy et al., 2022): ``periodic`` (learned
+    sin/cos features, the PLR variant) or ``piecewise_linear`` (the number's position in its
+    column's quantile bins, then a linear map: PLE, version B). Output: (rows, columns, width)."""
+    import rtdl_num_embeddings
+
+    if kind == "periodic":
+        return rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, width, lite=False)
+    if kind != "piecewise_linear":
+        raise ValueError(f"number embeddings are one of {', '.join(NUMBER_EMBEDDINGS)}; got {kind!r}")
+    if bins is None or len(bins) != num_numeric:
+        raise ValueError("piecewise_linear embeddings need the bin edges of every number column"
+                         " (fitwell computes them from the training rows)")
+    import warnings
+
+    with warnings.catch_warnings():  # a 0/1 column has one bin: a min-max scaling, as it should
+        warnings.filterwarnings("ignore", message=".*has just two bin edges")
+        edges = [torch.tensor(b, dtype=torch.float32) for b in bins]
+        return rtdl_num_embeddings.PiecewiseLinearEmbeddings(edges, width, activation=False, version="B")
+
+
 class NumberEmbeddings(nn.Module):
-    """Each number column mapped to a ``width``-wide vector and the vectors concatenated (Gorishniy
-    et al., 2022, through ``rtdl-num-embeddings``): ``periodic`` (learned sin/cos features, the
-    PLR variant) or ``piecewise_linear`` (the number's position in its column's quantile bins,
-    then a linear map: PLE, version B)."""
+    """Each number column mapped to a ``width``-wide vector (``number_embedding``), concatenated."""
 
     def __init__(self, kind: str, num_numeric: int, width: int, bins: list[list[float]] | None = None):
         super().__init__()
-        import rtdl_num_embeddings
-
-        if kind == "periodic":
-            self.embed = rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, width, lite=False)
-        elif kind == "piecewise_linear":
-            if bins is None or len(bins) != num_numeric:
-                raise ValueError("piecewise_linear embeddings need the bin edges of every number column"
-                                 " (fitwell computes them from the training rows)")
-            import warnings
-
-            with warnings.catch_warnings():  # a 0/1 column has one bin: a min-max scaling, as it should
-                warnings.filterwarnings("ignore", message=".*has just two bin edges")
-                edges = [torch.tensor(b, dtype=torch.float32) for b in bins]
-                self.embed = rtdl_num_embeddings.PiecewiseLinearEmbeddings(edges, width, activation=False,
-                                                                           version="B")
-        else:
-            raise ValueError(f"number embeddings are one of {', '.join(NUMBER_EMBEDDINGS)}; got {kind!r}")
+        self.embed = number_embedding(kind, num_numeric, width, bins)
         self.out_features = num_numeric * width
 
     def forward(self, numeric: torch.Tensor) -> torch.Tensor:

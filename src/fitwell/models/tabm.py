@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fitwell.models.layers import NumberEmbeddings
+from fitwell.models.layers import number_embedding
 from fitwell.models.registry import register_model
 
 
@@ -48,16 +48,13 @@ class TabM(nn.Module):
                  embeddings: Literal["periodic", "piecewise_linear", "none"] = "periodic",
                  bins: list[list[float]] | None = None):
         super().__init__()
-        import rtdl_num_embeddings
         import tabm
 
         # output_heads: the training output is (rows, output_heads, out) -- fitwell's losses read it
         self.num_numeric, self.num_coded, self.output_heads = num_numeric, len(cardinalities), ensemble_size
         numbers = None
-        if embeddings == "periodic" and num_numeric:
-            numbers = rtdl_num_embeddings.PeriodicEmbeddings(num_numeric, lite=False)
-        elif embeddings == "piecewise_linear" and num_numeric:
-            numbers = NumberEmbeddings("piecewise_linear", num_numeric, 16, bins).embed
+        if embeddings != "none" and num_numeric:  # periodic 24 wide (the package's default), PLE 16
+            numbers = number_embedding(embeddings, num_numeric, 24 if embeddings == "periodic" else 16, bins)
         self.net = tabm.TabM.make(n_num_features=num_numeric, cat_cardinalities=list(cardinalities) or None,
                                   d_out=out_features, num_embeddings=numbers, k=ensemble_size,
                                   d_block=width, n_blocks=blocks, dropout=dropout)
