@@ -1,6 +1,7 @@
 """fitwell's training loop vs a plain PyTorch loop: same model, data, batches and validation.
 
-Run: python bench/loop_overhead.py [--epochs 5] [--repeats 5]
+Run: python bench/loop_overhead.py [--epochs 2] [--repeats 11] [--sizes small medium]
+                                   [--per-callback small] [--busy | --rule]
 
 Both loops shuffle with the same per-epoch permutation, take index-slice batches of the same
 tensors, step the same optimizer from the same initial weights, and compute the same validation
@@ -48,17 +49,25 @@ def make_data(features: int, classes: int, rows: int, seed: int = 0):
     return train, val
 
 
-def plain_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task):
-    """What a careful user writes by hand: the same batches and validation, no framework."""
+def plain_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task, gather="epoch"):
+    """What a careful user writes by hand: the same batches and validation, no framework.
+    ``gather="epoch"`` permutes the tensors once an epoch and slices batches (what fitwell does);
+    ``gather="batch"`` indexes ``X[perm[i:i+B]]`` for every batch (the common hand-written loop)."""
     n = len(train)
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
-        x, c, y = train.numeric[order], train.codes[order], train.target[order]
+        if gather == "epoch":
+            x, c, y = train.numeric[order], train.codes[order], train.target[order]
         total = torch.zeros(())
         for start in range(0, n, batch):
             end = min(start + batch, n)
-            loss = loss_fn(model(x[start:end], c[start:end]), y[start:end])
+            if gather == "epoch":
+                bx, bc, by = x[start:end], c[start:end], y[start:end]
+            else:
+                rows = order[start:end]
+                bx, bc, by = train.numeric[rows], train.codes[rows], train.target[rows]
+            loss = loss_fn(model(bx, bc), by)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -72,11 +81,9 @@ def plain_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task)
 
 
 def fitwell_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, task, callbacks):
-    from lightning_fabric import Fabric
-
-    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    """fitwell's Trainer as ``fitwell train`` builds it for 32-bit CPU training: no Fabric."""
     trainer = Trainer(model, loss_fn, optimizer, task=task, epochs=epochs, batch_size=batch,
-                      seed=seed, callbacks=callbacks, fabric=fabric)
+                      seed=seed, callbacks=callbacks, fabric=None)
     trainer.fit(train, val)
 
 
@@ -101,38 +108,96 @@ def fitwell_threads(model, batch: int, features: int) -> int:
     return choose_threads("auto", macs * batch)[0]
 
 
-def measure(size: str, epochs: int, repeats: int, rule: bool = False) -> dict[str, float]:
+def variants(per_callback: bool) -> list[str]:
+    names = ["plain", "plain (per-batch gather)", "fitwell", "fitwell+callbacks"]
+    if per_callback:
+        names += [f"+{type(cb).__name__}" for cb in default_callbacks(Path(tempfile.mkdtemp()))]
+    return names
+
+
+def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> float:
+    model = copy.deepcopy(base)
+    loss_fn = build_loss("auto", task)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        if variant.startswith("plain"):
+            gather = "batch" if "per-batch" in variant else "epoch"
+            plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task, gather)
+        else:
+            callbacks = []
+            if variant == "fitwell+callbacks":
+                callbacks = default_callbacks(Path(tmp))
+            elif variant.startswith("+"):  # one default callback alone
+                callbacks = [cb for cb in default_callbacks(Path(tmp)) if type(cb).__name__ == variant[1:]]
+            with thread_limit(threads):
+                fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task,
+                             callbacks)
+        return time.perf_counter() - started
+
+
+def measure(size: str, epochs: int, repeats: int, rule: bool = False,
+            per_callback: bool = False) -> dict[str, list[float]]:
+    """Seconds of every variant, per repeat; variants rotate so none is always first."""
     spec = SIZES[size]
     task = "binary" if spec["classes"] == 2 else "multiclass"
     train, val = make_data(spec["features"], spec["classes"], spec["rows"])
     torch.manual_seed(0)
     out = 1 if task == "binary" else spec["classes"]
     base = MLP(spec["features"], [], out, hidden_sizes=spec["hidden"], dropout=0.0)
-    times: dict[str, list[float]] = {"plain": [], "fitwell": [], "fitwell+callbacks": []}
-    names = list(times)
+    threads = fitwell_threads(base, spec["batch"], spec["features"]) if rule else \
+        torch.get_num_threads()  # chosen before the clock starts: a fixed cost per run
+    names = variants(per_callback)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
-        for variant in names[repeat % 3:] + names[:repeat % 3]:  # rotate: no variant always first
-            model = copy.deepcopy(base)
-            loss_fn = build_loss("auto", task)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            threads = fitwell_threads(model, spec["batch"], spec["features"]) if rule else \
-                torch.get_num_threads()  # chosen before the clock starts: a fixed cost per run
-            with tempfile.TemporaryDirectory() as tmp:
-                started = time.perf_counter()
-                if variant == "plain":
-                    plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task)
-                else:
-                    callbacks = default_callbacks(Path(tmp)) if variant.endswith("callbacks") else []
-                    with thread_limit(threads):
-                        fitwell_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0,
-                                     task, callbacks)
-                times[variant].append(time.perf_counter() - started)
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    # the median of per-repeat ratios: each pair ran back to back, so slow drift cancels
-    for variant in ("fitwell", "fitwell+callbacks"):
-        medians[f"{variant} ratio"] = statistics.median(
-            a / b for a, b in zip(times[variant], times["plain"], strict=False))
-    return medians
+        shift = repeat % len(names)
+        for variant in names[shift:] + names[:shift]:
+            times[variant].append(run_variant(variant, base, spec, task, train, val, epochs, threads))
+    return times
+
+
+HOOKS = ("on_fit_start", "on_epoch_start", "on_batch_start", "on_batch_end", "on_before_optimizer_step",
+         "on_validation_end", "on_epoch_end", "on_fit_end")
+
+
+def hook_seconds(size: str, epochs: int, threads: int) -> dict[str, float]:
+    """One run with every default callback, each callback's hooks timed where the loop calls them
+    (in-hook time only: a checkpoint written on a worker thread shows as the snapshot it takes)."""
+    spec = SIZES[size]
+    task = "binary" if spec["classes"] == 2 else "multiclass"
+    train, val = make_data(spec["features"], spec["classes"], spec["rows"])
+    torch.manual_seed(0)
+    model = MLP(spec["features"], [], 1 if task == "binary" else spec["classes"],
+                hidden_sizes=spec["hidden"], dropout=0.0)
+    spent: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = default_callbacks(Path(tmp))
+        for cb in callbacks:
+            name = type(cb).__name__
+            spent[name] = 0.0
+            for hook in HOOKS:
+                if cb.uses_hook(hook) or not hook.startswith("on_b"):
+                    setattr(cb, hook, timed(getattr(cb, hook), name, spent))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        with thread_limit(threads):
+            fitwell_loop(model, build_loss("auto", task), optimizer, train, val, epochs, spec["batch"], 0,
+                         task, callbacks)
+    return spent
+
+
+def timed(method, name: str, spent: dict[str, float]):
+    def call(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - started
+    return call
+
+
+def ratios(times: dict[str, list[float]], of: str, to: str) -> list[float]:
+    """Per-repeat ratios: each pair ran in the same rotation, so slow drift cancels."""
+    return [a / b for a, b in zip(times[of], times[to], strict=True)]
 
 
 def main() -> None:
@@ -140,6 +205,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--per-callback", nargs="*", default=["small"], metavar="SIZE",
+                        help="sizes to time each default callback alone on (default: small)")
     parser.add_argument("--busy", action="store_true", help="a CPU burner process on every core but one;"
                         " fitwell uses its thread rule (fitwell.engine.threads)")
     parser.add_argument("--rule", action="store_true", help="fitwell uses its thread rule on a quiet"
@@ -177,18 +244,40 @@ def stop_burners(stop, procs) -> None:
         proc.join()
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
 def report(args) -> None:
     rule = args.busy or args.rule
     who = "the threads its rule picks" if rule else "the same threads"
     print(f"torch {torch.__version__}, plain loop on {torch.get_num_threads()} threads (torch's default),"
           f" fitwell on {who}{', busy machine' if args.busy else ''}, epochs {args.epochs},"
-          f" median of {args.repeats};"
-          " ratio = median of per-repeat fitwell / plain")
-    print(f"{'model':<8} {'plain s':>9} {'fitwell s':>10} {'ratio':>7} {'+callbacks s':>13} {'ratio':>7}")
+          f" {args.repeats} repeats; ratios: median [min-max] of per-repeat ratios")
+    print(f"{'model':<8} {'plain s':>7} {'fitwell/plain':>21} {'+callbacks/plain':>21}"
+          f" {'/plain per-batch gather':>24}")
     for size in args.sizes:
-        t = measure(size, args.epochs, args.repeats, rule)
-        print(f"{size:<8} {t['plain']:>9.3f} {t['fitwell']:>10.3f} {t['fitwell ratio']:>7.3f}"
-              f" {t['fitwell+callbacks']:>13.3f} {t['fitwell+callbacks ratio']:>7.3f}", flush=True)
+        times = measure(size, args.epochs, args.repeats, rule, per_callback=size in args.per_callback)
+        print(f"{size:<8} {statistics.median(times['plain']):>7.3f}"
+              f" {spread(ratios(times, 'fitwell', 'plain')):>21}"
+              f" {spread(ratios(times, 'fitwell+callbacks', 'plain')):>21}"
+              f" {spread(ratios(times, 'fitwell+callbacks', 'plain (per-batch gather)')):>24}", flush=True)
+        alone = [name for name in times if name.startswith("+")]
+        if alone:
+            steps = args.epochs * -(-int(SIZES[size]["rows"] * 0.9) // SIZES[size]["batch"])
+            base = statistics.median(times["fitwell"])
+            print(f"  {size}: each default callback alone vs fitwell without callbacks"
+                  f" ({steps} steps, {args.epochs} validations)")
+            for name in alone:  # the median ratio is robust to a repeat the machine slowed down
+                cost = (statistics.median(ratios(times, name, "fitwell")) - 1) * base / steps * 1e6
+                print(f"    {name[1:]:<22} ratio {spread(ratios(times, name, 'fitwell'))}"
+                      f"  {cost:+6.1f} us/step", flush=True)
+            spent = hook_seconds(size, args.epochs, torch.get_num_threads())
+            print(f"  {size}: time inside each callback's hooks, one run with all of them"
+                  f" (the loop's own time per step: {base / steps * 1e6:.0f} us)")
+            for name, seconds in spent.items():
+                print(f"    {name:<22} {seconds * 1e3:7.2f} ms  = {seconds / steps * 1e6:5.1f} us/step"
+                      f"  {seconds / base:6.2%} of the loop", flush=True)
 
 
 if __name__ == "__main__":

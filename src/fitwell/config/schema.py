@@ -144,6 +144,8 @@ class ModelConfig(Section):
                                                                      " (default 8)")
     ffn_factor: float | None = Field(None, gt=0, description="feed-forward width = width * ffn_factor")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer")
+    residual_dropout: float | None = Field(None, ge=0, lt=1, description="tabular_transformer: dropout on"
+                                           " each block's branches (default 0)")
     channels: list[Annotated[int, Field(gt=0)]] | None = Field(
         None, description="cnn / resnet: channels of each stage (each stage halves the image)")
     cell: Literal["rnn", "lstm", "gru"] | None = Field(None, description="rnn: the recurrent cell")

@@ -22,6 +22,7 @@ from fitwell.errors import ConfigError
 from fitwell.evaluate.metrics import probabilities
 from fitwell.models import MODELS, model_arguments
 from fitwell.models.build import add_number_bins
+from fitwell.models.registry import rebuild_model, recorded_arguments
 
 TREE_KINDS = (*BOOSTING_KINDS, "hist_gradient_boosting")
 
@@ -69,6 +70,7 @@ class _FitwellMember(BaseEstimator):
         kwargs = model_arguments(config.model.name, config.model.model_dump(exclude={"name"}))
         kwargs.update(num_numeric=self.num_numeric, cardinalities=list(self.cardinalities), out_features=out)
         add_number_bins(kwargs, torch.from_numpy(numeric))
+        kwargs = recorded_arguments(config.model.name, kwargs)
         self.model_spec_ = {"name": config.model.name, "kwargs": kwargs}
         torch.manual_seed(config.seed)
         model = MODELS.build(config.model.name, key="model.name", **kwargs)
@@ -99,7 +101,7 @@ class _FitwellMember(BaseEstimator):
         self.__dict__.update(state)
         if weights is not None:
             spec = self.model_spec_
-            self.model_ = MODELS.build(spec["name"], **spec["kwargs"])
+            self.model_ = rebuild_model(spec)
             self.model_.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()},
                                         strict=True)
             self.model_.eval()

@@ -8,7 +8,7 @@ import torch
 from fitwell.config.schema import RunConfig
 from fitwell.data.preprocess import Preprocessor
 from fitwell.errors import ConfigError, UserError
-from fitwell.models.registry import MODELS, input_kinds, model_arguments
+from fitwell.models.registry import MODELS, input_kinds, model_arguments, recorded_arguments
 
 
 def build_model(config: RunConfig, pre: Preprocessor, task: str,
@@ -24,6 +24,7 @@ def build_model(config: RunConfig, pre: Preprocessor, task: str,
     if pre.inputs:
         kwargs["inputs"] = pre.input_spec()
     add_number_bins(kwargs, numbers)
+    kwargs = recorded_arguments(name, kwargs)
     try:
         model = MODELS.build(name, key="model.name", **kwargs)
     except UserError:

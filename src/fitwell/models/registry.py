@@ -27,6 +27,22 @@ def model_arguments(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if v is not None and k in accepted}
 
 
+def recorded_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the family's defaults for every argument left out: the spec a run saves
+    (``model.json``), so it rebuilds the same network after a default changes."""
+    factory = MODELS.get(name, "model.name")
+    defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
+
+
+def rebuild_model(spec: dict[str, Any]) -> Any:
+    """The network a saved spec describes. Specs saved before the defaults were recorded lack some
+    arguments; the family's ``defaults_before_recorded`` says what they were then."""
+    factory = MODELS.get(spec["name"], "model.name")
+    return factory(**{**getattr(factory, "defaults_before_recorded", {}), **spec["kwargs"]})
+
+
 def input_kinds(name: str) -> frozenset[str]:
     """The input kinds family ``name`` reads: "table", "image", "tokens", "sequence"."""
     return getattr(MODELS.get(name, "model.name"), "input_kinds", frozenset({"table"}))

@@ -58,9 +58,11 @@ class SelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm: x + Attention(Norm(x)), then x + FeedForward(Norm(x))."""
+    """Pre-norm: x + Attention(Norm(x)), then x + FeedForward(Norm(x)); ``dropout`` inside the
+    feed-forward, ``residual_dropout`` on each branch before it joins the residual stream."""
 
-    def __init__(self, width: int, heads: int, ffn_factor: float, dropout: float, attention_dropout: float):
+    def __init__(self, width: int, heads: int, ffn_factor: float, dropout: float, attention_dropout: float,
+                 residual_dropout: float = 0.0):
         super().__init__()
         hidden = max(1, round(width * ffn_factor))
         self.norm_attention = nn.LayerNorm(width)
@@ -68,7 +70,7 @@ class TransformerBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(width)
         self.ffn = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, width))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(residual_dropout) if residual_dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention(self.norm_attention(x)))
@@ -83,9 +85,12 @@ class TabularTransformer(nn.Module):
         num_numeric, cardinalities, out_features: as for every model.
         width: token width (divisible by ``heads``).
         blocks: transformer blocks.
-        heads: attention heads.
+        heads: attention heads (4: heads of 16 at width 64; 8 heads of 8 trained 1.3-1.5x slower on a
+            CPU, docs/benchmarks.md).
         ffn_factor: feed-forward width = ``width * ffn_factor``.
-        dropout: after attention and feed-forward; attention_dropout: on attention weights.
+        dropout: inside the feed-forward; attention_dropout: on attention weights; residual_dropout:
+            on each block's branches (0, FT-Transformer's default: on a CPU every dropout mask is a
+            Bernoulli draw over the whole activation, the dearest op of a step).
 
     Example:
         >>> model = TabularTransformer(num_numeric=3, cardinalities=[4, 6], out_features=2, width=16,
@@ -94,9 +99,12 @@ class TabularTransformer(nn.Module):
         torch.Size([5, 2])
     """
 
+    # what a spec saved before the defaults were written into model.json was built with
+    defaults_before_recorded = {"heads": 8, "residual_dropout": 0.1}
+
     def __init__(self, num_numeric: int, cardinalities: list[int], out_features: int, width: int = 64,
-                 blocks: int = 3, heads: int = 8, ffn_factor: float = 4 / 3, dropout: float = 0.1,
-                 attention_dropout: float = 0.1):
+                 blocks: int = 3, heads: int = 4, ffn_factor: float = 4 / 3, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, residual_dropout: float = 0.0):
         super().__init__()
         if width % heads:
             from fitwell.errors import ConfigError
@@ -106,8 +114,8 @@ class TabularTransformer(nn.Module):
         self.category_tokens = CategoryTokens(list(cardinalities), width) if cardinalities else None
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         nn.init.normal_(self.cls, std=0.02)
-        self.blocks = nn.Sequential(*(TransformerBlock(width, heads, ffn_factor, dropout, attention_dropout)
-                                      for _ in range(blocks)))
+        self.blocks = nn.Sequential(*(TransformerBlock(width, heads, ffn_factor, dropout, attention_dropout,
+                                                       residual_dropout) for _ in range(blocks)))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(width, out_features))
 

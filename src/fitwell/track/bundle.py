@@ -17,7 +17,7 @@ from fitwell.data.preprocess import Preprocessor
 from fitwell.data.sources import read_table
 from fitwell.errors import DamagedRun, DataError, UserError
 from fitwell.evaluate.metrics import classification_metrics, probabilities, regression_metrics
-from fitwell.models import MODELS
+from fitwell.models.registry import rebuild_model
 from fitwell.track.run_dir import RunDir
 
 
@@ -154,7 +154,7 @@ def load_model(run_dir: RunDir) -> torch.nn.Module:
     if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("kwargs"), dict):
         raise DamagedRun(f"{run_dir.model_spec} does not describe a model (needs name and kwargs)."
                          f" {run_dir.advice()}")
-    model = load_run_file(run_dir, run_dir.model_spec, lambda _: MODELS.build(spec["name"], **spec["kwargs"]))
+    model = load_run_file(run_dir, run_dir.model_spec, lambda _: rebuild_model(spec))
     weights = load_run_file(run_dir, run_dir.model, load_file)
     try:
         model.load_state_dict(weights, strict=True)

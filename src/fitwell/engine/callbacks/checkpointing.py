@@ -7,7 +7,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fitwell.engine.callbacks.base import Callback, is_improvement
+from fitwell.engine.callbacks.base import Callback, is_improvement, overrides
 from fitwell.engine.checkpoint import BackgroundWriter
 
 
@@ -30,7 +30,9 @@ class CheckpointWriter(Callback):
             self._writer.submit(trainer.checkpoint_state(state), self.folder)
 
     def uses_hook(self, hook: str) -> bool:
-        return hook != "on_batch_end" or self.every_steps is not None  # off the hot path otherwise
+        if hook == "on_batch_end":  # off the hot path unless mid-epoch checkpoints are asked for
+            return self.every_steps is not None
+        return overrides(self, hook)
 
     def on_batch_end(self, trainer, state):
         if (self.every_steps and state.at_step_boundary and state.step % self.every_steps == 0
