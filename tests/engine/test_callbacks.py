@@ -6,7 +6,14 @@ import torch
 
 import fitwell
 from fitwell.cli import run_cli
-from fitwell.engine.callbacks import Budget, Callback, GradientNormMonitor, ModelCheckpoint, overrides
+from fitwell.engine.callbacks import (
+    Budget,
+    Callback,
+    CheckpointWriter,
+    GradientNormMonitor,
+    ModelCheckpoint,
+    overrides,
+)
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.errors import ConfigError, TrainingFailed
 from tests.conftest import fast
@@ -118,9 +125,34 @@ def test_lr_and_grad_norm_monitors(make_trainer):
     assert all(math.isfinite(r["grad_norm"]) and r["grad_norm_max"] >= r["grad_norm"] for r in state.history)
 
 
-def test_only_implemented_batch_hooks_are_called():
+def test_grad_norm_is_the_total_gradient_norm_of_each_step(make_trainer):
+    class Reference(Callback):  # what torch.nn.utils says, step by step
+        def on_fit_start(self, trainer, state):
+            self.epoch = []
+
+        def on_before_optimizer_step(self, trainer, state):
+            grads = [p.grad for p in trainer.module.parameters() if p.grad is not None]
+            self.epoch.append(float(torch.nn.utils.get_total_norm(grads)))
+
+        def on_validation_end(self, trainer, state, metrics):
+            metrics["reference_mean"] = sum(self.epoch) / len(self.epoch)
+            metrics["reference_max"] = max(self.epoch)
+            self.epoch = []
+
+    state = make_trainer(epochs=2, callbacks=[GradientNormMonitor(every_n_steps=1), Reference()]).fit(
+        synthetic(), synthetic(seed=1))
+    for row in state.history:
+        assert row["grad_norm"] == pytest.approx(row["reference_mean"], rel=1e-5)
+        assert row["grad_norm_max"] == pytest.approx(row["reference_max"], rel=1e-5)
+
+
+def test_only_implemented_batch_hooks_are_called(tmp_path):
     assert overrides(Budget(), "on_batch_end") and not overrides(Budget(), "on_batch_start")
     assert not overrides(Callback(), "on_batch_end")
+    writer = CheckpointWriter(tmp_path)  # per-epoch checkpoints: nothing on the per-batch path
+    hooks = ("on_batch_start", "on_batch_end", "on_before_optimizer_step")
+    assert not any(writer.uses_hook(hook) for hook in hooks)
+    assert CheckpointWriter(tmp_path, every_steps=5).uses_hook("on_batch_end")
 
 
 def test_callback_state_rides_in_the_checkpoint(tmp_path, mixed_frame):

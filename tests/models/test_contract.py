@@ -1,6 +1,7 @@
 """Every model in the registry passes the contract suite, and trains end to end from YAML."""
 
 import pytest
+import torch
 
 from fitwell.models import MODELS, input_kinds
 from fitwell.pipeline import train
@@ -106,3 +107,22 @@ def test_piecewise_linear_bins_come_from_the_training_rows_and_travel_with_the_m
     assert max(len(b) for b in bins) > 10  # quantile edges of the training numbers, not a fixed grid
     again = load_run(run.path).predict_proba(mixed_frame.head(30))
     np.testing.assert_allclose(again, run.predict_proba(mixed_frame.head(30)), atol=1e-6)
+
+
+def test_saved_specs_rebuild_the_same_network_after_a_default_changes():
+    """model.json records every argument; a transformer saved before that (8 heads by default
+    then, 4 now) still rebuilds with 8 heads and gives the same outputs."""
+    from fitwell.models.registry import rebuild_model, recorded_arguments
+    from fitwell.models.tabular_transformer import TabularTransformer
+
+    torch.manual_seed(0)
+    shape = {"num_numeric": 3, "cardinalities": [4], "out_features": 2}
+    old = TabularTransformer(**shape, heads=8).eval()
+    numeric, codes = torch.randn(6, 3), torch.randint(0, 4, (6, 1))
+    rebuilt = rebuild_model({"name": "tabular_transformer", "kwargs": shape}).eval()  # an old model.json
+    rebuilt.load_state_dict(old.state_dict())
+    assert rebuilt.blocks[0].attention.heads == 8
+    torch.testing.assert_close(rebuilt(numeric, codes), old(numeric, codes))
+    recorded = recorded_arguments("tabular_transformer", shape)
+    assert recorded["heads"] == 4 and recorded["residual_dropout"] == 0.0
+    assert rebuild_model({"name": "tabular_transformer", "kwargs": recorded}).blocks[0].attention.heads == 4
