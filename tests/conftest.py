@@ -6,6 +6,10 @@ import yaml
 
 @pytest.fixture
 def mixed_frame() -> pd.DataFrame:
+    return make_mixed_frame()
+
+
+def make_mixed_frame() -> pd.DataFrame:
     """Seeded table with a known signal: numbers, messy categories, booleans, an ID and a constant."""
     rng = np.random.default_rng(0)
     n = 300

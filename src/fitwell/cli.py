@@ -1,7 +1,11 @@
-"""The ``fitwell`` command: audit, train, tune, cv, ensemble, predict, evaluate, report, runs.
+"""The ``fitwell`` command: audit, train, tune, cv, ensemble, predict, evaluate, serve, report, runs.
 
 User errors (config, data, arguments) end in one message and exit code 2, without a traceback
 unless ``--debug``; anything else is a bug and exits 1 with its traceback.
+
+Why this module is long: every subcommand's options live here, each importing its work inside the
+function, so ``fitwell --help`` and ``fitwell runs`` stay instant; splitting it would only spread the
+argument declarations over several files.
 """
 
 from __future__ import annotations
@@ -276,6 +280,29 @@ def predict(
 
 
 @app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
+    port: int = typer.Option(8000, "--port"),
+    max_rows: int = typer.Option(10_000, "--max-rows", help="Most rows one request may hold (413 above)."),
+    max_body_mb: float = typer.Option(10.0, "--max-body-mb", help="Largest request body (413 above)."),
+    api_key_env: str = typer.Option("FITWELL_API_KEY", "--api-key-env", help="When this environment"
+                                    " variable is set, requests need its value in the x-api-key header."),
+    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="Requests arriving this close"
+                                          " together are predicted as one batch."),
+):
+    """Serve the run over HTTP: POST /predict, GET /health /ready /schema /metrics /docs."""
+    from fitwell.serve.server import ServeSettings
+    from fitwell.serve.server import serve as run_server
+
+    settings = ServeSettings(max_rows=max_rows, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                             api_key_env=api_key_env, batch_window_ms=batch_window_ms)
+    Console(stderr=True).print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)", soft_wrap=True,
+                               highlight=False)
+    run_server(run_dir, host=host, port=port, settings=settings)
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: Path = typer.Option(..., "--data", help="Labelled CSV/Parquet/JSONL rows."),
@@ -391,7 +418,8 @@ TRAINING = ("fitwell.api", "torch._dynamo", "skops.io", "matplotlib.figure")
 COMMAND_MODULES = {"train": TRAINING, "tune": TRAINING, "cv": TRAINING, "ensemble": TRAINING,
                    "lr-find": TRAINING, "predict": ("fitwell.serve", "skops.io"),
                    "evaluate": ("fitwell.serve", "skops.io", "matplotlib.figure"),
-                   "report": ("fitwell.track.report", "matplotlib.figure")}
+                   "report": ("fitwell.track.report", "matplotlib.figure"),
+                   "serve": ("fitwell.serve.server", "skops.io")}
 
 
 def warm_start(argv: list[str]) -> None:

@@ -1,0 +1,316 @@
+"""``fitwell serve RUN``: the run behind a REST API (FastAPI + uvicorn).
+
+``POST /predict`` takes JSON rows (``{"rows": [{...}]}``), JSON columns (``{"columns": {"age":
+[...]}}``) or a CSV body (``content-type: text/csv``) and answers what ``fitwell predict`` writes,
+row for row. ``GET /health`` (the process is up), ``GET /ready`` (the model is loaded and has
+answered a warm-up request), ``GET /schema`` (the input columns, kinds and training categories),
+``GET /metrics`` (Prometheus text), ``GET /docs`` (OpenAPI). A missing column, wrong type or unknown
+field is a 422 naming it; too many rows or too large a body a 413; a wrong or missing API key a 401
+(when the key's environment variable is set). Requests are micro-batched: those arriving within
+``batch_window_ms`` of each other are predicted together, so throughput grows with concurrency.
+The run is verified against its manifest when loaded (a changed byte is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import TypeAdapter, ValidationError
+
+from fitwell.errors import UserError
+from fitwell.serve.bundle import load_run
+from fitwell.serve.schema import column_schema, row_model
+from fitwell.serve.telemetry import Telemetry
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and switches of one server."""
+
+    max_rows: int = 10_000
+    max_body_bytes: int = 10 * 1024 * 1024
+    api_key_env: str = "FITWELL_API_KEY"
+    batch_window_ms: float = 2.0
+    max_batch_rows: int = 4_096
+
+
+class RequestProblem(Exception):
+    """A request the server refuses: its status code and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, errors: list | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors
+
+
+def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The FastAPI app serving the run at ``run_path``."""
+    run = load_run(run_path)
+    columns = column_schema(run.preprocessor)
+    plan = run.preprocessor.plan  # raw columns training did not use may come along, unused
+    ignored = {**plan.dropped, plan.target: "the target"}
+    rows_adapter = TypeAdapter(list[row_model(columns, ignored)])
+    telemetry = Telemetry(run.task, run.classes)
+    batcher = Batcher(run, settings, telemetry)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        example = pd.DataFrame([{c["name"]: None for c in columns}])
+        await batcher.predict(example)  # the first prediction pays one-off costs, not a user
+        app.state.ready = True
+        yield
+
+    app = FastAPI(title=f"fitwell: {run.path.name}", version="1", lifespan=lifespan,
+                  description=f"Predictions of the fitwell run {run.path.name} ({run.task}).")
+    app.state.ready = False
+    install_guard(app, settings, telemetry)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready():
+        if not app.state.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ready", "run": run.path.name, "task": run.task}
+
+    @app.get("/schema")
+    def schema() -> dict:
+        return {"run": run.path.name, "task": run.task, "classes": run.classes, "columns": columns,
+                "ignored_columns": ignored, "max_rows": settings.max_rows,
+                "max_body_bytes": settings.max_body_bytes}
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(telemetry.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/predict", openapi_extra=request_body_doc(rows_adapter))
+    async def predict(request: Request):
+        try:
+            frame = await read_rows(request, settings, rows_adapter, columns, ignored)
+            table = await batcher.predict(frame)
+        except RequestProblem as problem:
+            return problem_response(problem)
+        return {"run": run.path.name, "predictions": json.loads(table.to_json(orient="records"))}
+
+    return app
+
+
+def install_guard(app: FastAPI, settings: ServeSettings, telemetry: Telemetry) -> None:
+    """Every request: the API key and the body size checked first, then counted and timed."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            check_key(request, settings)
+            check_size(request, settings)
+            response = await call_next(request)
+        except RequestProblem as problem:
+            response = problem_response(problem)
+        telemetry.observe(request.url.path, response.status_code, time.perf_counter() - started)
+        return response
+
+
+def problem_response(problem: RequestProblem) -> JSONResponse:
+    body: dict[str, Any] = {"detail": problem.message}
+    if problem.errors:
+        body["errors"] = problem.errors
+    return JSONResponse(body, status_code=problem.status)
+
+
+def check_key(request: Request, settings: ServeSettings) -> None:
+    """With the key's environment variable set, every route but /health needs ``x-api-key``."""
+    expected = os.environ.get(settings.api_key_env)
+    if not expected or request.url.path == "/health":
+        return
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+        "Bearer ")
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise RequestProblem(401, f"missing or wrong API key: send it in the x-api-key header (the server"
+                                  f" reads it from ${settings.api_key_env})")
+
+
+def check_size(request: Request, settings: ServeSettings) -> None:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        raise RequestProblem(413, f"request body of {int(length):,} bytes is over the limit of"
+                                  f" {settings.max_body_bytes:,}; send fewer rows per request")
+
+
+async def read_body(request: Request, settings: ServeSettings) -> bytes:
+    """The body, counted as it arrives (a chunked body has no content-length to check)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_body_bytes:
+            raise RequestProblem(413, f"request body over the limit of {settings.max_body_bytes:,} bytes;"
+                                      " send fewer rows per request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_rows(request: Request, settings: ServeSettings, rows_adapter: TypeAdapter,
+                    columns: list[dict], ignored: dict[str, str]) -> pd.DataFrame:
+    """The request's rows as a frame of the run's input columns, validated."""
+    body = await read_body(request, settings)
+    if not body.strip():
+        raise RequestProblem(400, 'empty body: send {"rows": [{...}]}, {"columns": {...}} or a CSV')
+    if request.headers.get("content-type", "").split(";")[0].strip() == "text/csv":
+        return csv_rows(body, settings, columns, ignored)
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestProblem(400, f"body is not valid JSON ({err}); send {{\"rows\": [{{...}}]}}") from err
+    rows = json_rows(payload)
+    if len(rows) > settings.max_rows:
+        raise RequestProblem(413, f"{len(rows):,} rows in one request; the limit is {settings.max_rows:,}")
+    if not rows:
+        raise RequestProblem(422, "no rows to predict")
+    try:
+        validated = rows_adapter.validate_python(rows)
+    except ValidationError as err:
+        errors = [{"loc": ["rows", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        first = errors[0]
+        raise RequestProblem(422, f"row {first['loc'][1]}, column {first['loc'][2]!r}: {first['msg']}"
+                                  if len(first["loc"]) > 2 else f"{first['loc']}: {first['msg']}",
+                             errors[:50]) from err
+    return pd.DataFrame([row.model_dump(by_alias=True) for row in validated],
+                        columns=[c["name"] for c in columns])
+
+
+def json_rows(payload) -> list:
+    """Rows from ``{"rows": [...]}`` or ``{"columns": {name: [...]}}``."""
+    if not isinstance(payload, dict) or len({"rows", "columns"} & set(payload)) != 1 or len(payload) != 1:
+        raise RequestProblem(422, 'the body must be {"rows": [{column: value, ...}, ...]} or'
+                                  ' {"columns": {column: [values], ...}}')
+    if "rows" in payload:
+        if not isinstance(payload["rows"], list):
+            raise RequestProblem(422, '"rows" must be a list of objects, one per row')
+        return payload["rows"]
+    table = payload["columns"]
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise RequestProblem(422, '"columns" must map each column to a list of values')
+    lengths = {name: len(values) for name, values in table.items()}
+    if len(set(lengths.values())) > 1:
+        raise RequestProblem(422, f"columns of different lengths: {lengths}")
+    count = next(iter(lengths.values()), 0)
+    return [{name: values[i] for name, values in table.items()} for i in range(count)]
+
+
+def csv_rows(body: bytes, settings: ServeSettings, columns: list[dict], ignored: dict) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(io.BytesIO(body))
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise RequestProblem(400, f"body is not a readable CSV ({str(err)[:200]})") from err
+    if len(frame) > settings.max_rows:
+        raise RequestProblem(413, f"{len(frame):,} rows in one request; the limit is {settings.max_rows:,}")
+    names = [c["name"] for c in columns]
+    missing = [n for n in names if n not in frame.columns]
+    unknown = [n for n in frame.columns if n not in names and n not in ignored]
+    if missing or unknown:
+        raise RequestProblem(422, f"CSV columns do not match the run: missing {missing}, unknown {unknown}")
+    for column in (c["name"] for c in columns if c["kind"] == "number"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise RequestProblem(422, f"row {row}, column {column!r}: {frame[column].iloc[row]!r} is not a"
+                                      " number")
+    return frame[names]
+
+
+class Batcher:
+    """Collects the requests that arrive within a short window and predicts them as one frame, on a
+    worker thread, so the event loop keeps accepting requests meanwhile."""
+
+    def __init__(self, run, settings: ServeSettings, telemetry: Telemetry):
+        self.run, self.settings, self.telemetry = run, settings, telemetry
+        self.queue: asyncio.Queue | None = None
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        asyncio.get_running_loop().create_task(self.serve_forever())
+
+    async def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((frame, future))
+        return await future
+
+    async def serve_forever(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            rows = len(batch[0][0])
+            deadline = time.monotonic() + self.settings.batch_window_ms / 1000
+            while rows < self.settings.max_batch_rows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+                rows += len(batch[-1][0])
+            await self.answer(batch)
+
+    async def answer(self, batch: list) -> None:
+        frames = [frame for frame, _ in batch]
+        try:
+            tables = await asyncio.to_thread(self.predict_frames, frames)
+        except Exception:  # one request's rows broke the shared batch: answer each on its own
+            tables = []
+            for frame in frames:
+                try:
+                    tables.append(await asyncio.to_thread(self.predict_frames, [frame]))
+                except Exception as err:  # noqa: BLE001 -- becomes this request's 422
+                    tables.append(err)
+            tables = [t[0] if isinstance(t, list) else t for t in tables]
+        for (_, future), table in zip(batch, tables, strict=True):
+            if isinstance(table, Exception):
+                message = str(table) if isinstance(table, UserError) else f"{type(table).__name__}: {table}"
+                future.set_exception(RequestProblem(422, f"cannot predict these rows: {message}"))
+            else:
+                future.set_result(table)
+
+    def predict_frames(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+        table = self.run.predict(joined)
+        self.telemetry.predicted(table)
+        out, start = [], 0
+        for frame in frames:
+            out.append(table.iloc[start:start + len(frame)].reset_index(drop=True))
+            start += len(frame)
+        return out
+
+
+def request_body_doc(rows_adapter: TypeAdapter) -> dict:
+    """The request body in the OpenAPI docs (the endpoint reads the body itself: JSON or CSV)."""
+    rows = rows_adapter.json_schema()
+    row = rows.get("items", {})
+    if "$ref" in row:
+        row = rows.get("$defs", {}).get(row["$ref"].rsplit("/", 1)[-1], {})
+    schema = {"type": "object", "properties": {
+        "rows": {"type": "array", "items": row},
+        "columns": {"type": "object", "additionalProperties": {"type": "array"}}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema}, "text/csv": {"schema": {"type": "string"}}}}}
+
+
+def serve(run_path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings = ServeSettings(),
+          log_level: str = "warning") -> None:
+    """Run the server until interrupted (binds 127.0.0.1 unless ``host`` says otherwise)."""
+    import uvicorn
+
+    app = build_app(run_path, settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
