@@ -9,10 +9,9 @@ def mixed_frame() -> pd.DataFrame:
     return make_mixed_frame()
 
 
-def make_mixed_frame() -> pd.DataFrame:
+def make_mixed_frame(seed: int = 0, n: int = 300) -> pd.DataFrame:
     """Seeded table with a known signal: numbers, messy categories, booleans, an ID and a constant."""
-    rng = np.random.default_rng(0)
-    n = 300
+    rng = np.random.default_rng(seed)
     x1 = rng.normal(size=n)
     x2 = rng.normal(size=n)
     color = rng.choice([" Red", "red", "BLUE", "green"], size=n)

@@ -303,6 +303,53 @@ def serve(
 
 
 @app.command()
+def monitor(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    overrides: list[str] | None = typer.Argument(None, help="Thresholds for this check:"
+                                                 " monitor.psi=0.1"),
+    data: Path = typer.Option(..., "--data", help="New rows (CSV/Parquet/JSONL) to compare with training."),
+    labels: bool = typer.Option(False, "--labels", help="The data has the target: also check performance."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for drift.json and drift.html"
+                                    " (default RUN/monitor/<file>-<time>)."),
+):
+    """Drift of new data (and predictions, and with --labels performance) against the training
+    split; exit code 3 when an alert fires."""
+    from fitwell.serve.monitor import monitor as check_drift
+    from fitwell.serve.monitor import parse_overrides
+
+    result = check_drift(run_dir, data, labels=labels, overrides=parse_overrides(overrides), out=out)
+    console = Console()
+    console.print(_drift_table(result, data.name))
+    perf = result.get("performance")
+    if perf:
+        low, high = perf["interval_95"]
+        console.print(f"{perf['metric']}: {perf['value']:.4f} (95% interval {low:.4f}-{high:.4f}; test split"
+                      f" {perf.get('test_value', float('nan')):.4f})", highlight=False)
+    console.print(f"report: {result['folder']}/drift.html", soft_wrap=True, highlight=False)
+    if result["alert"]:
+        Console(stderr=True).print(f"[bold red]alert:[/] {len(result['alerts'])} finding(s) over the"
+                                   " thresholds", highlight=False)
+        raise typer.Exit(3)
+
+
+def _drift_table(result: dict, name: str) -> Table:
+    table = Table(title=f"drift of {name} ({result['rows']} rows)", title_justify="left")
+    for column_name in ("column", "kind", "drift", "details"):
+        table.add_column(column_name)
+    columns = {**result["columns"], **({"(predictions)": result["prediction"]} if "prediction" in result
+                                       else {})}
+    for column_name, column in columns.items():
+        if column["reasons"]:
+            detail = "; ".join(column["reasons"])
+        elif "wasserstein" in column:
+            detail = f"Wasserstein {column['wasserstein']:.3f} sd, PSI {column['psi']:.3f}"
+        else:
+            detail = f"total variation {column.get('total_variation', 0):.3f}"
+        table.add_row(column_name, column["kind"], "[red]ALERT[/]" if column["drift"] else "ok", detail)
+    return table
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: Path = typer.Option(..., "--data", help="Labelled CSV/Parquet/JSONL rows."),
@@ -419,7 +466,8 @@ COMMAND_MODULES = {"train": TRAINING, "tune": TRAINING, "cv": TRAINING, "ensembl
                    "lr-find": TRAINING, "predict": ("fitwell.serve", "skops.io"),
                    "evaluate": ("fitwell.serve", "skops.io", "matplotlib.figure"),
                    "report": ("fitwell.track.report", "matplotlib.figure"),
-                   "serve": ("fitwell.serve.server", "skops.io")}
+                   "serve": ("fitwell.serve.server", "skops.io"),
+                   "monitor": ("fitwell.serve.monitor", "skops.io", "scipy.stats")}
 
 
 def warm_start(argv: list[str]) -> None:

@@ -211,7 +211,24 @@ def write_manifest(run_dir: RunDir) -> dict[str, str]:
     return hashes
 
 
+def write_drift_reference(start: RunStart) -> None:
+    """``reference.json``: the training split's profile, the test predictions' and the test metrics,
+    which ``fitwell monitor`` compares new data with (fitwell.evaluate.drift)."""
+    from fitwell.evaluate.drift import reference_profile
+
+    prepared, run_dir = start.prepared, start.run_dir
+    kinds = {c: "number" if k == "numeric" else "category" for c, k in prepared.plan.kinds.items()}
+    raw = prepared.raw if prepared.raw is not None else prepared.frame
+    rows = raw.loc[prepared.frame.index[prepared.split.train], [c for c in kinds if c in raw.columns]]
+    predictions = pd.read_csv(run_dir.test_predictions) if run_dir.test_predictions.exists() else None
+    metrics = run_dir.read_json(run_dir.metrics).get("test") if run_dir.metrics.exists() else None
+    write_json(run_dir.path / "reference.json", reference_profile(rows, kinds, predictions, prepared.task,
+                                                                  metrics))
+
+
 def finish_run_directory(start: RunStart) -> None:
-    """The last step of a finished run: the manifest, then the status ``completed``."""
+    """The last step of a finished run: the drift reference, the manifest, then the status
+    ``completed``."""
+    write_drift_reference(start)
     write_manifest(start.run_dir)
     start.run_dir.set_status("completed")

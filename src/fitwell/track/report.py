@@ -74,7 +74,7 @@ def _plot(title: str, figure) -> str:
     return f"<figure>{_svg(figure)}<figcaption>{html.escape(title)}</figcaption></figure>"
 
 
-def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return ""
     columns = columns or list(dict.fromkeys(k for row in rows for k in row))
@@ -253,7 +253,7 @@ def _importance(importance: dict | None) -> str:
     ax.barh(names, [r["mean"] for r in rows][::-1], xerr=[r["std"] for r in rows][::-1])
     ax.set(xlabel=f"drop in test {importance['metric']} when shuffled", title="permutation importance")
     return (f"<div class=plots>{_plot('permutation importance on the test split', fig)}</div>"
-            + _table(rows, ["column", "mean", "std"]))
+            + html_table(rows, ["column", "mean", "std"]))
 
 
 def _bias(fairness: dict | None) -> str:
@@ -264,10 +264,10 @@ def _bias(fairness: dict | None) -> str:
         parts.append(f"<h3>{html.escape(column)}</h3>")
         if table.get("note"):
             parts.append(f"<p>{html.escape(column)} {html.escape(table['note'])}</p>")
-        parts.append(_table(table["groups"]))
+        parts.append(html_table(table["groups"]))
         differences = [{"measure": k, "value": v if v is not None else "fewer than two groups to judge"}
                        for k, v in table["differences"].items()]
-        parts.append(_table(differences))
+        parts.append(html_table(differences))
         if table["small_groups"]:
             parts.append(f"<p><b>Too small to judge</b> (under {fairness['min_group_size']} test rows):"
                          f" {html.escape(', '.join(table['small_groups']))}</p>")
@@ -282,7 +282,7 @@ def _audit(audit: dict | None) -> str:
                                           "outliers_z", "alone_score")} for c in audit["columns"]]
     return (f"<p>{audit['rows']} rows; {counts['error']} errors, {counts['warning']} warnings,"
             f" {counts['info']} notes.</p>" + (_findings(audit["findings"]) if audit["findings"] else "")
-            + "<h3>Columns</h3>" + _table(columns))
+            + "<h3>Columns</h3>" + html_table(columns))
 
 
 def _data_facts(data: dict, transfer: dict | None) -> dict:
@@ -326,14 +326,14 @@ def render(run_path: str | Path) -> str:
     doctor = _read_json(path / "doctor.json")
     task = metrics.get("task") or data.get("task", "?")
     test = metrics.get("test", {})
-    summary = [_table([{"metric": k, "test": v} for k, v in test.items()]) if test
+    summary = [html_table([{"metric": k, "test": v} for k, v in test.items()]) if test
                else _missing("the test split was not scored (the run failed or was a tuning trial)")]
     facts = {"task": task, "rows": data.get("rows"), "split": metrics.get("split") or data.get("split"),
              "epochs": metrics.get("epochs"), "best epoch": metrics.get("best_epoch"),
              "stopped": metrics.get("stop_reason") or ("ran all epochs" if metrics else "did not finish"),
              "duration": f"{metrics['duration_s']:.1f} s" if "duration_s" in metrics else None}
     facts.update(_data_facts(data, _read_json(path / "transfer.json")))
-    summary.insert(0, _table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
+    summary.insert(0, html_table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
     if doctor is None:
         doctor_html = _missing("the doctor has not examined this run")
     elif doctor["findings"]:
