@@ -166,6 +166,13 @@ def test_schema_health_metrics_and_the_api_key(server):
     assert call(f"{base}/health", key=None)[0] == 200  # liveness needs no key
     assert call(f"{base}/docs")[0] == 200 and call(f"{base}/openapi.json")[0] == 200
 
+    frame = server[3]
+    assert call(f"{base}/predict", json.dumps({"rows": rows_of(frame.head(120))}).encode())[0] == 200
+    status, body = call(f"{base}/drift")  # the rows served, against the training split
+    drift = json.loads(body)
+    assert status == 200 and drift["rows"] >= 120 and set(drift["columns"]) == set(kinds)
+    assert "prediction" in drift and isinstance(drift["drifted_columns"], list)
+
     status, body = call(f"{base}/metrics")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert status == 200
@@ -173,6 +180,8 @@ def test_schema_health_metrics_and_the_api_key(server):
                 if s.name == "fitwell_requests_total"}
     assert requests[("/predict", "401")] >= 2 and requests[("/schema", "200")] >= 1
     assert "fitwell_request_seconds" in families and "fitwell_prediction_confidence" in families
+    columns = {s.labels["column"] for s in families["fitwell_feature_drift"].samples}
+    assert {"x1", "color", "(predictions)"} <= columns and "fitwell_drift_share" in families
 
 
 def test_a_changed_byte_is_refused_by_serve(tmp_path, mixed_frame, capsys):

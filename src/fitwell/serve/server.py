@@ -4,7 +4,9 @@
 [...]}}``) or a CSV body (``content-type: text/csv``) and answers what ``fitwell predict`` writes,
 row for row. ``GET /health`` (the process is up), ``GET /ready`` (the model is loaded and has
 answered a warm-up request), ``GET /schema`` (the input columns, kinds and training categories),
-``GET /metrics`` (Prometheus text), ``GET /docs`` (OpenAPI). A missing column, wrong type or unknown
+``GET /metrics`` (Prometheus text, drift gauges included), ``GET /drift`` (the latest
+``drift_window`` rows served against the training split, as ``fitwell monitor`` compares them),
+``GET /docs`` (OpenAPI). A missing column, wrong type or unknown
 field is a 422 naming it; too many rows or too large a body a 413; a wrong or missing API key a 401
 (when the key's environment variable is set). Requests are micro-batched: those arriving within
 ``batch_window_ms`` of each other are predicted together, so throughput grows with concurrency.
@@ -18,7 +20,9 @@ import io
 import json
 import os
 import secrets
+import threading
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +47,8 @@ class ServeSettings:
     api_key_env: str = "FITWELL_API_KEY"
     batch_window_ms: float = 2.0
     max_batch_rows: int = 4_096
+    drift_window: int = 5_000  # the latest rows served, compared with training on /drift and /metrics
+    drift_every_s: float = 30.0  # /metrics recomputes the drift gauges at most this often
 
 
 class RequestProblem(Exception):
@@ -61,16 +67,9 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     ignored = {**plan.dropped, plan.target: "the target"}
     rows_adapter = TypeAdapter(list[row_model(columns, ignored)])
     telemetry = Telemetry(run.task, run.classes)
-    batcher = Batcher(run, settings, telemetry)
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await batcher.start()
-        example = pd.DataFrame([{c["name"]: None for c in columns}])
-        await batcher.predict(example)  # the first prediction pays one-off costs, not a user
-        app.state.ready = True
-        yield
-
-    app = FastAPI(title=f"fitwell: {run.path.name}", version="1", lifespan=lifespan,
+    window = DriftWindow(run, settings)
+    batcher = Batcher(run, settings)
+    app = FastAPI(title=f"fitwell: {run.path.name}", version="1", lifespan=warm_up(batcher, columns),
                   description=f"Predictions of the fitwell run {run.path.name} ({run.task}).")
     app.state.ready = False
     install_guard(app, settings, telemetry)
@@ -93,7 +92,17 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
+        drift = window.drift(max_age=settings.drift_every_s)
+        if drift is not None:
+            telemetry.drifted(drift)
         return PlainTextResponse(telemetry.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/drift")
+    def drift():
+        result = window.drift(max_age=0)
+        if result is None:
+            return JSONResponse({"detail": window.why_not()}, status_code=409)
+        return result
 
     @app.post("/predict", openapi_extra=request_body_doc(rows_adapter))
     async def predict(request: Request):
@@ -102,9 +111,25 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
             table = await batcher.predict(frame)
         except RequestProblem as problem:
             return problem_response(problem)
+        telemetry.predicted(table)
+        window.add(frame, table)
         return {"run": run.path.name, "predictions": json.loads(table.to_json(orient="records"))}
 
     return app
+
+
+def warm_up(batcher: Batcher, columns: list[dict]):
+    """Start the batcher and predict one all-missing row before /ready says yes: the first
+    prediction pays one-off costs, not a user."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        await batcher.predict(pd.DataFrame([{c["name"]: None for c in columns}]))
+        app.state.ready = True
+        yield
+
+    return lifespan
 
 
 def install_guard(app: FastAPI, settings: ServeSettings, telemetry: Telemetry) -> None:
@@ -231,12 +256,55 @@ def csv_rows(body: bytes, settings: ServeSettings, columns: list[dict], ignored:
     return frame[names]
 
 
+class DriftWindow:
+    """The latest ``drift_window`` rows served and their predictions, against the run's
+    ``reference.json`` (fitwell.evaluate.drift, the run's ``monitor`` thresholds)."""
+
+    MIN_ROWS = 100
+
+    def __init__(self, run, settings: ServeSettings):
+        path = run.path / "reference.json"
+        self.reference = run.dir.read_json(path) if path.exists() else None
+        self.limits, self.size = run.config.monitor, settings.drift_window
+        self.parts: deque = deque()
+        self.rows, self.lock = 0, threading.Lock()
+        self.last: tuple[float, dict] | None = None
+
+    def add(self, frame: pd.DataFrame, table: pd.DataFrame) -> None:
+        with self.lock:
+            self.parts.append((frame, table))
+            self.rows += len(frame)
+            while self.parts and self.rows - len(self.parts[0][0]) >= self.size:
+                self.rows -= len(self.parts.popleft()[0])
+
+    def why_not(self) -> str:
+        if self.reference is None:
+            return "this run has no reference.json (trained before fitwell saved drift references)"
+        return f"{self.rows} rows served so far; drift needs at least {self.MIN_ROWS}"
+
+    def drift(self, max_age: float) -> dict | None:
+        """The window's drift, recomputed when older than ``max_age`` seconds; None when it cannot be
+        told yet."""
+        from fitwell.evaluate.drift import compare
+
+        if self.reference is None or self.rows < self.MIN_ROWS:
+            return None
+        if self.last is not None and time.monotonic() - self.last[0] < max_age:
+            return self.last[1]
+        with self.lock:
+            frame = pd.concat([f for f, _ in self.parts], ignore_index=True)
+            table = pd.concat([t for _, t in self.parts], ignore_index=True)
+        result = compare(self.reference, frame, table, self.limits)
+        self.last = (time.monotonic(), result)
+        return result
+
+
 class Batcher:
     """Collects the requests that arrive within a short window and predicts them as one frame, on a
     worker thread, so the event loop keeps accepting requests meanwhile."""
 
-    def __init__(self, run, settings: ServeSettings, telemetry: Telemetry):
-        self.run, self.settings, self.telemetry = run, settings, telemetry
+    def __init__(self, run, settings: ServeSettings):
+        self.run, self.settings = run, settings
         self.queue: asyncio.Queue | None = None
 
     async def start(self) -> None:
@@ -286,7 +354,6 @@ class Batcher:
     def predict_frames(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
         joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         table = self.run.predict(joined)
-        self.telemetry.predicted(table)
         out, start = [], 0
         for frame in frames:
             out.append(table.iloc[start:start + len(frame)].reset_index(drop=True))

@@ -4,11 +4,11 @@ predicted and the distribution of what was predicted (one registry per server)."
 from __future__ import annotations
 
 import pandas as pd
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(i / 10 for i in range(1, 11))
-ROUTES = ("/predict", "/health", "/ready", "/schema", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/predict", "/health", "/ready", "/schema", "/metrics", "/drift", "/docs", "/openapi.json")
 
 
 class Telemetry:
@@ -34,6 +34,23 @@ class Telemetry:
             self.distribution = Histogram("fitwell_prediction_confidence",
                                           "Probability of the predicted label", buckets=PROBABILITY_BUCKETS,
                                           registry=self.registry)
+
+        self.drift_share = Gauge("fitwell_drift_share", "Share of input columns drifted in the latest rows",
+                                 registry=self.registry)
+        self.feature_drift = Gauge("fitwell_feature_drift", "1 when a column (or the predictions) drifted",
+                                   ["column"], registry=self.registry)
+        self.feature_psi = Gauge("fitwell_feature_psi", "Population stability index against training",
+                                 ["column"], registry=self.registry)
+
+    def drifted(self, result: dict) -> None:
+        """Set the drift gauges from a fitwell.evaluate.drift comparison."""
+        self.drift_share.set(result["share_drifted"])
+        columns = {**result["columns"], **({"(predictions)": result["prediction"]} if "prediction" in result
+                                           else {})}
+        for name, column in columns.items():
+            self.feature_drift.labels(name).set(1.0 if column["drift"] else 0.0)
+            if "psi" in column:
+                self.feature_psi.labels(name).set(column["psi"])
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         route = path if path in ROUTES else "other"  # unknown paths do not grow the label set
