@@ -288,8 +288,8 @@ def serve(
     max_body_mb: float = typer.Option(10.0, "--max-body-mb", help="Largest request body (413 above)."),
     api_key_env: str = typer.Option("FITWELL_API_KEY", "--api-key-env", help="When this environment"
                                     " variable is set, requests need its value in the x-api-key header."),
-    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="Requests arriving this close"
-                                          " together are predicted as one batch."),
+    batch_window_ms: float = typer.Option(0.0, "--batch-window-ms", help="How long a batch waits for more"
+                                          " requests (0: it takes those queued while the last one ran)."),
 ):
     """Serve the run over HTTP: POST /predict, GET /health /ready /schema /metrics /docs."""
     from fitwell.serve.server import ServeSettings

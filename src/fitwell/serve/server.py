@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from fitwell.errors import UserError
@@ -45,7 +45,7 @@ class ServeSettings:
     max_rows: int = 10_000
     max_body_bytes: int = 10 * 1024 * 1024
     api_key_env: str = "FITWELL_API_KEY"
-    batch_window_ms: float = 2.0
+    batch_window_ms: float = 0.0  # 0: a batch is whatever queued while the previous one ran
     max_batch_rows: int = 4_096
     drift_window: int = 5_000  # the latest rows served, compared with training on /drift and /metrics
     drift_every_s: float = 30.0  # /metrics recomputes the drift gauges at most this often
@@ -68,7 +68,7 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     rows_adapter = TypeAdapter(list[row_model(columns, ignored)])
     telemetry = Telemetry(run.task, run.classes)
     window = DriftWindow(run, settings)
-    batcher = Batcher(run, settings)
+    batcher = Batcher(run, settings, telemetry, window)
     app = FastAPI(title=f"fitwell: {run.path.name}", version="1", lifespan=warm_up(batcher, columns),
                   description=f"Predictions of the fitwell run {run.path.name} ({run.task}).")
     app.state.ready = False
@@ -111,9 +111,8 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
             table = await batcher.predict(frame)
         except RequestProblem as problem:
             return problem_response(problem)
-        telemetry.predicted(table)
-        window.add(frame, table)
-        return {"run": run.path.name, "predictions": json.loads(table.to_json(orient="records"))}
+        body = f'{{"run":{json.dumps(run.path.name)},"predictions":{table.to_json(orient="records")}}}'
+        return Response(body, media_type="application/json")  # no re-encoding of a finished JSON
 
     return app
 
@@ -125,7 +124,7 @@ def warm_up(batcher: Batcher, columns: list[dict]):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        await batcher.predict(pd.DataFrame([{c["name"]: None for c in columns}]))
+        await batcher.predict(pd.DataFrame([{c["name"]: None for c in columns}]), record=False)
         app.state.ready = True
         yield
 
@@ -134,18 +133,36 @@ def warm_up(batcher: Batcher, columns: list[dict]):
 
 def install_guard(app: FastAPI, settings: ServeSettings, telemetry: Telemetry) -> None:
     """Every request: the API key and the body size checked first, then counted and timed."""
+    app.add_middleware(Guard, settings=settings, telemetry=telemetry)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.perf_counter()
+
+class Guard:
+    """A plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and a copy of every
+    body per request): refuses a wrong key or an announced oversized body before the route runs,
+    and counts every response by route and status."""
+
+    def __init__(self, app, settings: ServeSettings, telemetry: Telemetry):
+        self.app, self.settings, self.telemetry = app, settings, telemetry
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, seen = time.perf_counter(), {}
+
+        async def record(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            check_key(request, settings)
-            check_size(request, settings)
-            response = await call_next(request)
+            check_key(scope["path"], headers, self.settings)
+            check_size(headers, self.settings)
         except RequestProblem as problem:
-            response = problem_response(problem)
-        telemetry.observe(request.url.path, response.status_code, time.perf_counter() - started)
-        return response
+            await problem_response(problem)(scope, receive, record)
+        else:
+            await self.app(scope, receive, record)
+        self.telemetry.observe(scope["path"], seen.get("status", 500), time.perf_counter() - started)
 
 
 def problem_response(problem: RequestProblem) -> JSONResponse:
@@ -155,20 +172,19 @@ def problem_response(problem: RequestProblem) -> JSONResponse:
     return JSONResponse(body, status_code=problem.status)
 
 
-def check_key(request: Request, settings: ServeSettings) -> None:
+def check_key(path: str, headers: dict[str, str], settings: ServeSettings) -> None:
     """With the key's environment variable set, every route but /health needs ``x-api-key``."""
     expected = os.environ.get(settings.api_key_env)
-    if not expected or request.url.path == "/health":
+    if not expected or path == "/health":
         return
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-        "Bearer ")
+    given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
     if not secrets.compare_digest(given.encode(), expected.encode()):
         raise RequestProblem(401, f"missing or wrong API key: send it in the x-api-key header (the server"
                                   f" reads it from ${settings.api_key_env})")
 
 
-def check_size(request: Request, settings: ServeSettings) -> None:
-    length = request.headers.get("content-length")
+def check_size(headers: dict[str, str], settings: ServeSettings) -> None:
+    length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
         raise RequestProblem(413, f"request body of {int(length):,} bytes is over the limit of"
                                   f" {settings.max_body_bytes:,}; send fewer rows per request")
@@ -300,20 +316,22 @@ class DriftWindow:
 
 
 class Batcher:
-    """Collects the requests that arrive within a short window and predicts them as one frame, on a
-    worker thread, so the event loop keeps accepting requests meanwhile."""
+    """Predicts requests together: while one batch is being predicted (on a worker thread, so the
+    event loop keeps reading requests), the next ones queue up and are predicted as one frame; with
+    ``batch_window_ms`` > 0 a batch also waits that long for company. Counts what was predicted
+    (telemetry, drift window) on the worker thread too."""
 
-    def __init__(self, run, settings: ServeSettings):
-        self.run, self.settings = run, settings
+    def __init__(self, run, settings: ServeSettings, telemetry: Telemetry, window: DriftWindow):
+        self.run, self.settings, self.telemetry, self.window = run, settings, telemetry, window
         self.queue: asyncio.Queue | None = None
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
-        asyncio.get_running_loop().create_task(self.serve_forever())
+        self.task = asyncio.get_running_loop().create_task(self.serve_forever())
 
-    async def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    async def predict(self, frame: pd.DataFrame, record: bool = True) -> pd.DataFrame:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((frame, future))
+        await self.queue.put((frame, future, record))
         return await future
 
     async def serve_forever(self) -> None:
@@ -322,38 +340,46 @@ class Batcher:
             rows = len(batch[0][0])
             deadline = time.monotonic() + self.settings.batch_window_ms / 1000
             while rows < self.settings.max_batch_rows:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self.queue.get(), left))
+                    except asyncio.TimeoutError:
+                        break
                 rows += len(batch[-1][0])
             await self.answer(batch)
 
     async def answer(self, batch: list) -> None:
-        frames = [frame for frame, _ in batch]
         try:
-            tables = await asyncio.to_thread(self.predict_frames, frames)
+            tables = await asyncio.to_thread(self.predict_frames, batch)
         except Exception:  # one request's rows broke the shared batch: answer each on its own
             tables = []
-            for frame in frames:
+            for item in batch:
                 try:
-                    tables.append(await asyncio.to_thread(self.predict_frames, [frame]))
+                    tables.append((await asyncio.to_thread(self.predict_frames, [item]))[0])
                 except Exception as err:  # noqa: BLE001 -- becomes this request's 422
                     tables.append(err)
-            tables = [t[0] if isinstance(t, list) else t for t in tables]
-        for (_, future), table in zip(batch, tables, strict=True):
+        for (_, future, _), table in zip(batch, tables, strict=True):
+            if future.done():  # the client went away
+                continue
             if isinstance(table, Exception):
                 message = str(table) if isinstance(table, UserError) else f"{type(table).__name__}: {table}"
                 future.set_exception(RequestProblem(422, f"cannot predict these rows: {message}"))
             else:
                 future.set_result(table)
 
-    def predict_frames(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    def predict_frames(self, batch: list) -> list[pd.DataFrame]:
+        frames = [frame for frame, _, _ in batch]
         joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         table = self.run.predict(joined)
+        recorded = [record for _, _, record in batch]
+        if all(recorded):
+            self.telemetry.predicted(table)
+            self.window.add(joined, table)
         out, start = [], 0
         for frame in frames:
             out.append(table.iloc[start:start + len(frame)].reset_index(drop=True))
