@@ -89,13 +89,13 @@ async def load(url: str, bodies: list[tuple[bytes, str]], concurrency: int) -> d
             "p99_ms": float(np.percentile(latencies, 99) * 1e3), "rps": len(bodies) / seconds}
 
 
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+def wait_ready(url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
     import httpx
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stdout.read().decode()[-2000:]}")
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -105,12 +105,14 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 120) -> Non
     raise SystemExit(f"{url} not ready after {seconds} s")
 
 
-def start(command: list[str], ready: str) -> subprocess.Popen:
-    # the venv's scripts on PATH: mlflow starts `uvicorn` by name
+def start(command: list[str], ready: str, log: Path) -> subprocess.Popen:
+    # the venv's scripts on PATH: mlflow starts `uvicorn` by name. Output to a file: a pipe nobody
+    # reads fills up and blocks a server that logs every request (MLflow's does)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PATH=path))
-    wait_ready(ready, process)
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PATH=path))
+    wait_ready(ready, process, log)
     return process
 
 
@@ -124,7 +126,7 @@ def mlflow_server(run: Path, folder: Path) -> tuple[subprocess.Popen, str] | Non
     mlflow.pyfunc.save_model(str(model), python_model=str(code), artifacts={"run": str(run)})
     port = free_port()
     process = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-p", str(port),
-                     "--env-manager", "local"], f"http://127.0.0.1:{port}/ping")
+                     "--env-manager", "local"], f"http://127.0.0.1:{port}/ping", folder / "mlflow.log")
     return process, f"http://127.0.0.1:{port}/invocations"
 
 
@@ -150,7 +152,7 @@ def main() -> None:
         run = folder / "runs" / "run"
         port = free_port()
         servers = [start([sys.executable, "-m", "fitwell", "serve", str(run), "--port", str(port)],
-                         f"http://127.0.0.1:{port}/ready")]
+                         f"http://127.0.0.1:{port}/ready", folder / "fitwell.log")]
         targets = {"fitwell serve": f"http://127.0.0.1:{port}/predict"}
         if not args.no_mlflow:
             started = mlflow_server(run, folder)

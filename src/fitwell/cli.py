@@ -1,4 +1,5 @@
-"""The ``fitwell`` command: audit, train, tune, cv, ensemble, predict, evaluate, serve, report, runs.
+"""The ``fitwell`` command: audit, train, tune, cv, ensemble, predict, evaluate, export, serve,
+monitor, report, runs.
 
 User errors (config, data, arguments) end in one message and exit code 2, without a traceback
 unless ``--debug``; anything else is a bug and exits 1 with its traceback.
@@ -280,6 +281,32 @@ def predict(
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished single-model run directory."),
+    format: str = typer.Option("onnx", "--format", help="onnx: the whole pipeline, raw columns in."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write it (default RUN/model.onnx)."),
+    check: Path | None = typer.Option(None, "--check", help="Rows (CSV/Parquet/JSONL) to compare onnxruntime"
+                                      " with fitwell predict on; fails above 1e-5."),
+):
+    """Export the run as one ONNX graph: preprocessing, network and output, checked in onnxruntime."""
+    if format != "onnx":
+        raise UserError(f"--format {format!r}: only onnx is supported")
+    from fitwell.serve.export import check_export, export_onnx
+
+    path = export_onnx(run_dir, out)
+    console = Console()
+    console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    if check is not None:
+        result = check_export(run_dir, path, check)
+        agree = f", labels equal {result['labels_equal']:.1%}" if "labels_equal" in result else ""
+        console.print(f"onnxruntime vs fitwell predict on {result['rows']} rows of {check.name}: max"
+                      f" |difference| {result['max_difference']:.2e} ({result['measure']}){agree}",
+                      highlight=False)
+        if result["max_difference"] > 1e-5 or result.get("labels_equal", 1.0) < 1.0:
+            raise TrainingFailed(f"the ONNX graph does not match fitwell predict on {check} (see above)")
+
+
+@app.command()
 def serve(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
@@ -467,7 +494,8 @@ COMMAND_MODULES = {"train": TRAINING, "tune": TRAINING, "cv": TRAINING, "ensembl
                    "evaluate": ("fitwell.serve", "skops.io", "matplotlib.figure"),
                    "report": ("fitwell.track.report", "matplotlib.figure"),
                    "serve": ("fitwell.serve.server", "skops.io"),
-                   "monitor": ("fitwell.serve.monitor", "skops.io", "scipy.stats")}
+                   "monitor": ("fitwell.serve.monitor", "skops.io", "scipy.stats"),
+                   "export": ("fitwell.serve.export", "skops.io", "torch._dynamo", "onnxruntime")}
 
 
 def warm_start(argv: list[str]) -> None:

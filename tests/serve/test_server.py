@@ -55,9 +55,10 @@ def server(tmp_path_factory):
     run = only_run(folder / "runs")
     port = free_port()
     env = dict(os.environ, FITWELL_API_KEY=KEY)
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 -- a pipe nobody reads could fill and block it
     process = subprocess.Popen([sys.executable, "-m", "fitwell", "serve", str(run), "--port", str(port),
                                 "--max-rows", "500", "--max-body-mb", "1"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -67,7 +68,7 @@ def server(tmp_path_factory):
             except (urllib.error.URLError, ConnectionError):
                 pass
             if process.poll() is not None:
-                raise AssertionError(process.stdout.read().decode())
+                raise AssertionError((folder / "server.log").read_text())
             time.sleep(0.25)
         else:
             raise AssertionError("the server did not become ready in 60 s")
@@ -75,6 +76,7 @@ def server(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=20)
+        log.close()
 
 
 def rows_of(frame: pd.DataFrame) -> list[dict]:
