@@ -317,13 +317,15 @@ def serve(
                                     " variable is set, requests need its value in the x-api-key header."),
     batch_window_ms: float = typer.Option(0.0, "--batch-window-ms", help="How long a batch waits for more"
                                           " requests (0: it takes those queued while the last one ran)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx: the run's model.onnx (fitwell"
+                                " export) in onnxruntime."),
 ):
     """Serve the run over HTTP: POST /predict, GET /health /ready /schema /metrics /docs."""
     from fitwell.serve.server import ServeSettings
     from fitwell.serve.server import serve as run_server
 
     settings = ServeSettings(max_rows=max_rows, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                             api_key_env=api_key_env, batch_window_ms=batch_window_ms)
+                             api_key_env=api_key_env, batch_window_ms=batch_window_ms, runtime=runtime)
     Console(stderr=True).print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)", soft_wrap=True,
                                highlight=False)
     run_server(run_dir, host=host, port=port, settings=settings)

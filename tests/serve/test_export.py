@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fitwell.cli import run_cli
+from fitwell.errors import UserError
 from fitwell.serve.bundle import load_run
 from fitwell.serve.export import onnx_feeds
 from tests.conftest import make_mixed_frame
@@ -89,3 +90,26 @@ def test_a_changed_byte_is_refused_by_export(tmp_path, capsys):
     spec.write_text(spec.read_text().replace('"dropout": 0.1', '"dropout": 0.2'))
     assert run_cli(["export", str(run)]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_serve_can_run_the_exported_graph(tmp_path, capsys):
+    """`fitwell serve --runtime onnx` predicts through model.onnx in onnxruntime: the same table as
+    the torch runtime; the graph is in the run's manifest, so a changed byte is refused."""
+    from fitwell.errors import DamagedRun
+    from fitwell.serve.export import OnnxPredictor
+
+    frame = make_mixed_frame(0, 300)
+    run = train(tmp_path, frame, "label", "train.epochs=2")
+    loaded = load_run(run)
+    with pytest.raises(UserError, match="fitwell export"):
+        OnnxPredictor(loaded)
+    assert run_cli(["export", str(run)]) == 0
+    new = messy(frame, "label").drop(columns=["x2"]).assign(x2=0.5)
+    onnx_table, torch_table = OnnxPredictor(load_run(run)).predict(new), loaded.predict(new)
+    assert (onnx_table["prediction"] == torch_table["prediction"]).all()
+    assert np.abs(onnx_table["proba_1"] - torch_table["proba_1"]).max() <= 1e-5
+    graph = bytearray((run / "model.onnx").read_bytes())
+    graph[len(graph) // 2] ^= 1
+    (run / "model.onnx").write_bytes(bytes(graph))
+    with pytest.raises(DamagedRun, match="model.onnx"):
+        OnnxPredictor(load_run(run))

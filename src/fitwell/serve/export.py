@@ -275,7 +275,46 @@ def export_onnx(run_path, out: Path | None = None) -> Path:
     loads_in_onnxruntime(model.SerializeToString(), run.config.model.name)
     path = Path(out) if out is not None else run.path / "model.onnx"
     write_with(path, lambda tmp: Path(tmp).write_bytes(model.SerializeToString()))
+    if path.parent == run.path:  # the run's own copy joins its manifest: serve --runtime onnx checks it
+        record_in_manifest(run, path)
     return path
+
+
+def record_in_manifest(run, path: Path) -> None:
+    from fitwell.files import sha256, write_json
+
+    manifest = run.dir.read_json(run.dir.manifest) if run.dir.manifest.exists() else None
+    if manifest is not None:
+        manifest.setdefault("sha256", {})[path.relative_to(run.path).as_posix()] = sha256(path)
+        write_json(run.dir.manifest, manifest)
+
+
+class OnnxPredictor:
+    """``run.predict`` through the run's ``model.onnx`` in onnxruntime (``fitwell serve --runtime
+    onnx``): the same table -- ``prediction`` and ``proba_<class>`` -- from the exported graph."""
+
+    def __init__(self, run):
+        import onnxruntime
+
+        path = run.path / "model.onnx"
+        if not path.exists():
+            raise UserError(f"{path} does not exist; write it first: fitwell export {run.path}")
+        run.dir.verify(path)
+        self.run, self.path = run, path
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        answers = self.session.run(None, onnx_feeds(self.run.preprocessor, frame))
+        got = dict(zip(self.names, answers, strict=True))
+        if self.run.task == "regression":
+            return pd.DataFrame({"prediction": got["prediction"]}, index=frame.index)
+        probabilities = got["probabilities"]
+        classes = np.asarray(self.run.classes, dtype=object)
+        table = pd.DataFrame({"prediction": classes[probabilities.argmax(axis=1)]}, index=frame.index)
+        for i, label in enumerate(self.run.classes):
+            table[f"proba_{label}"] = probabilities[:, i]
+        return table
 
 
 def loads_in_onnxruntime(model: bytes, family: str) -> None:

@@ -49,6 +49,7 @@ class ServeSettings:
     max_batch_rows: int = 4_096
     drift_window: int = 5_000  # the latest rows served, compared with training on /drift and /metrics
     drift_every_s: float = 30.0  # /metrics recomputes the drift gauges at most this often
+    runtime: str = "torch"  # or onnx: the run's model.onnx (fitwell export) in onnxruntime
 
 
 class RequestProblem(Exception):
@@ -68,7 +69,7 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     rows_adapter = TypeAdapter(list[row_model(columns, ignored)])
     telemetry = Telemetry(run.task, run.classes)
     window = DriftWindow(run, settings)
-    batcher = Batcher(run, settings, telemetry, window)
+    batcher = Batcher(predictor(run, settings.runtime), settings, telemetry, window)
     app = FastAPI(title=f"fitwell: {run.path.name}", version="1", lifespan=warm_up(batcher, columns),
                   description=f"Predictions of the fitwell run {run.path.name} ({run.task}).")
     app.state.ready = False
@@ -115,6 +116,17 @@ def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
         return Response(body, media_type="application/json")  # no re-encoding of a finished JSON
 
     return app
+
+
+def predictor(run, runtime: str):
+    """What predicts: the run itself (torch) or its exported graph (onnxruntime)."""
+    if runtime == "torch":
+        return run
+    if runtime == "onnx":
+        from fitwell.serve.export import OnnxPredictor
+
+        return OnnxPredictor(run)
+    raise UserError(f"--runtime {runtime!r}: torch or onnx")
 
 
 def warm_up(batcher: Batcher, columns: list[dict]):
