@@ -1,13 +1,14 @@
 """`fitwell serve` under load, beside `mlflow models serve` on the same run.
 
-Run: python bench/serve_load.py [--requests 10000] [--concurrency 1 8 64] [--no-mlflow]
+Run: python bench/serve_load.py [--requests 10000] [--concurrency 1 8 64] [--no-mlflow] [--no-onnx]
 
 Trains a small MLP on a seeded 2,000-row table (numbers, categories, missing values), serves it with
-`fitwell serve` (and the same run as an MLflow pyfunc model with `mlflow models serve --env-manager
-local`), then sends ``--requests`` requests at each concurrency: 90% valid 1-row requests, 10%
-malformed (wrong type, missing field, unknown field, not JSON, empty body, a 10 MB body). Reports
-status codes (5xx and dropped connections must be 0), p50/p99 latency and requests/s; then 256-row
-requests. Needs httpx (installed with fitwell's dev tools).
+`fitwell serve` (torch), with `fitwell serve --runtime onnx` (its exported graph in onnxruntime) and
+as an MLflow pyfunc model with `mlflow models serve --env-manager local`, then sends ``--requests``
+requests at each concurrency: 90% valid 1-row requests, 10% malformed for fitwell (wrong type,
+missing field, unknown field, not JSON, empty body, a 10 MB body). Reports status codes (5xx and
+dropped connections must be 0), p50/p99 latency and requests/s; then 256-row requests. Needs httpx
+(in fitwell's dev extra).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def mlflow_server(run: Path, folder: Path) -> tuple[subprocess.Popen, str] | Non
 
 def report(name: str, result: dict) -> None:
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items()))
-    print(f"  {name:<34} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:7.1f} ms  p99"
+    print(f"  {name:<44} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:7.1f} ms  p99"
           f" {result['p99_ms']:7.1f} ms  ({statuses})", flush=True)
 
 
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -154,6 +156,14 @@ def main() -> None:
         servers = [start([sys.executable, "-m", "fitwell", "serve", str(run), "--port", str(port)],
                          f"http://127.0.0.1:{port}/ready", folder / "fitwell.log")]
         targets = {"fitwell serve": f"http://127.0.0.1:{port}/predict"}
+        if not args.no_onnx:  # the same run through its exported graph in onnxruntime
+            subprocess.run([sys.executable, "-m", "fitwell", "export", str(run)], check=True,
+                           capture_output=True)
+            onnx_port = free_port()
+            servers.append(start([sys.executable, "-m", "fitwell", "serve", str(run), "--port",
+                                  str(onnx_port), "--runtime", "onnx"], f"http://127.0.0.1:{onnx_port}/ready",
+                                 folder / "fitwell-onnx.log"))
+            targets["fitwell serve --runtime onnx"] = f"http://127.0.0.1:{onnx_port}/predict"
         if not args.no_mlflow:
             started = mlflow_server(run, folder)
             if started is not None:
@@ -175,16 +185,16 @@ def run_load(args, features: pd.DataFrame, targets: dict[str, str]) -> None:
             bodies = []
             for i in range(args.requests):
                 row = rows[i % len(rows)]
-                if name == "fitwell serve" and i % 10 == 9:
+                if name.startswith("fitwell") and i % 10 == 9:
                     bodies.append(malformed(i // 10, row))
-                elif name == "fitwell serve":
+                elif name.startswith("fitwell"):
                     bodies.append((json.dumps({"rows": [row]}).encode(), "application/json"))
                 else:
                     bodies.append((json.dumps({"dataframe_records": [row]}).encode(), "application/json"))
             report(f"{name}, concurrency {concurrency}", asyncio.run(load(url, bodies, concurrency)))
     print("256-row requests, concurrency 8")
     for name, url in targets.items():
-        key = "rows" if name == "fitwell serve" else "dataframe_records"
+        key = "rows" if name.startswith("fitwell") else "dataframe_records"
         bodies = [(json.dumps({key: rows[i % 7 * 256:(i % 7 + 1) * 256]}).encode(), "application/json")
                   for i in range(max(50, args.requests // 20))]
         report(f"{name}, 256 rows", asyncio.run(load(url, bodies, 8)))

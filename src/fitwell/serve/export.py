@@ -18,6 +18,7 @@ and runs of inner spaces collapse to one.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def network(run):
     numeric = torch.zeros(2, pre.num_numeric)
     codes = torch.ones(2, len(pre.code_columns_), dtype=torch.long)
     batch = torch.export.Dim("batch")
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -237,6 +241,8 @@ def network(run):
     except Exception as err:  # torch.export's many failure types
         raise UserError(f"model.name {run.config.model.name!r}: the network cannot be exported to ONNX"
                         f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    finally:
+        quiet.setLevel(level)
     return program.model_proto
 
 
