@@ -61,3 +61,14 @@ def test_thresholds_can_be_set_per_call_and_labels_need_the_target(run, tmp_path
     new.drop(columns=["label"]).to_csv(tmp_path / "unlabelled.csv", index=False)
     assert run_cli(["monitor", str(run), "--data", str(tmp_path / "unlabelled.csv"), "--labels"]) == 2
     assert "no 'label' column" in capsys.readouterr().err
+
+
+def test_ensemble_runs_carry_a_reference_and_are_monitored(tmp_path, capsys):
+    make_mixed_frame(0, 400).to_csv(tmp_path / "train.csv", index=False)
+    assert run_cli(["train", str(tmp_path / "train.csv"), "--target", "label", "--preset", "fast",
+                    f"track.runs_dir={tmp_path / 'runs'}", "track.name=ens"]) == 0
+    new = make_mixed_frame(5, 400)
+    new["x2"] = new["x2"] - 1.0
+    code, result = check(tmp_path / "runs" / "ens", tmp_path, new, "--labels")
+    assert code == 3 and result["drifted_columns"] == ["x2"]
+    assert result["performance"]["metric"] == "roc_auc"
