@@ -219,7 +219,9 @@ def write_drift_reference(start: RunStart) -> None:
     prepared, run_dir = start.prepared, start.run_dir
     kinds = {c: "number" if k == "numeric" else "category" for c, k in prepared.plan.kinds.items()}
     raw = prepared.raw if prepared.raw is not None else prepared.frame
-    rows = raw.loc[prepared.frame.index[prepared.split.train], [c for c in kinds if c in raw.columns]]
+    index = prepared.frame.index[prepared.split.train]
+    index = index[index.isin(raw.index)]  # rows data.synthetic added are not in the table as loaded
+    rows = raw.loc[index, [c for c in kinds if c in raw.columns]]
     predictions = pd.read_csv(run_dir.test_predictions) if run_dir.test_predictions.exists() else None
     metrics = run_dir.read_json(run_dir.metrics).get("test") if run_dir.metrics.exists() else None
     write_json(run_dir.path / "reference.json", reference_profile(rows, kinds, predictions, prepared.task,
