@@ -148,10 +148,22 @@ class Guard:
             check_key(scope["path"], headers, self.settings)
             check_size(headers, self.settings)
         except RequestProblem as problem:
+            await drain(receive, self.settings.max_body_bytes * 8)
             await problem_response(problem)(scope, receive, record)
         else:
             await self.app(scope, receive, record)
         self.telemetry.observe(scope["path"], seen.get("status", 500), time.perf_counter() - started)
+
+
+async def drain(receive, cap: int) -> None:
+    """Read and drop a refused request's body (up to ``cap`` bytes) before answering: a client still
+    sending when the server answers and closes sees a reset connection, not the 413."""
+    size = 0
+    while size <= cap:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def problem_response(problem: RequestProblem) -> JSONResponse:
@@ -313,4 +325,4 @@ def serve(run_path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSe
     import uvicorn
 
     app = build_app(run_path, settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
