@@ -365,9 +365,9 @@ def _drift_table(result: dict, name: str) -> Table:
     table = Table(title=f"drift of {name} ({result['rows']} rows)", title_justify="left")
     for column_name in ("column", "kind", "drift", "details"):
         table.add_column(column_name)
-    columns = {**result["columns"], **({"(predictions)": result["prediction"]} if "prediction" in result
-                                       else {})}
-    for column_name, column in columns.items():
+    from fitwell.evaluate.drift import compared_columns
+
+    for column_name, column in compared_columns(result).items():
         if column["reasons"]:
             detail = "; ".join(column["reasons"])
         elif "wasserstein" in column:

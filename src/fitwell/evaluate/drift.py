@@ -92,18 +92,18 @@ def prediction_column(predictions: pd.DataFrame, task: str) -> tuple[pd.Series, 
 
 def compare_column(reference: dict, series: pd.Series, limits) -> dict[str, Any]:
     """The drift of one column against its reference profile; ``drift`` says if it crosses."""
-    missing = float(series.isna().mean()) if len(series) else 0.0
-    if reference["kind"] == "number":
-        missing = float(numbers_of(series).isna().mean()) if len(series) else 0.0
+    number = reference["kind"] == "number"
+    values = numbers_of(series) if number else categories_of(series)  # converted once
+    missing = float(values.isna().mean()) if len(values) else 0.0
     out: dict[str, Any] = {"kind": reference["kind"], "rows": len(series), "missing": missing,
                            "missing_reference": reference["missing"], "reasons": []}
     p_missing = two_proportions(reference["missing"], reference["rows"], missing, len(series))
     if p_missing < limits.p_value and abs(missing - reference["missing"]) >= limits.missing:
         out["reasons"].append(f"missing values {reference['missing']:.1%} -> {missing:.1%}")
-    if reference["kind"] == "number":
-        compare_numbers(reference, numbers_of(series).dropna().to_numpy(dtype=float), limits, out)
+    if number:
+        compare_numbers(reference, values.dropna().to_numpy(dtype=float), limits, out)
     else:
-        compare_categories(reference, categories_of(series).dropna(), limits, out)
+        compare_categories(reference, values.dropna(), limits, out)
     out["drift"] = bool(out["reasons"])
     return out
 
@@ -172,6 +172,12 @@ def two_proportions(p1: float, n1: int, p2: float, n2: int) -> float:
     if spread == 0:
         return 1.0 if p1 == p2 else 0.0
     return float(2 * stats.norm.sf(abs(p1 - p2) / spread))
+
+
+def compared_columns(result: dict) -> dict[str, dict]:
+    """Every compared column of a ``compare`` result, the predictions last as ``(predictions)``."""
+    extra = {"(predictions)": result["prediction"]} if "prediction" in result else {}
+    return {**result["columns"], **extra}
 
 
 def compare(reference: dict, frame: pd.DataFrame, predictions: pd.DataFrame | None, limits) -> dict:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fitwell.config.resolve import replace_values
 from fitwell.errors import DamagedRun, DataError, UserError
-from fitwell.evaluate.drift import compare
+from fitwell.evaluate.drift import compare, compared_columns
 from fitwell.files import write_json, write_text
 from fitwell.serve.bundle import load_run
 from fitwell.track.bundle import read_frame
@@ -125,8 +125,7 @@ def alerts(result: dict) -> list[str]:
 def page(result: dict) -> str:
     """The result as one HTML page in the report's style."""
     rows = []
-    for name, column in {**result["columns"], **({"(predictions)": result["prediction"]}
-                                                   if "prediction" in result else {})}.items():
+    for name, column in compared_columns(result).items():
         rows.append({"column": name, "kind": column["kind"], "drift": "ALERT" if column["drift"] else "ok",
                      "missing": column.get("missing", ""), "psi": column.get("psi", ""),
                      "wasserstein (sd)": column.get("wasserstein", ""),

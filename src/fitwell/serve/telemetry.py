@@ -45,9 +45,9 @@ class Telemetry:
     def drifted(self, result: dict) -> None:
         """Set the drift gauges from a fitwell.evaluate.drift comparison."""
         self.drift_share.set(result["share_drifted"])
-        columns = {**result["columns"], **({"(predictions)": result["prediction"]} if "prediction" in result
-                                           else {})}
-        for name, column in columns.items():
+        from fitwell.evaluate.drift import compared_columns
+
+        for name, column in compared_columns(result).items():
             self.feature_drift.labels(name).set(1.0 if column["drift"] else 0.0)
             if "psi" in column:
                 self.feature_psi.labels(name).set(column["psi"])
