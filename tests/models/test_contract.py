@@ -126,3 +126,18 @@ def test_saved_specs_rebuild_the_same_network_after_a_default_changes():
     recorded = recorded_arguments("tabular_transformer", shape)
     assert recorded["heads"] == 4 and recorded["residual_dropout"] == 0.0
     assert rebuild_model({"name": "tabular_transformer", "kwargs": recorded}).blocks[0].attention.heads == 4
+
+
+@pytest.mark.parametrize("embeddings, numbers, codes",
+                         [("periodic", 3, [4, 2]), ("none", 3, []), ("none", 0, [5])])
+def test_tabm_forward_is_the_packages_own(embeddings, numbers, codes):
+    """fitwell steps through the tabm package's forward itself (so torch.onnx can export it); the
+    outputs must stay the package's, heads and training mode included."""
+    torch.manual_seed(0)
+    model = MODELS.build("tabm", key="model.name", num_numeric=numbers, cardinalities=codes, out_features=3,
+                         ensemble_size=4, width=16, embeddings=embeddings, dropout=0.0)
+    x = torch.randn(9, numbers)
+    c = torch.stack([torch.randint(0, k, (9,)) for k in codes], dim=1) if codes else torch.zeros(9, 0).long()
+    inputs = (x if numbers else None, c if codes else None)
+    torch.testing.assert_close(model.train()(x, c), model.net(*inputs))  # (rows, heads, out)
+    torch.testing.assert_close(model.eval()(x, c), model.net(*inputs).mean(1))

@@ -58,7 +58,39 @@ class TabM(nn.Module):
         self.net = tabm.TabM.make(n_num_features=num_numeric, cat_cardinalities=list(cardinalities) or None,
                                   d_out=out_features, num_embeddings=numbers, k=ensemble_size,
                                   d_block=width, n_blocks=blocks, dropout=dropout)
+        if self.net.cat_module is not None:
+            self.net.cat_module = OneHotCodes(list(cardinalities))
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        out = self.net(numeric if self.num_numeric else None, codes if self.num_coded else None)
+        # the package's TabM.forward for 2-d inputs, step by step: its torch.column_stack of the
+        # feature blocks and its len(x) batch check keep torch.onnx from exporting the model
+        # (tests/models/test_tabm.py checks this gives the package's outputs)
+        net, blocks = self.net, []
+        if self.num_numeric:
+            blocks.append(numeric if net.num_module is None else net.num_module(numeric).flatten(1))
+        if self.num_coded:
+            blocks.append(net.cat_module(codes))
+        out = net.backbone(net.ensemble_view(torch.cat(blocks, dim=1)))
+        if net.output is not None:
+            out = net.output(out)
         return out if self.training else out.mean(dim=1)
+
+
+class OneHotCodes(nn.Module):
+    """The ``tabm`` package's one-hot of the category codes as float32 rather than int64 -- the
+    package stacks it beside the float number features, which promotes it to float anyway -- so that
+    ``torch.onnx`` exports the model: stacking int64 beside float32 became an ONNX sequence of mixed
+    element types that onnxruntime refuses to load. No parameters: saved weights are unchanged.
+
+    Example:
+        >>> OneHotCodes([3, 2])(torch.tensor([[2, 0], [0, 1]])).tolist()
+        [[0.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0]]
+    """
+
+    def __init__(self, cardinalities: list[int]):
+        super().__init__()
+        self.cardinalities = cardinalities
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(codes[..., i:i + 1] == torch.arange(size, device=codes.device)).float()
+                          for i, size in enumerate(self.cardinalities)], dim=-1)

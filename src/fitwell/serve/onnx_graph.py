@@ -1,0 +1,294 @@
+"""The graph pieces ``fitwell export`` assembles: a Builder of nodes and constants, fitwell's
+preprocessing re-expressed as ONNX ops from the fitted scikit-learn objects' parameters (no
+converter knows fitwell's clipper, and this keeps one opset), a network through ``torch.onnx``, and
+the outputs.
+
+Strings are trimmed and lower-cased (ONNX ``StringNormalizer`` in the C locale, then
+``StringSplit``/``StringConcat`` rejoin the words), infinities and values beyond float32 become
+missing, then clipping, imputation (with missing-value indicators), scaling, one-hot and ordinal
+codes (unseen categories to the unknown bucket), then the temperature, the sigmoid/softmax or the
+target's scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from fitwell.data.clean import FLOAT32_MAX
+from fitwell.data.columns import BOOL_WORDS
+from fitwell.data.preprocess import MISSING
+from fitwell.errors import UserError
+
+OPSET, ML_OPSET, IR_VERSION = 20, 3, 10
+BOOLEAN_KEYS = {**BOOL_WORDS, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
+
+
+class Builder:
+    """Nodes and constants of the graph around the network; every name starts with ``fw_``."""
+
+    def __init__(self):
+        self.nodes, self.constants, self.count = [], [], 0
+        self.functions, self.imports = [], {"": OPSET, "ai.onnx.ml": ML_OPSET}
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"fw_{hint}_{self.count}"
+
+    def const(self, value, dtype=None) -> str:
+        array = np.asarray(value, dtype=dtype)
+        if array.dtype.kind in "OUS":
+            tensor = helper.make_tensor(self.name("c"), TensorProto.STRING, array.shape,
+                                        [str(v).encode() for v in array.reshape(-1)])
+        else:
+            tensor = numpy_helper.from_array(array, self.name("c"))
+        self.constants.append(tensor)
+        return tensor.name
+
+    def op(self, op: str, inputs: list[str], outputs: int = 1, domain: str = "", name: str | None = None,
+           **attrs):
+        out = [name] if name else [self.name(op.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op, inputs, out, domain=domain or None, **attrs))
+        return out[0] if outputs == 1 else out
+
+    def merge(self, model, inputs: list[str]) -> list[str]:
+        """Another graph (a member's network or trees) joined in: its names prefixed apart, its
+        inputs fed by ``inputs``, a ZipMap at its end dropped; returns its output names."""
+        from onnx import compose, version_converter
+
+        self.count += 1
+        if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET) < OPSET:
+            model = version_converter.convert_version(model, OPSET)
+        model = compose.add_prefix(model, f"fw{self.count}_")
+        stored = {t.name for t in model.graph.initializer}
+        feeds = [i.name for i in model.graph.input if i.name not in stored]
+        for source, name in zip(inputs, feeds, strict=True):
+            self.nodes.append(helper.make_node("Identity", [source], [name]))
+        renamed = {}
+        for node in model.graph.node:
+            if node.op_type == "ZipMap":  # probabilities as a list of maps: keep the tensor before it
+                renamed[node.output[0]] = node.input[0]
+            else:
+                self.nodes.append(node)
+        self.constants.extend(model.graph.initializer)
+        self.functions.extend(model.functions)
+        for op in model.opset_import:
+            domain = "" if op.domain == "ai.onnx" else op.domain
+            self.imports[domain] = max(self.imports.get(domain, 0), op.version)
+        return [renamed.get(o.name, o.name) for o in model.graph.output]
+
+    def model(self, inputs: list, outputs: list):
+        """The finished ModelProto, checked."""
+        import onnx
+
+        graph = helper.make_graph(self.nodes, "fitwell", inputs, outputs, self.constants)
+        imports = [helper.make_opsetid(domain, version) for domain, version in self.imports.items()]
+        model = helper.make_model(graph, opset_imports=imports, functions=self.functions,
+                                  ir_version=IR_VERSION, producer_name="fitwell")
+        onnx.checker.check_model(model)
+        return model
+
+
+def tidy(g: Builder, column: str, words: int) -> str:
+    """A string column [N, 1] trimmed and lower-cased, as a 1-D [N] tensor; a value with more words
+    than any training category becomes a value no category has."""
+    flat = g.op("Reshape", [column, g.const([-1], np.int64)])
+    lower = g.op("StringNormalizer", [flat], case_change_action="LOWER", locale="C")
+    parts, count = g.op("StringSplit", [lower], outputs=2)
+    rows = g.op("Slice", [g.op("Shape", [parts]), g.const([0], np.int64), g.const([1], np.int64)])
+    width = g.op("Concat", [rows, g.const([words], np.int64)], axis=0)
+    pad = g.op("Expand", [g.const([[""]], object), width])
+    padded = g.op("Concat", [parts, pad], axis=1)
+    text = g.op("Gather", [padded, g.const(0, np.int64)], axis=1)
+    for k in range(1, words):
+        joined = g.op("StringConcat", [g.op("StringConcat", [text, g.const(" ", object)]),
+                                       g.op("Gather", [padded, g.const(k, np.int64)], axis=1)])
+        text = g.op("Where", [g.op("Greater", [count, g.const(k, np.int64)]), joined, text])
+    too_long = g.op("Greater", [count, g.const(words, np.int64)])
+    return g.op("Where", [too_long, g.const("\x00unknown", object), text])
+
+
+def text_of(g: Builder, pre, column: str, keys: list) -> str:
+    """The column's strings as fitwell's preprocessing sees them ([N], "" = missing)."""
+    if not pre.normalize_strings:
+        return g.op("Reshape", [column, g.const([-1], np.int64)])
+    words = max([len(str(k).split()) for k in keys] + [1])
+    return tidy(g, column, words)
+
+
+def lookup(g: Builder, text: str, keys: list, values: list, default) -> str:
+    """``ai.onnx.ml.LabelEncoder``: strings to int64 or float values."""
+    keys = [str(k) for k in keys]
+    if isinstance(default, float):
+        return g.op("LabelEncoder", [text], domain="ai.onnx.ml", keys_strings=keys,
+                    values_floats=[float(v) for v in values], default_float=default)
+    return g.op("LabelEncoder", [text], domain="ai.onnx.ml", keys_strings=keys,
+                values_int64s=[int(v) for v in values], default_int64=int(default))
+
+
+def column2d(g: Builder, vector: str, dtype: int = TensorProto.DOUBLE) -> str:
+    return g.op("Cast", [g.op("Unsqueeze", [vector, g.const([1], np.int64)])], to=dtype)
+
+
+def clean_number(g: Builder, column: str) -> str:
+    """A number column with infinities and values beyond float32 as missing (NaN), as fitwell's
+    cleaning makes them."""
+    bad = g.op("Or", [g.op("IsInf", [column]), g.op("Greater", [g.op("Abs", [column]),
+                                                                 g.const(FLOAT32_MAX, np.float64)])])
+    return g.op("Where", [bad, g.const(np.nan, np.float64), column])
+
+
+def numbers_block(g: Builder, pipeline, columns: list[str]) -> str:
+    """Clip, impute (with indicators), scale: the ``numeric`` part of the ColumnTransformer."""
+    cleaned = [clean_number(g, column) for column in columns]
+    x = g.op("Concat", cleaned, axis=1) if len(cleaned) > 1 else cleaned[0]
+    clipper, imputer, scaler = (pipeline.named_steps[k] for k in ("clip", "impute", "scale"))
+    missing = g.op("IsNaN", [x])
+    clipped = g.op("Min", [g.op("Max", [x, g.const(clipper.lower_, np.float64)]),
+                           g.const(clipper.upper_, np.float64)])
+    x = g.op("Where", [missing, x, clipped])
+    parts = [g.op("Where", [missing, g.const(imputer.statistics_, np.float64), x])]
+    if imputer.indicator_ is not None and len(imputer.indicator_.features_):
+        flags = g.op("Gather", [missing, g.const(imputer.indicator_.features_, np.int64)], axis=1)
+        parts.append(g.op("Cast", [flags], to=TensorProto.DOUBLE))
+    x = g.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]
+    return scale(g, scaler, x)
+
+
+def scale(g: Builder, scaler, x: str) -> str:
+    kind = type(scaler).__name__
+    if kind == "StandardScaler":
+        mean = scaler.mean_ if scaler.mean_ is not None else 0.0
+        divisor = scaler.scale_ if scaler.scale_ is not None else 1.0
+        return g.op("Div", [g.op("Sub", [x, g.const(mean, np.float64)]), g.const(divisor, np.float64)])
+    if kind == "RobustScaler":
+        center = scaler.center_ if scaler.center_ is not None else 0.0
+        divisor = scaler.scale_ if scaler.scale_ is not None else 1.0
+        return g.op("Div", [g.op("Sub", [x, g.const(center, np.float64)]), g.const(divisor, np.float64)])
+    if kind == "MinMaxScaler":
+        scaled = g.op("Mul", [x, g.const(scaler.scale_, np.float64)])
+        return g.op("Add", [scaled, g.const(scaler.min_, np.float64)])
+    if kind == "FunctionTransformer":
+        return x
+    raise UserError(f"preprocess.scale: the {kind} cannot be exported to ONNX yet; retrain with"
+                    " preprocess.scale standard, robust, minmax or none")
+
+
+def preprocessing(g: Builder, pre) -> tuple[str, str]:
+    """The network's two inputs, ``numeric`` [N, k] float32 and ``codes`` [N, c] int64, from the
+    raw column inputs (named as the columns)."""
+    blocks = []
+    if pre.numeric_ is not None:
+        for part, transformer, columns in pre.numeric_.transformers_:
+            if part == "numeric":
+                blocks.append(numbers_block(g, transformer, list(columns)))
+            elif part == "boolean":
+                values = [values_of_boolean(g, pre, c) for c in columns]
+                x = g.op("Concat", values, axis=1) if len(values) > 1 else values[0]
+                missing = g.op("IsNaN", [x])
+                blocks.append(g.op("Where", [missing, g.const(transformer.statistics_, np.float64), x]))
+            elif part == "onehot":
+                encoder = transformer.named_steps["encode"]
+                for column, categories in zip(columns, encoder.categories_, strict=True):
+                    blocks.append(one_hot(g, pre, column, list(categories)))
+    numeric = g.op("Concat", blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    numeric = g.op("Cast", [numeric], to=TensorProto.FLOAT, name="numeric")
+    codes = []
+    if pre.codes_ is not None:
+        for column, categories in zip(pre.code_columns_, pre.codes_.categories_, strict=True):
+            keys = [c for c in categories if isinstance(c, str)]
+            text = text_of(g, pre, column, keys)
+            index = lookup(g, text, keys, [list(categories).index(k) + 1 for k in keys], 0)
+            codes.append(column2d(g, index, TensorProto.INT64))
+    if codes:
+        g.op("Concat", codes, axis=1, name="codes")
+    else:  # no coded columns: an [N, 0] block
+        rows = g.op("Slice", [g.op("Shape", [numeric]), g.const([0], np.int64), g.const([1], np.int64)])
+        shape = g.op("Concat", [rows, g.const([0], np.int64)], axis=0)
+        zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+        g.op("ConstantOfShape", [shape], name="codes", value=zero)
+    return "numeric", "codes"
+
+
+def values_of_boolean(g: Builder, pre, column: str) -> str:
+    text = tidy(g, column, 1)
+    return column2d(g, lookup(g, text, list(BOOLEAN_KEYS), list(BOOLEAN_KEYS.values()), float("nan")))
+
+
+def one_hot(g: Builder, pre, column: str, categories: list) -> str:
+    keys = [c for c in categories if isinstance(c, str)]
+    text = text_of(g, pre, column, keys)
+    if MISSING in keys:  # a missing value is its own category (impute_categorical: constant)
+        text = g.op("Where", [g.op("Equal", [text, g.const("", object)]), g.const(MISSING, object), text])
+    index = lookup(g, text, keys, [categories.index(k) for k in keys], -1)
+    hits = g.op("Equal", [g.op("Unsqueeze", [index, g.const([1], np.int64)]),
+                          g.const(np.arange(len(categories))[None, :], np.int64)])
+    return g.op("Cast", [hits], to=TensorProto.DOUBLE)
+
+
+def outputs(g: Builder, run, network_output: str) -> list:
+    """Temperature, then probabilities + label, or the value in the target's units."""
+    out = network_output
+    if getattr(run, "temperature", None):
+        out = g.op("Div", [out, g.const(np.float32(run.temperature))])
+    if run.task == "regression":
+        return value_output(g, run, g.op("Cast", [out], to=TensorProto.DOUBLE))
+    if run.task == "binary":
+        positive = g.op("Sigmoid", [g.op("Gather", [out, g.const([0], np.int64)], axis=1)])
+        negative = g.op("Sub", [g.const(np.float32(1)), positive])
+        g.op("Concat", [negative, positive], axis=1, name="probabilities")
+    else:
+        g.op("Softmax", [out], axis=1, name="probabilities")
+    return label_output(g, run, TensorProto.FLOAT)
+
+
+def value_output(g: Builder, run, scaled: str) -> list:
+    """``prediction`` [N] in the target's units from the scaled value [N, 1] (double)."""
+    pre = run.preprocessor
+    first = g.op("Gather", [scaled, g.const(0, np.int64)], axis=1)
+    g.op("Add", [g.op("Mul", [first, g.const(pre.target_std_, np.float64)]),
+                 g.const(pre.target_mean_, np.float64)], name="prediction")
+    return [helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])]
+
+
+def label_output(g: Builder, run, dtype: int) -> list:
+    """``label`` [N] (the class names as strings) beside the ``probabilities`` already built."""
+    index = g.op("ArgMax", ["probabilities"], axis=1, keepdims=0)
+    g.op("LabelEncoder", [index], domain="ai.onnx.ml", name="label",
+         keys_int64s=list(range(len(run.classes))), values_strings=[str(c) for c in run.classes],
+         default_string="")
+    return [helper.make_tensor_value_info("probabilities", dtype, ["N", len(run.classes)]),
+            helper.make_tensor_value_info("label", TensorProto.STRING, ["N"])]
+
+
+def network(module, num_numeric: int, num_codes: int, family: str):
+    """A fitwell network as an ONNX model (torch.onnx, dynamo exporter, batch dimension free):
+    inputs ``numeric`` [N, k] float32 and ``codes`` [N, c] int64, output its raw scores."""
+    numeric = torch.zeros(2, num_numeric)
+    codes = torch.ones(2, num_codes, dtype=torch.long)
+    batch = torch.export.Dim("batch")
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module.eval(), (numeric, codes), input_names=["numeric", "codes"],
+                                        output_names=["output"], dynamic_shapes=({0: batch}, {0: batch}),
+                                        opset_version=OPSET, dynamo=True, verbose=False)
+    except Exception as err:  # torch.export's many failure types
+        raise UserError(f"model.name {family!r}: the network cannot be exported to ONNX"
+                        f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    finally:
+        quiet.setLevel(level)
+    return program.model_proto
+
+
+def input_infos(pre) -> list:
+    types = {column: TensorProto.DOUBLE if kind == "numeric" else TensorProto.STRING
+             for column, kind in pre.plan.kinds.items()}
+    return [helper.make_tensor_value_info(column, kind, ["N", 1]) for column, kind in types.items()]

@@ -1,0 +1,95 @@
+"""`fitwell export` of an ensemble run: members, calibrators, fold bags and the combiner in one ONNX
+graph that predicts what `fitwell predict` does -- unseen categories and missing values included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.datasets import load_breast_cancer
+
+from fitwell.cli import run_cli
+from fitwell.errors import UserError
+from fitwell.serve.export import check_export, export_onnx
+from tests.conftest import make_mixed_frame
+from tests.serve.test_export import messy
+
+GBM = {"name": "gbm", "kind": "lightgbm", "params": {"n_estimators": 30}}
+HGB = {"name": "hgb", "kind": "hist_gradient_boosting", "params": {"max_iter": 30}}
+XGB = {"name": "xgb", "kind": "xgboost", "params": {"n_estimators": 20}}
+
+
+def ensemble(tmp_path, frame: pd.DataFrame, target: str, members: list[dict], *overrides: str):
+    tmp_path.mkdir(exist_ok=True)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    config = {"data": {"source": str(tmp_path / "train.csv"), "target": target},
+              "train": {"epochs": 3, "progress": False}, "preprocess": {"onehot_max_categories": 5},
+              "track": {"runs_dir": str(tmp_path / "runs"), "name": "ens", "report": False},
+              "ensemble": {"folds": 3, "members": members}}
+    (tmp_path / "ens.yaml").write_text(yaml.safe_dump(config))
+    assert run_cli(["ensemble", str(tmp_path / "ens.yaml"), *overrides]) == 0
+    return tmp_path / "runs" / "ens"
+
+
+def labelled(task: str) -> pd.DataFrame:
+    frame = make_mixed_frame(0, 400)
+    if task == "multiclass":
+        frame["label"] = pd.cut(frame["x1"].fillna(0) - frame["x2"], [-np.inf, -1, 1, np.inf],
+                                labels=["low", "mid", "high"]).astype(str)
+    elif task == "regression":
+        frame["label"] = 3 * frame["x1"].fillna(0) - frame["x2"] + 100
+    return frame
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, members, overrides, combiner", [
+    # LightGBM (onnxmltools), HistGradientBoosting with categorical splits, an MLP; calibrated members
+    ("binary", [GBM, {**HGB, "calibration": "isotonic"}, {"name": "mlp", "calibration": "sigmoid"}],
+     ["ensemble.method=stacking"], "LogisticRegression"),
+    # XGBoost, k-fold bags as the final models, log-odds stacked into a LightGBM meta-learner
+    ("multiclass", [GBM, XGB, HGB],
+     ["ensemble.method=stacking", "ensemble.final=bag", "ensemble.stack_on=logit",
+      "ensemble.meta_learner=lightgbm"], "LGBMClassifier"),
+    ("regression", [GBM, HGB, {"name": "tabm", "overrides": {"model.name": "tabm", "model.ensemble_size": 4,
+                                                             "model.width": 32}}],
+     ["ensemble.method=voting"], None),
+])
+def test_an_exported_ensemble_predicts_what_fitwell_predict_does(tmp_path, capsys, task, members, overrides,
+                                                                 combiner):
+    run = ensemble(tmp_path, labelled(task), "label", members, *overrides)
+    description = yaml.safe_load((run / "ensemble.json").read_text())
+    if combiner:
+        assert description["combiner"]["meta_learner"] == combiner
+    new = messy(labelled(task), "label")  # unseen categories, missing values, infinities, stray case
+    new.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    assert run_cli(["export", str(run), "--check", str(tmp_path / "new.csv")]) == 0
+    assert "labels equal 100.0%" in capsys.readouterr().out or task == "regression"
+    result = check_export(run, run / "model.onnx", tmp_path / "new.csv")
+    assert result["max_difference"] <= 1e-5, result
+    if task != "regression":
+        assert result["labels_equal"] == 1.0
+
+
+def test_catboost_on_numbers_exports_and_a_member_of_weight_0_is_left_out(tmp_path):
+    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
+    lr = {"name": "lr", "kind": "sklearn", "estimator": "sklearn.linear_model:LogisticRegression",
+          "params": {"max_iter": 2000}}
+    members = [GBM, {"name": "catboost", "kind": "catboost", "params": {"iterations": 30}}, lr]
+    # a scikit-learn member the graph cannot hold is named -- unless its voting weight is 0
+    run = ensemble(tmp_path / "a", frame, "target", members, "ensemble.method=voting")
+    with pytest.raises(UserError, match=r"member 'lr': LogisticRegression cannot be exported.*LightGBM"):
+        export_onnx(run)
+    run = ensemble(tmp_path / "b", frame, "target", members, "ensemble.method=voting",
+                   "ensemble.weights={lr: 0}")
+    result = check_export(run, export_onnx(run), frame.drop(columns=["target"]))  # CatBoost's own ONNX export
+    assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0
+
+
+def test_members_that_cannot_export_are_named(tmp_path):
+    members = [GBM, {"name": "cb", "kind": "catboost", "params": {"iterations": 20}}]
+    run = ensemble(tmp_path, labelled("binary"), "label", members, "ensemble.method=stacking")
+    with pytest.raises(UserError, match=r"member 'cb' \(catboost\).*categorical columns.*--preset fast"):
+        export_onnx(run)
+    assert not (run / "model.onnx").exists()  # nothing half-written
