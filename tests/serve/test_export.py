@@ -109,8 +109,31 @@ def test_serve_can_run_the_exported_graph(tmp_path, capsys):
     onnx_table, torch_table = OnnxPredictor(load_run(run)).predict(new), loaded.predict(new)
     assert (onnx_table["prediction"] == torch_table["prediction"]).all()
     assert np.abs(onnx_table["proba_1"] - torch_table["proba_1"]).max() <= 1e-5
+    empty = OnnxPredictor(load_run(run)).predict(new.head(0))  # onnxruntime refuses empty string batches
+    assert len(empty) == 0 and list(empty.columns) == list(torch_table.columns)
     graph = bytearray((run / "model.onnx").read_bytes())
     graph[len(graph) // 2] ^= 1
     (run / "model.onnx").write_bytes(bytes(graph))
     with pytest.raises(DamagedRun, match="model.onnx"):
         OnnxPredictor(load_run(run))
+
+
+def test_the_graph_tidies_strings_as_fitwell_does():
+    """Trimmed, lower-cased, inner runs of spaces kept (a real table's job titles hold both
+    "team  leader" and "team leader"), blank is missing; a value longer than every category is none."""
+    from onnx import TensorProto, helper
+
+    from fitwell.data.clean import tidy_text
+    from fitwell.serve.onnx_graph import Builder, tidy
+
+    values = ["  Team  Leader ", "team leader", "TEAM", "", "   ", "a b c", "a  b", " x ",
+              "one two three four"]
+    g = Builder()
+    g.op("Identity", [tidy(g, "text", 3)], name="tidied")
+    model = g.model([helper.make_tensor_value_info("text", TensorProto.STRING, ["N", 1])],
+                    [helper.make_tensor_value_info("tidied", TensorProto.STRING, ["N"])])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"text": np.asarray(values, dtype=object).reshape(-1, 1)})
+    expected = tidy_text(pd.Series(values)).fillna("").tolist()
+    assert list(got[:-1]) == expected[:-1]  # 'team  leader', 'team leader', 'team', '', '', ..., 'x'
+    assert got[-1] == "\x00unknown"  # four parts: more than any category has

@@ -78,6 +78,9 @@ class OnnxPredictor:
         self.names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if len(frame) == 0:  # onnxruntime's string ops refuse an empty batch
+            columns = ["prediction"] + [f"proba_{c}" for c in (self.run.classes or [])]
+            return pd.DataFrame(columns=columns, index=frame.index)
         answers = self.session.run(None, onnx_feeds(self.run.preprocessor, frame))
         got = dict(zip(self.names, answers, strict=True))
         if self.run.task == "regression":

@@ -94,29 +94,39 @@ class Builder:
 
 
 def tidy(g: Builder, column: str, words: int) -> str:
-    """A string column [N, 1] trimmed and lower-cased, as a 1-D [N] tensor; a value with more words
-    than any training category becomes a value no category has."""
+    """A string column [N, 1] lower-cased and trimmed of spaces, as a 1-D [N] tensor, inner runs of
+    spaces kept ("team  leader" stays apart from "team leader", as in fitwell); a value of more
+    space-separated parts than any training category becomes a value no category has."""
     flat = g.op("Reshape", [column, g.const([-1], np.int64)])
     lower = g.op("StringNormalizer", [flat], case_change_action="LOWER", locale="C")
-    parts, count = g.op("StringSplit", [lower], outputs=2)
+    parts, _ = g.op("StringSplit", [lower], outputs=2, delimiter=" ")  # "a  b" -> a, "", b
     rows = g.op("Slice", [g.op("Shape", [parts]), g.const([0], np.int64), g.const([1], np.int64)])
     width = g.op("Concat", [rows, g.const([words], np.int64)], axis=0)
     pad = g.op("Expand", [g.const([[""]], object), width])
     padded = g.op("Concat", [parts, pad], axis=1)
-    text = g.op("Gather", [padded, g.const(0, np.int64)], axis=1)
+    filled = g.op("Cast", [g.op("Not", [g.op("Equal", [padded, g.const("", object)])])], to=TensorProto.INT32)
+    first = g.op("ArgMax", [filled], axis=1, keepdims=1)  # the first and last part that is not a space
+    last = g.op("ArgMax", [filled], axis=1, keepdims=1, select_last_index=1)
+    positions = g.op("Add", [first, g.const(np.arange(words)[None, :], np.int64)])
+    picked = g.op("GatherElements", [padded, positions], axis=1)
+    span = g.op("Reshape", [g.op("Sub", [last, first]), g.const([-1], np.int64)])  # parts in the value - 1
+    text = g.op("Gather", [picked, g.const(0, np.int64)], axis=1)
     for k in range(1, words):
         joined = g.op("StringConcat", [g.op("StringConcat", [text, g.const(" ", object)]),
-                                       g.op("Gather", [padded, g.const(k, np.int64)], axis=1)])
-        text = g.op("Where", [g.op("Greater", [count, g.const(k, np.int64)]), joined, text])
-    too_long = g.op("Greater", [count, g.const(words, np.int64)])
-    return g.op("Where", [too_long, g.const("\x00unknown", object), text])
+                                       g.op("Gather", [picked, g.const(k, np.int64)], axis=1)])
+        text = g.op("Where", [g.op("GreaterOrEqual", [span, g.const(k, np.int64)]), joined, text])
+    too_long = g.op("GreaterOrEqual", [span, g.const(words, np.int64)])
+    text = g.op("Where", [too_long, g.const("\x00unknown", object), text])
+    any_part = g.op("ReduceMax", [filled, g.const([1], np.int64)], keepdims=0)
+    blank = g.op("Equal", [any_part, g.const(0, np.int32)])
+    return g.op("Where", [blank, g.const("", object), text])
 
 
 def text_of(g: Builder, pre, column: str, keys: list) -> str:
     """The column's strings as fitwell's preprocessing sees them ([N], "" = missing)."""
     if not pre.normalize_strings:
         return g.op("Reshape", [column, g.const([-1], np.int64)])
-    words = max([len(str(k).split()) for k in keys] + [1])
+    words = max([len(str(k).split(" ")) for k in keys] + [1])
     return tidy(g, column, words)
 
 
