@@ -121,21 +121,23 @@ def left_set(predictor, node) -> list[int]:
 
 def membership(g, trees, splits, X: str) -> str:
     """[N, splits]: 1.0 when the row's category is in that split's left set, 0.0 when not, NaN when
-    missing; one Gather from a flat table instead of a comparison per category."""
+    missing. Each categorical column becomes a small index once (missing -> a slot holding NaN,
+    beyond every set -> a slot holding 0); then one Gather picks each split's column and a
+    GatherElements reads the table: two passes over [N, splits], which dominate the graph's time."""
     sets = [left_set(trees[t][1], trees[t][1].nodes[i]) for t, i in splits]
     features = [int(trees[t][1].nodes[i]["feature_idx"]) for t, i in splits]
-    width = max(max(s, default=0) for s in sets) + 2  # index width - 1: a category no set holds
+    width = max(max(s, default=0) for s in sets) + 3  # + a slot no set holds + the missing slot
     table = np.zeros((len(splits), width))
     for row, chosen in enumerate(sets):
         table[row, chosen] = 1.0
-    values = g.op("Gather", [X, g.const(features, np.int64)], axis=1)
-    missing = g.op("IsNaN", [values])
-    safe = g.op("Clip", [g.op("Where", [missing, g.const(0.0, np.float64), values]),
-                         g.const(0.0, np.float64), g.const(float(width - 1), np.float64)])
-    flat = g.op("Add", [g.op("Cast", [safe], to=TensorProto.INT64),
-                        g.const(np.arange(len(splits))[None, :] * width, np.int64)])
-    hits = g.op("Gather", [g.const(table.reshape(-1), np.float64), flat], axis=0)
-    return g.op("Where", [missing, g.const(np.nan, np.float64), hits])
+    table[:, -1] = np.nan
+    columns = sorted(set(features))
+    values = g.op("Gather", [X, g.const(columns, np.int64)], axis=1)  # [N, categorical columns]
+    inside = g.op("Clip", [values, g.const(0.0, np.float64), g.const(float(width - 2), np.float64)])
+    index = g.op("Cast", [g.op("Where", [g.op("IsNaN", [values]), g.const(float(width - 1), np.float64),
+                                         inside])], to=TensorProto.INT64)
+    per_split = g.op("Gather", [index, g.const([columns.index(f) for f in features], np.int64)], axis=1)
+    return g.op("GatherElements", [g.const(table.T, np.float64), per_split], axis=0)  # [n, s] = T[i, s]
 
 
 def tree_ensemble(g, trees, splits, X: str, base: np.ndarray, columns: int) -> str:
