@@ -68,6 +68,29 @@ def test_missing_indicator_and_persistence(tmp_path, mixed_frame):
     assert back.classes_ == [0, 1]
 
 
+def test_smooth_clip_keeps_order_and_bounds_extreme_rows():
+    """robust_smooth_clip (RealMLP): the median maps to 0, the bulk stays near its robust z-score,
+    one extreme row is bounded by 3 instead of dominating, order kept; a column with IQR 0 uses
+    half its range."""
+    rng = np.random.default_rng(0)
+    a = np.append(rng.normal(10, 2, 999), 1e6)  # one absurd row
+    b = np.append(np.zeros(990), np.arange(1.0, 11.0))  # IQR 0, range 10
+    frame = pd.DataFrame({"a": a, "b": b})
+    pre = Preprocessor(ColumnPlan("y", {"a": "numeric", "b": "numeric"}),
+                       PreprocessConfig(scale="robust_smooth_clip"), "regression").fit(frame, pd.Series(a))
+    out = pre.transform(frame).numeric.astype(float)
+    assert abs(out[:, 0]).max() <= 3 and out[-1, 0] > 2.99  # bounded, extreme row near the bound
+    assert (np.diff(out[np.argsort(a), 0]) >= 0).all()  # order kept
+    iqr = np.subtract(*np.percentile(a, [75, 25]))
+    bulk = (a[:999] - np.median(a)) / iqr
+    near = abs(bulk) < 0.5
+    assert np.allclose(out[:999][near, 0], bulk[near], atol=0.01)  # ~identity near the centre
+    assert out[-1, 1] == pytest.approx(2.0 / np.sqrt(1 + (2.0 / 3) ** 2), rel=1e-5)  # 10 / (10 / 2)
+    standard = Preprocessor(ColumnPlan("y", {"a": "numeric", "b": "numeric"}), PreprocessConfig(),
+                            "regression").fit(frame, pd.Series(a)).transform(frame).numeric
+    assert np.std(standard[:999, 0]) < 0.01  # what the outlier does to standard scaling: the bulk squashed
+
+
 def test_scale_target_false_leaves_the_target_alone():
     frame = pd.DataFrame({"a": np.arange(20.0)})
     y = pd.Series(np.linspace(100, 300, 20))

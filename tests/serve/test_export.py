@@ -46,6 +46,7 @@ def messy(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     ("regression", []),
     ("binary", ["model.name=tabular_transformer"]),
     ("binary", ["model.name=resmlp", "preprocess.scale=robust", "preprocess.outliers=quantile"]),
+    ("regression", ["preprocess.scale=robust_smooth_clip"]),
     ("regression", ["model.embeddings=piecewise_linear"]),
     ("multiclass", ["model.name=tabm", "model.ensemble_size=4", "model.width=32"]),
 ])

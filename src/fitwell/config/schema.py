@@ -109,7 +109,9 @@ class PreprocessConfig(Section):
     outliers: Literal["none", "quantile", "iqr"] = "none"
     outlier_quantiles: tuple[float, float] = (0.01, 0.99)
     iqr_factor: float = Field(1.5, gt=0)
-    scale: Literal["standard", "minmax", "minmax_symmetric", "robust", "quantile", "none"] = "standard"
+    scale: Literal["standard", "minmax", "minmax_symmetric", "robust", "robust_smooth_clip", "quantile",
+                   "none"] = Field("standard", description="robust_smooth_clip: median/IQR, then x / sqrt(1 +"
+                                                           " (x/3)^2) (RealMLP)")
     onehot_max_categories: int = Field(10, ge=2, description="More categories than this -> embedding")
     scale_target: bool = Field(True, description="Standardise a regression target for training")
 

@@ -84,8 +84,41 @@ class OutlierClipper(TransformerMixin, BaseEstimator):
                           [f"x{i}" for i in range(self.n_features_in_)], dtype=object)
 
 
+class SmoothClipScaler(TransformerMixin, BaseEstimator):
+    """RealMLP's robust scaling with smooth clipping (Holzmueller et al., 2024): centre on the
+    median, divide by the interquartile range (half the range when that is 0, as RealMLP does),
+    then ``x / sqrt(1 + (x / 3)^2)`` -- close to x near the centre, bounded by +-3 far out, so one
+    extreme row cannot dominate a network's first layer while the order of the values is kept.
+
+    Example:
+        >>> scaler = SmoothClipScaler().fit(np.array([[0.0], [1.0], [2.0], [3.0], [1000.0]]))
+        >>> scaler.transform(np.array([[2.0], [1000.0]])).round(3).ravel().tolist()
+        [0.0, 3.0]
+    """
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=float)
+        self.n_features_in_ = X.shape[1]
+        low, median, high = np.nanquantile(X, [0.25, 0.5, 0.75], axis=0)
+        spread = high - low
+        full = np.nanmax(X, axis=0) - np.nanmin(X, axis=0)
+        spread = np.where(spread > 0, spread, np.where(full > 0, full / 2, 1.0))
+        self.center_, self.scale_ = np.asarray(median, float), np.asarray(spread, float)
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "center_")
+        scaled = (np.asarray(X, dtype=float) - self.center_) / self.scale_
+        return scaled / np.sqrt(1.0 + (scaled / 3.0) ** 2)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features if input_features is not None else
+                          [f"x{i}" for i in range(self.n_features_in_)], dtype=object)
+
+
 def build_scaler(name: str, n_rows: int):
     return {
+        "robust_smooth_clip": SmoothClipScaler(),
         "standard": StandardScaler(),
         "minmax": MinMaxScaler((0, 1)),
         "minmax_symmetric": MinMaxScaler((-1, 1)),

@@ -182,10 +182,16 @@ def scale(g: Builder, scaler, x: str) -> str:
     if kind == "MinMaxScaler":
         scaled = g.op("Mul", [x, g.const(scaler.scale_, np.float64)])
         return g.op("Add", [scaled, g.const(scaler.min_, np.float64)])
+    if kind == "SmoothClipScaler":
+        scaled = g.op("Div", [g.op("Sub", [x, g.const(scaler.center_, np.float64)]),
+                              g.const(scaler.scale_, np.float64)])
+        third = g.op("Div", [scaled, g.const(3.0, np.float64)])
+        bound = g.op("Sqrt", [g.op("Add", [g.const(1.0, np.float64), g.op("Mul", [third, third])])])
+        return g.op("Div", [scaled, bound])
     if kind == "FunctionTransformer":
         return x
     raise UserError(f"preprocess.scale: the {kind} cannot be exported to ONNX yet; retrain with"
-                    " preprocess.scale standard, robust, minmax or none")
+                    " preprocess.scale standard, robust, robust_smooth_clip, minmax or none")
 
 
 def preprocessing(g: Builder, pre) -> tuple[str, str]:
