@@ -17,12 +17,12 @@ def budget_with(seconds_left: float, limit: float = 100.0, folds: int = 5, spent
 def test_members_that_stop_by_themselves_run_in_what_is_left_others_only_if_they_fit():
     said = []
     trees, network = MemberConfig(name="cat", kind="catboost"), MemberConfig(name="mlp")
-    hgb = MemberConfig(name="hgb", kind="hist_gradient_boosting")
+    hgb = MemberConfig(name="hgb", kind="hist_gradient_boosting")  # stops at a deadline (TimeBoxed)
     bagged = MemberConfig(name="mlp3", bagging=3)
     budget = budget_with(15.0)  # a member took 20 s; 15 s left
     assert budget.allows(trees, said.append) and budget.allows(network, said.append)
-    assert not budget.allows(hgb, said.append) and not budget.allows(bagged, said.append)
-    assert "hgb" in said[0] and "taken up to 20 s" in said[0]
+    assert budget.allows(hgb, said.append) and not budget.allows(bagged, said.append)
+    assert "mlp3" in said[0] and "taken up to 20 s" in said[0]
     # with another member still to come, the network's share (7.5 s) is under 2 s per fold model
     assert budget.allows(trees, said.append, remaining=2)
     assert not budget.allows(network, said.append, remaining=2)
@@ -60,3 +60,23 @@ def test_a_fitwell_member_stops_at_its_train_max_time():
     member.fit(X, y)
     assert time.monotonic() - started < 4.0
     assert member.predict_proba(X[:5]).shape == (5, 2)
+
+
+def test_hist_gradient_boosting_stops_at_its_deadline_and_grows_the_same_trees_before_it():
+    import numpy as np
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from fitwell.ensemble.members import TimeBoxed
+
+    X, y = make_classification(3000, 12, n_informative=6, random_state=0)
+    model = HistGradientBoostingClassifier(max_iter=120, early_stopping=True, random_state=0)
+    single = model.fit(X, y)
+    boxed = TimeBoxed(HistGradientBoostingClassifier(max_iter=120, early_stopping=True, random_state=0),
+                      deadline=time.monotonic() + 600, chunk=25).fit(X, y)
+    assert boxed.estimator_.n_iter_ == single.n_iter_  # early stopping ended both at the same tree
+    np.testing.assert_allclose(boxed.predict_proba(X), single.predict_proba(X), rtol=1e-9)
+    late = TimeBoxed(HistGradientBoostingClassifier(max_iter=120, early_stopping=False, random_state=0),
+                     deadline=time.monotonic() - 1, chunk=25).fit(X, y)
+    assert late.estimator_.n_iter_ == 25 and late.estimator_.max_iter == 120  # one round, then stopped
+    assert list(late.classes_) == [0, 1]

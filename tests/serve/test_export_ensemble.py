@@ -11,6 +11,7 @@ from sklearn.datasets import load_breast_cancer
 
 from fitwell.cli import run_cli
 from fitwell.errors import UserError
+from fitwell.serve.bundle import load_run
 from fitwell.serve.export import check_export, export_onnx
 from tests.conftest import make_mixed_frame
 from tests.serve.test_export import messy
@@ -46,7 +47,7 @@ def labelled(task: str) -> pd.DataFrame:
 @pytest.mark.parametrize("task, members, overrides, combiner", [
     # LightGBM (onnxmltools), HistGradientBoosting with categorical splits, an MLP; calibrated members
     ("binary", [GBM, {**HGB, "calibration": "isotonic"}, {"name": "mlp", "calibration": "sigmoid"}],
-     ["ensemble.method=stacking"], "LogisticRegression"),
+     ["ensemble.method=stacking", "ensemble.time_limit=600"], "LogisticRegression"),  # HGB time-boxed
     # XGBoost, k-fold bags as the final models, log-odds stacked into a LightGBM meta-learner
     ("multiclass", [GBM, XGB, HGB],
      ["ensemble.method=stacking", "ensemble.final=bag", "ensemble.stack_on=logit",
@@ -59,6 +60,8 @@ def test_an_exported_ensemble_predicts_what_fitwell_predict_does(tmp_path, capsy
                                                                  combiner):
     run = ensemble(tmp_path, labelled(task), "label", members, *overrides)
     description = yaml.safe_load((run / "ensemble.json").read_text())
+    if "ensemble.time_limit=600" in overrides:  # the member stops at a deadline: a TimeBoxed model
+        assert type(load_run(run).ensemble.members[1].estimator).__name__ == "TimeBoxed"
     if combiner:
         assert description["combiner"]["meta_learner"] == combiner
     new = messy(labelled(task), "label")  # unseen categories, missing values, infinities, stray case

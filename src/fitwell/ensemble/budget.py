@@ -8,9 +8,11 @@ from fitwell.ensemble.boosting import BOOSTING_KINDS
 
 
 def interruptible(spec) -> bool:
-    """Whether a member stops by itself at a time limit: boosted trees (a deadline) and fitwell
-    networks (``train.max_time``), unless wrapped in scikit-learn's bagging or AdaBoost."""
-    return spec.kind in ("fitwell", *BOOSTING_KINDS) and not spec.bagging and not spec.boosting
+    """Whether a member stops by itself at a time limit: boosted trees (a deadline; HistGradient-
+    Boosting through TimeBoxed) and fitwell networks (``train.max_time``), unless wrapped in
+    scikit-learn's bagging or AdaBoost."""
+    return (spec.kind in ("fitwell", "hist_gradient_boosting", *BOOSTING_KINDS) and not spec.bagging
+            and not spec.boosting)
 
 
 class MemberBudget:

@@ -178,6 +178,8 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
         if tree_categorical and "categorical_features" not in params:
             params["categorical_features"] = tree_categorical
         estimator = _construct(cls, params, spec, where)
+        if deadline is not None and not spec.bagging and not spec.boosting:
+            estimator = TimeBoxed(estimator, deadline)
     else:
         estimator = _imported(spec, classify, task, seed, where)
     if spec.bagging:
@@ -196,6 +198,68 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
     if spec.calibration != "none" and not classify:
         raise ConfigError(f"{where} {spec.name!r}: calibration is for classifiers; the task is regression")
     return estimator
+
+
+class TimeBoxed(BaseEstimator):
+    """A HistGradientBoosting model that stops adding trees at a ``deadline`` (a
+    ``time.monotonic()`` reading), as the LightGBM/XGBoost/CatBoost members do: it is fitted in
+    rounds of ``chunk`` iterations with scikit-learn's ``warm_start`` -- the same trees a single fit
+    grows (a seeded model keeps its early-stopping split), ending at ``max_iter``, at early stopping,
+    or after the round in which the deadline passed. ``estimator_`` is the fitted model.
+
+    Example:
+        >>> from sklearn.ensemble import HistGradientBoostingRegressor
+        >>> X = np.arange(200.0).reshape(-1, 1)
+        >>> boxed = TimeBoxed(HistGradientBoostingRegressor(max_iter=50), deadline=0.0).fit(X, X[:, 0])
+        >>> boxed.estimator_.n_iter_  # past the deadline already: one round
+        25
+    """
+
+    def __init__(self, estimator=None, deadline: float | None = None, chunk: int = 25):
+        self.estimator = estimator
+        self.deadline = deadline
+        self.chunk = chunk
+
+    def fit(self, X, y, sample_weight=None):
+        import time
+
+        from sklearn.base import clone
+
+        model = clone(self.estimator)
+        target = model.max_iter
+        model.set_params(warm_start=True, max_iter=min(self.chunk, target))
+        while True:
+            model.fit(X, y, sample_weight=sample_weight)
+            stopped = model.n_iter_ < model.max_iter or _stops_early(model)
+            if stopped or model.max_iter >= target or (self.deadline is not None
+                                                       and time.monotonic() >= self.deadline):
+                break
+            model.set_params(max_iter=min(model.max_iter + self.chunk, target))
+        model.set_params(warm_start=False, max_iter=target)
+        self.estimator_ = model
+        if hasattr(model, "classes_"):
+            self.classes_ = model.classes_
+        return self
+
+    def predict(self, X):
+        return self.estimator_.predict(X)
+
+    def predict_proba(self, X):
+        return self.estimator_.predict_proba(X)
+
+    @property
+    def _estimator_type(self):
+        return getattr(self.estimator, "_estimator_type", None)
+
+
+def _stops_early(model) -> bool:
+    """Whether scikit-learn's early-stopping rule holds after the last tree: a round that ends on
+    the very tree where a single fit would stop cannot tell by ``n_iter_``, and a warm start would
+    grow past it."""
+    if not getattr(model, "do_early_stopping_", False):
+        return False
+    scores = model.validation_score_ if len(model.validation_score_) else model.train_score_
+    return bool(model._should_stop(list(scores)))
 
 
 def _boosted(spec: MemberConfig, classify: bool, categorical: list[int], seed: int, fraction: float,

@@ -115,6 +115,8 @@ def estimator_output(g, estimator, name: str, X, task: str, classes: int) -> str
     if isinstance(estimator, FitwellMemberClassifier | FitwellMemberRegressor):
         return fitwell_member(g, estimator, name, X, task)
     kind = type(estimator).__name__
+    if kind == "TimeBoxed":  # a HistGradientBoosting model fitted against a deadline
+        estimator, kind = estimator.estimator_, type(estimator.estimator_).__name__
     if kind in ("BoostedTreesClassifier", "BoostedTreesRegressor"):
         out = boosted(g, estimator, name, X, classify)
     elif kind.startswith("HistGradientBoosting"):
