@@ -205,7 +205,8 @@ class TimeBoxed(BaseEstimator):
     ``time.monotonic()`` reading), as the LightGBM/XGBoost/CatBoost members do: it is fitted in
     rounds of ``chunk`` iterations with scikit-learn's ``warm_start`` -- the same trees a single fit
     grows (a seeded model keeps its early-stopping split), ending at ``max_iter``, at early stopping,
-    or after the round in which the deadline passed. ``estimator_`` is the fitted model.
+    or after the round in which the deadline passed; once the first round's pace says the rest ends
+    well before the deadline, the rest is one round. ``estimator_`` is the fitted model.
 
     Example:
         >>> from sklearn.ensemble import HistGradientBoostingRegressor
@@ -229,12 +230,19 @@ class TimeBoxed(BaseEstimator):
         target = model.max_iter
         model.set_params(warm_start=True, max_iter=min(self.chunk, target))
         while True:
+            started = time.monotonic()
+            done = model.n_iter_ if hasattr(model, "n_iter_") else 0
             model.fit(X, y, sample_weight=sample_weight)
             stopped = model.n_iter_ < model.max_iter or _stops_early(model)
-            if stopped or model.max_iter >= target or (self.deadline is not None
-                                                       and time.monotonic() >= self.deadline):
+            now = time.monotonic()
+            if stopped or model.max_iter >= target or (self.deadline is not None and now >= self.deadline):
                 break
-            model.set_params(max_iter=min(model.max_iter + self.chunk, target))
+            # the rest in one round when, at this round's pace, it ends well before the deadline
+            # (each round re-bins the rows and re-predicts the trees so far: rounds are not free)
+            pace = (now - started) / max(model.n_iter_ - done, 1)
+            rest = target - model.n_iter_
+            whole = self.deadline is None or now + 1.5 * pace * rest < self.deadline
+            model.set_params(max_iter=target if whole else min(model.max_iter + self.chunk, target))
         model.set_params(warm_start=False, max_iter=target)
         self.estimator_ = model
         if hasattr(model, "classes_"):
