@@ -85,7 +85,7 @@ class BlowUpAfter(Callback):
 
 def test_nan_guard_stops_names_step_and_tensor_and_keeps_a_good_checkpoint(tmp_path, mixed_frame):
     config = base(tmp_path, epochs=30, optimizer="sgd", momentum=0.0, batch_size=16,
-                  early_stopping={"enabled": False})
+                  early_stopping={"enabled": False}, checkpoint_max_overhead=0)  # every epoch's
     config["model"] = {"hidden_sizes": [64, 64], "dropout": 0.0}
     config["track"]["name"] = "diverge"
     with pytest.raises(TrainingFailed, match=r"non-finite loss .* at step \d+, epoch 3, batch \d+;"
@@ -95,6 +95,37 @@ def test_nan_guard_stops_names_step_and_tensor_and_keeps_a_good_checkpoint(tmp_p
     assert ckpt["trainer"]["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert not (tmp_path / "diverge" / "metrics.json").exists()
+
+
+def test_checkpoints_of_tiny_epochs_cost_at_most_their_share(tmp_path, monkeypatch):
+    """train.checkpoint_max_overhead: while the last checkpoint's cost is over that share of the
+    training time since it, an epoch's checkpoint is skipped; the last epoch is always written."""
+    import time
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class Trainer:
+        epochs = 30
+
+        def checkpoint_state(self, state):
+            clock[0] += 1.0  # a snapshot that takes 1 s
+            return {"epoch": state.epoch}
+
+    def run(max_overhead: float) -> list[int]:
+        writer = CheckpointWriter(tmp_path / f"ckpt{max_overhead}", max_overhead=max_overhead)
+        written = []
+        monkeypatch.setattr(writer._writer, "submit", lambda obj, folder: written.append(obj["epoch"]))
+        for epoch in range(1, 31):
+            clock[0] += 10.0  # an epoch of 10 s
+            writer.on_epoch_end(Trainer(), SimpleNamespace(epoch=epoch, diverged=False, should_stop=False))
+        return written
+
+    assert run(0.0) == list(range(1, 31))  # 0: every epoch
+    # 1 s of checkpoint for 2% at most: one per 50 s of training, every 5th epoch, and the last
+    assert run(0.02) == [1, 6, 11, 16, 21, 26, 30]
+    assert run(0.2) == list(range(1, 31))  # 1 s in 10 s is within 20%
 
 
 def test_nan_guard_through_the_cli_exits_1(tmp_path, mixed_frame, write_config, capsys):

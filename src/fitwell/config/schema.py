@@ -261,6 +261,10 @@ class TrainConfig(Section):
                             " (fitwell.engine.threads)")
     device_data: bool = Field(True, description="Keep the tensors on the accelerator")
     checkpoint_every: int = Field(1, ge=1, description="Write the resume checkpoint every n epochs")
+    checkpoint_max_overhead: float = Field(
+        0.02, ge=0, lt=1, description="Skip an epoch's resume checkpoint while the last one's cost"
+                                      " (snapshot + write) is over this share of the training time"
+                                      " since it; 0: every checkpoint_every epochs")
     checkpoint_every_steps: int | None = Field(
         None, ge=1, description="Also write it every n optimizer steps (mid-epoch resume)")
     progress: bool = True

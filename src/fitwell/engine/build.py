@@ -133,7 +133,8 @@ def build_callbacks(config: RunConfig, folder: Path, extra: Sequence[Callback] =
     train = config.train
     chosen: list[Callback] = [
         MetricsLogger(folder / "history.jsonl"), LearningRateMonitor(),
-        CheckpointWriter(folder / "checkpoints", train.checkpoint_every, train.checkpoint_every_steps),
+        CheckpointWriter(folder / "checkpoints", train.checkpoint_every, train.checkpoint_every_steps,
+                         train.checkpoint_max_overhead),
         *stopping_callbacks(config, validation=True),
     ]
     if train.max_time or train.max_steps:  # from the run's start, a tenth kept for scoring and report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,18 @@ class BackgroundWriter:
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.last_seconds = 0.0  # how long the last finished write took on the worker thread
 
     def submit(self, obj: Any, folder: Path) -> None:
         self.wait()
 
         def work():
+            started = time.perf_counter()
             try:
                 rotate_and_write(obj, folder)
             except BaseException as err:  # surfaced by wait()
                 self._error = err
+            self.last_seconds = time.perf_counter() - started
 
         self._thread = threading.Thread(target=work, name="fitwell-checkpoint", daemon=False)
         self._thread.start()

@@ -14,20 +14,39 @@ from fitwell.engine.checkpoint import BackgroundWriter
 class CheckpointWriter(Callback):
     """Write the resume checkpoint every ``every`` epochs (and every ``every_steps`` optimizer
     steps, for mid-epoch resume) and at the end, on a worker thread. Nothing is written once
-    training has diverged, so the last checkpoint is always a good one."""
+    training has diverged, so the last checkpoint is always a good one.
+
+    ``max_overhead`` bounds what checkpoints cost: an epoch's checkpoint is skipped while the last
+    one's cost (the snapshot here plus the write on the worker thread) is more than that share of
+    the time since it. Epochs of a few milliseconds then checkpoint every so often instead of every
+    epoch (2% at most of the time, and a crash loses at most cost / max_overhead seconds of
+    training); epochs of seconds still checkpoint every one. The last epoch and a stop always write.
+    """
 
     order = 100
 
-    def __init__(self, folder: Path, every: int = 1, every_steps: int | None = None):
+    def __init__(self, folder: Path, every: int = 1, every_steps: int | None = None,
+                 max_overhead: float = 0.0):
         self.folder, self.every, self.every_steps = Path(folder), every, every_steps
+        self.max_overhead = max_overhead
         self._writer = BackgroundWriter()
+        self._written_at: float | None = None  # time.perf_counter() when the last one was taken
+        self._cost = 0.0
 
     def on_epoch_end(self, trainer, state):
+        import time
+
         last = state.epoch >= trainer.epochs
         if state.diverged:
             return
-        if state.epoch % self.every == 0 or state.should_stop or last:
-            self._writer.submit(trainer.checkpoint_state(state), self.folder)
+        if not (state.epoch % self.every == 0 or state.should_stop or last):
+            return
+        now = time.perf_counter()
+        if (self.max_overhead and not (state.should_stop or last) and self._written_at is not None
+                and self._cost + self._writer.last_seconds > self.max_overhead * (now - self._written_at)):
+            return
+        self._writer.submit(trainer.checkpoint_state(state), self.folder)
+        self._written_at, self._cost = now, time.perf_counter() - now
 
     def uses_hook(self, hook: str) -> bool:
         if hook == "on_batch_end":  # off the hot path unless mid-epoch checkpoints are asked for
