@@ -244,3 +244,28 @@ def test_search_across_model_families(tune_config, tmp_path):
     names = {json.loads(p.read_text())["name"] for p in (tmp_path / "runs").glob("*/trial-*/model.json")}
     assert names == {"mlp", "resmlp", "tabular_transformer"}
     assert summary["test"]["roc_auc"] > 0.8
+
+
+@pytest.mark.slow
+def test_two_machines_share_one_study_through_postgresql(tune_config, tmp_path, postgres):
+    """The multi-machine recipe: the same `fitwell tune` command started independently (here two
+    processes with their own run folders, as two machines would have) against one PostgreSQL
+    study: the trials are shared out, each runs once, and each machine keeps the runs it trained."""
+    path = tune_config({"trials": 6})
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    workers = [subprocess.Popen([sys.executable, "-m", "fitwell", "tune", str(path), "--storage", postgres,
+                                 "--study", "shared", f"track.runs_dir={folder}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               for folder in machines]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    finished = study.get_trials(states=FINISHED)
+    assert 6 <= len(finished) <= 7  # the trial budget is the study's; each may let one extra in
+    assert len({t.number for t in finished}) == len(finished)  # no trial twice
+    pids = {t.user_attrs["pid"] for t in finished}
+    assert len(pids) == 2  # both machines took trials
+    ran = [p.name for folder in machines for p in (folder / "shared").glob("trial-*")]
+    assert sorted(ran) == sorted(f"trial-{t.number}" for t in finished)  # each kept where it ran

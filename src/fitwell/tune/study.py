@@ -125,12 +125,28 @@ def open_storage(url: str):
 
     if not url.startswith(("sqlite", "postgresql", "mysql")):
         return url
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=2, grace_period=6, heartbeat_stale_trial_callback=retry,
-            engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def connect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=2, grace_period=6, heartbeat_stale_trial_callback=retry,
+                engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})
+
+    for _ in range(5):
+        try:
+            return connect()
+        except (IntegrityError, ProgrammingError):
+            # workers started together on an empty database race to create Optuna's tables (on
+            # PostgreSQL: "duplicate key value violates unique constraint pg_type_typname_nsp_index");
+            # the loser finds them made a moment later
+            time.sleep(0.2 + random.random())  # jitter, so the next tries do not collide again
+    return connect()
 
 
 class Objective:
