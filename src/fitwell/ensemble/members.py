@@ -255,9 +255,8 @@ class TimeBoxed(BaseEstimator):
     def predict_proba(self, X):
         return self.estimator_.predict_proba(X)
 
-    @property
-    def _estimator_type(self):
-        return getattr(self.estimator, "_estimator_type", None)
+    def __sklearn_tags__(self):  # a classifier or regressor as the model it boxes
+        return self.estimator.__sklearn_tags__() if self.estimator is not None else super().__sklearn_tags__()
 
 
 def _stops_early(model) -> bool:

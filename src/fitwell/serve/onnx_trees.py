@@ -115,8 +115,8 @@ def hgb_columns(g, estimator, X: str) -> str:
 
 def left_set(predictor, node) -> list[int]:
     """The categories a categorical split sends left (its 256-bit bitset)."""
-    words = predictor.raw_left_cat_bitsets[node["bitset_idx"]]
-    return [32 * w + b for w in range(len(words)) for b in range(32) if (int(words[w]) >> b) & 1]
+    words = np.ascontiguousarray(predictor.raw_left_cat_bitsets[node["bitset_idx"]], dtype="<u4")
+    return np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")).tolist()
 
 
 def membership(g, trees, splits, X: str) -> str:
