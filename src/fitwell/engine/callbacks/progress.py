@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from fitwell.engine.callbacks.base import Callback
@@ -46,6 +47,7 @@ class ProgressBar(Callback):
                                  console=console, transient=False, auto_refresh=False)
         self.task = self.progress.add_task("", total=trainer.epochs, completed=state.epoch)
         self.progress.start()
+        self._shown = -math.inf  # time.monotonic() of the last redraw
 
     def on_epoch_end(self, trainer, state):
         row = state.history[-1]
@@ -54,7 +56,10 @@ class ProgressBar(Callback):
             value = row[self.monitor]
             text += f"  {self.monitor} {value:.4f}" if not math.isnan(value) else ""
         self.progress.update(self.task, completed=state.epoch, description=text)
-        self.progress.refresh()
+        now = time.monotonic()
+        if now - self._shown >= 0.1:  # at most ten redraws a second (epochs of milliseconds); stop
+            self.progress.refresh()  # draws the last state whatever this skipped
+            self._shown = now
 
     def on_fit_end(self, trainer, state):
         self.progress.stop()
