@@ -33,11 +33,12 @@ from fitwell.serve.onnx_graph import (
     lookup,
     network,
     preprocessing,
+    probabilities_of,
     text_of,
     value_output,
     values_of_boolean,
 )
-from fitwell.serve.onnx_trees import boosted, float_input, hgb, onnxmltools_graph
+from fitwell.serve.onnx_trees import boosted, converted_output, hgb, onnxmltools_graph
 
 MEMBERS_THAT_EXPORT = ("fitwell networks, LightGBM, XGBoost, CatBoost on tables without categories,"
                        " HistGradientBoosting, and their k-fold bags")
@@ -136,12 +137,7 @@ def fitwell_member(g, estimator, name: str, X, task: str) -> str:
         raise UserError(f"ensemble member {name!r}: {err}") from err
     (raw,) = g.merge(net, [numeric, codes])
     raw = g.op("Cast", [raw], to=TensorProto.DOUBLE)
-    if task == "regression":
-        return raw
-    if task == "binary":
-        positive = g.op("Sigmoid", [g.op("Gather", [raw, g.const([0], np.int64)], axis=1)])
-        return g.op("Concat", [g.op("Sub", [g.const(1.0, np.float64), positive]), positive], axis=1)
-    return g.op("Softmax", [raw], axis=1)
+    return raw if task == "regression" else probabilities_of(g, raw, task)
 
 
 def aligned(g, out: str, classes, total: int) -> str:
@@ -196,17 +192,10 @@ def meta_output(g, meta, X: str, task: str) -> str:
         coef = np.atleast_2d(np.asarray(meta.coef_, dtype=np.float64))
         z = g.op("Add", [g.op("MatMul", [X, g.const(coef.T, np.float64)]),
                          g.const(np.atleast_1d(meta.intercept_).astype(np.float64), np.float64)])
-        if kind == "RidgeCV":
-            return z
-        if coef.shape[0] == 1:
-            positive = g.op("Sigmoid", [z])
-            return g.op("Concat", [g.op("Sub", [g.const(1.0, np.float64), positive]), positive], axis=1)
-        return g.op("Softmax", [z], axis=1)
+        return z if kind == "RidgeCV" else probabilities_of(g, z, "binary" if coef.shape[0] == 1 else task)
     if kind.startswith("HistGradientBoosting"):
         return hgb(g, meta, X, task)
     if kind.startswith("LGBM"):
         classify = task != "regression"
-        outputs = g.merge(onnxmltools_graph(meta, "lightgbm", "meta-learner", classify), [float_input(g, X)])
-        value = g.op("Cast", [outputs[1] if classify else outputs[0]], to=TensorProto.DOUBLE)
-        return value if classify else g.op("Reshape", [value, g.const([-1, 1], np.int64)])
+        return converted_output(g, onnxmltools_graph(meta, "lightgbm", "meta-learner", classify), X, classify)
     raise UserError(f"the ensemble's meta-learner {kind} cannot be exported to ONNX")

@@ -253,13 +253,17 @@ def outputs(g: Builder, run, network_output: str) -> list:
         out = g.op("Div", [out, g.const(np.float32(run.temperature))])
     if run.task == "regression":
         return value_output(g, run, g.op("Cast", [out], to=TensorProto.DOUBLE))
-    if run.task == "binary":
-        positive = g.op("Sigmoid", [g.op("Gather", [out, g.const([0], np.int64)], axis=1)])
-        negative = g.op("Sub", [g.const(np.float32(1)), positive])
-        g.op("Concat", [negative, positive], axis=1, name="probabilities")
-    else:
-        g.op("Softmax", [out], axis=1, name="probabilities")
+    probabilities_of(g, out, run.task, np.float32, name="probabilities")
     return label_output(g, run, TensorProto.FLOAT)
+
+
+def probabilities_of(g: Builder, scores: str, task: str, dtype=np.float64, name: str | None = None) -> str:
+    """Class probabilities [N, classes] from raw scores: binary, the sigmoid of the first column as
+    [1 - p, p]; multiclass, a softmax (what ``evaluate.metrics.probabilities`` does)."""
+    if task == "binary":
+        positive = g.op("Sigmoid", [g.op("Gather", [scores, g.const([0], np.int64)], axis=1)])
+        return g.op("Concat", [g.op("Sub", [g.const(dtype(1)), positive]), positive], axis=1, name=name)
+    return g.op("Softmax", [scores], axis=1, name=name)
 
 
 def value_output(g: Builder, run, scaled: str) -> list:

@@ -17,6 +17,7 @@ import numpy as np
 from onnx import TensorProto
 
 from fitwell.errors import UserError
+from fitwell.serve.onnx_graph import probabilities_of
 
 CONVERTER_OPSET = 15  # the newest default-domain opset onnxmltools' converters write
 
@@ -33,9 +34,14 @@ def boosted(g, estimator, name: str, X: str, classify: bool) -> str:
         graph = catboost_graph(estimator.estimator_, name, estimator.categorical)
     else:
         graph = onnxmltools_graph(estimator.estimator_, kind, name, classify)
+    return converted_output(g, graph, X, classify)
+
+
+def converted_output(g, graph, X: str, classify: bool) -> str:
+    """A converter's graph (label + probabilities, or a value) fed the tree view ``X`` as float32:
+    the probabilities [N, c] or the value [N, 1], as doubles."""
     outputs = g.merge(graph, [float_input(g, X)])
-    chosen = outputs[1] if classify else outputs[0]
-    value = g.op("Cast", [chosen], to=TensorProto.DOUBLE)
+    value = g.op("Cast", [outputs[1] if classify else outputs[0]], to=TensorProto.DOUBLE)
     return value if classify else g.op("Reshape", [value, g.const([-1, 1], np.int64)])
 
 
@@ -86,10 +92,7 @@ def hgb(g, estimator, X: str, task: str) -> str:
     raw = g.op("Cast", [raw], to=TensorProto.DOUBLE)
     if link == "IdentityLink":
         return raw
-    if link == "LogitLink":
-        positive = g.op("Sigmoid", [raw])
-        return g.op("Concat", [g.op("Sub", [g.const(1.0, np.float64), positive]), positive], axis=1)
-    return g.op("Softmax", [raw], axis=1)
+    return probabilities_of(g, raw, "binary" if link == "LogitLink" else "multiclass")
 
 
 def hgb_columns(g, estimator, X: str) -> str:
