@@ -171,6 +171,9 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     prepared = start.prepared
     for line in prepared.change_training_rows(start.config):
         start.say(line)
+    if start.config.privacy is not None and start.config.model.batch_norm:  # privacy.fix_batch_norm
+        start.resolve({"model.batch_norm": False})
+        start.say("privacy: model.batch_norm turned off (BatchNorm mixes the rows of a batch)")
     model, spec = build_model(start.config, prepared.preprocessor, prepared.task, prepared.train.numeric)
     pre = prepared.preprocessor
     loss_fn = build_run_loss(start.config, prepared.task, pre.classes_, prepared.train.target.numpy())
@@ -196,6 +199,8 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     trainer = build_trainer(start.config, model, loss_fn, prepared.task, len(prepared.train),
                             [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
                             run_dir=start.run_dir.path, inputs=pre.input_spec())
+    if trainer.privacy is not None:
+        start.say(trainer.privacy.plan.describe())
     start.training_started = True
     threads, why = training_threads(start.config, model, prepared.train, device_of(fabric))
     start.say(f"threads: {threads} ({why})")
@@ -231,6 +236,10 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
     summary = {"task": prepared.task, "epochs": state.epoch, "steps": state.step,
                "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
                "validation": final_validation(state)}
+    if trainer.privacy is not None:
+        spent = summary["privacy"] = trainer.privacy.summary()
+        start.say(f"privacy: epsilon {spent['epsilon']:g} spent of {spent['target_epsilon']:g}"
+                  f" (delta {spent['delta']:.0e}, {spent['steps']} steps)")
     temperature = calibrate(start.config, prepared, trainer, final, run_dir.path, start.say)
     predictions = None
     if score_test and not sizes["test"]:

@@ -18,6 +18,7 @@ from fitwell.config.loop import (  # noqa: F401  (resolve_mode and LOWER_IS_BETT
     ScheduleConfig,
     resolve_mode,
 )
+from fitwell.config.privacy import PrivacyConfig, privacy_conflicts
 from fitwell.config.search import EnsembleConfig, TuneConfig
 from fitwell.config.section import Section
 from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS
@@ -350,9 +351,12 @@ class RunConfig(Section):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     tune: TuneConfig | None = None
     ensemble: EnsembleConfig | None = None
+    privacy: PrivacyConfig | None = Field(None, description="Differentially private training to a budget")
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:
+        if self.privacy is not None and (problems := privacy_conflicts(self)):
+            raise ValueError("a private run (privacy section) cannot keep: " + "; ".join(problems))
         if self.data.task != "auto":
             check_monitors(self, self.data.task)
         if self.calibration.method != "none" and self.split.val == 0:

@@ -120,7 +120,7 @@ def stopping_callbacks(config: RunConfig, validation: bool) -> list[Callback]:
     train = config.train
     chosen: list[Callback] = [NanGuard()] if train.nan_guard else []
     stop = train.early_stopping
-    if stop.enabled and validation:
+    if stop.enabled and validation and config.privacy is None:  # private: validation does not pick
         restore = stop.restore_best and not (train.averaging and train.averaging.kind == "swa")
         chosen.append(EarlyStopping(stop.monitor, stop.resolved_mode, stop.patience, stop.min_delta, restore))
     return chosen
@@ -141,7 +141,7 @@ def build_callbacks(config: RunConfig, folder: Path, extra: Sequence[Callback] =
         chosen.append(Budget(train.max_time, train.max_steps, started_at, 0.1 if started_at else 0.0))
     if train.progress and console is not None:
         chosen.append(ProgressBar(train.early_stopping.monitor, console=console))
-    if train.grad_norm_every:
+    if train.grad_norm_every and config.privacy is None:  # a private run's raw gradients stay unlogged
         chosen.append(GradientNormMonitor(train.grad_norm_every))
     chosen.extend(build_callback(spec.model_dump(), i) for i, spec in enumerate(train.callbacks))
     chosen.extend(extra)
@@ -179,6 +179,13 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
         augment = BatchAugment(config.augment, inputs or {}, task)
     batches = -(-num_train_rows // train.batch_size)
     steps_per_epoch = -(-batches // train.accumulate_batches)
+    privacy = None
+    if config.privacy is not None:
+        from fitwell.engine.privacy import PrivateTraining, plan_privacy
+
+        privacy = PrivateTraining(plan_privacy(config, num_train_rows), config.seed)
+        steps_per_epoch = privacy.plan.steps // train.epochs
+        callbacks = [*callbacks, privacy]
     schedule = build_schedule(train.schedule, optimizer, steps_per_epoch, train.epochs, train.lr)
     averaging = None
     if train.averaging is not None:
@@ -190,7 +197,7 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
                    clip_grad_norm=train.clip_grad_norm, clip_grad_value=train.clip_grad_value,
                    accumulate_batches=train.accumulate_batches, decode=decode,
                    config=config.model_dump(mode="json"), device_data=train.device_data,
-                   run_dir=run_dir, augment=augment)
+                   run_dir=run_dir, augment=augment, privacy=privacy)
 
 
 def measure_auto(config: RunConfig, model: torch.nn.Module, loss_fn, data: TensorData,

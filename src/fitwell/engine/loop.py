@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,8 @@ class Trainer:
         config: the resolved run config, saved with every checkpoint.
         run_dir: the run directory (callbacks resolve relative paths against it).
         augment: a BatchAugment applied to training batches only (``fitwell.data.augment``).
+        privacy: a ``fitwell.engine.privacy.PrivateTraining`` (also among the callbacks): DP-SGD
+            on Poisson-sampled batches instead of the shuffled slices.
 
     Example:
         >>> trainer = Trainer(model, loss, opt, task="binary", epochs=5, batch_size=64)  # doctest: +SKIP
@@ -87,7 +90,7 @@ class Trainer:
                  clip_grad_value: float | None = None, accumulate_batches: int = 1,
                  decode: Callable[[np.ndarray], np.ndarray] | None = None,
                  config: dict | None = None, device_data: bool = True, run_dir: Any = None,
-                 augment: Any = None):
+                 augment: Any = None, privacy: Any = None):
         self.module = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -106,12 +109,17 @@ class Trainer:
         self.device = torch.device("cpu") if fabric is None else fabric.device
         self.data_device = self.device if device_data else torch.device("cpu")
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
+        self.privacy = privacy
+        self.train_loss = loss_fn
         if self.wrapped:
             self.model, self.optimizer = fabric.setup(model, optimizer)
             self._backward = fabric.backward
         else:
             self.model = model.to(self.device)
             self._backward = torch.Tensor.backward
+        if privacy is not None:  # Opacus' module, optimizer and loss: per-row clipping, noise
+            self.model, self.optimizer, self.train_loss = privacy.wrap(self.model, optimizer, loss_fn)
+            self._backward = _private_backward
         if averaging is not None:
             averaging.model.to(self.device)
         self.loss_fn = self.loss_fn.to(self.device)
@@ -146,7 +154,8 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, state)
                 started = time.perf_counter()
-                train_loss = self._train_epoch(train, state)
+                train_loss = self._train_epoch(train, state) if self.privacy is None else \
+                    self.privacy.epoch(self, train, state)
                 state.epoch += 1
                 self.epoch_lrs = [group["lr"] for group in self.optimizer.param_groups]  # in force
                 self._end_of_epoch_schedules(state)
@@ -172,6 +181,8 @@ class Trainer:
         return state
 
     def batches_per_epoch(self, n: int) -> int:
+        if self.privacy is not None:  # Poisson steps: round(n / expected batch size)
+            return max(1, round(n / self.privacy.plan.expected_batch_size))
         stop = n if n % self.batch_size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
         return -(-stop // self.batch_size)
 
@@ -203,7 +214,7 @@ class Trainer:
                 else:
                     loss = loss_fn(output, target[start:end], weight[start:end])
             else:
-                loss = self._extended_step(numeric, codes, inputs, target, weight, start, end)
+                loss = self.batch_loss(numeric, codes, inputs, target, weight, start, end)
             if penalty is not None:
                 loss = loss + penalty()
             backward(loss / accumulate if accumulate > 1 else loss)
@@ -245,7 +256,7 @@ class Trainer:
             inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         return numeric, codes, target, weight, inputs
 
-    def _extended_step(self, numeric, codes, inputs, target, weight, start: int, end: int) -> torch.Tensor:
+    def batch_loss(self, numeric, codes, inputs, target, weight, start: int, end: int) -> torch.Tensor:
         """One batch with input blocks and/or augmentation; mixup/cutmix mix the loss too."""
         batch_numeric, batch_codes = numeric[start:end], codes[start:end]
         batch_inputs = {k: v[start:end] for k, v in inputs.items()}
@@ -264,7 +275,7 @@ class Trainer:
         return loss
 
     def _loss(self, output, target, weight):
-        return self.loss_fn(output, target) if weight is None else self.loss_fn(output, target, weight)
+        return self.train_loss(output, target) if weight is None else self.train_loss(output, target, weight)
 
     def _clip(self) -> None:
         if self.wrapped:
@@ -360,6 +371,12 @@ class Trainer:
         state.epoch_total = saved.get("epoch_total", 0.0)
         state.history = [dict(row) for row in saved["history"]]
         set_rng_state(checkpoint["rng"])
+
+
+def _private_backward(loss) -> None:
+    with warnings.catch_warnings():  # Opacus' hooks on a first layer whose inputs need no gradient
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss.backward()  # ghost clipping's loss runs its own two passes
 
 
 def _plain_precision(fabric: Any) -> bool:

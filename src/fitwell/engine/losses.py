@@ -51,6 +51,25 @@ class Loss(nn.Module):
     def __init__(self, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("class_weights", class_weights, persistent=False)
+        self._rows = False
+
+    def per_row(self, output, target, weight=None) -> torch.Tensor:
+        """Each row's (weighted) loss, unreduced: what per-row gradient clipping needs (a private
+        run); an ensembling family's heads are averaged per row."""
+        heads = output.shape[1] if output.ndim == 3 else 1
+        if weight is None:  # the weighted branches are the unfused, per-row ones
+            weight = torch.ones(len(target), device=target.device)
+        self._rows = True
+        try:
+            out = self(output, target, weight)
+        finally:
+            self._rows = False
+        return out.reshape(len(target), heads).mean(1) if heads > 1 else out
+
+    def reduce(self, per_row: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if self._rows:
+            return per_row if weight is None else per_row * weight
+        return weighted_mean(per_row, weight)
 
     def row_weight(self, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
         if self.class_weights is not None:
@@ -74,7 +93,7 @@ class BinaryCrossEntropy(Loss):
         weight = self.row_weight(target, weight)
         if weight is None:
             return F.binary_cross_entropy_with_logits(logits, soft)
-        return weighted_mean(F.binary_cross_entropy_with_logits(logits, soft, reduction="none"), weight)
+        return self.reduce(F.binary_cross_entropy_with_logits(logits, soft, reduction="none"), weight)
 
 
 class CrossEntropy(Loss):
@@ -87,7 +106,7 @@ class CrossEntropy(Loss):
             return F.cross_entropy(logits, target, weight=self.class_weights,
                                    label_smoothing=self.label_smoothing)
         per_row = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smoothing)
-        return weighted_mean(per_row, self.row_weight(target, weight))
+        return self.reduce(per_row, self.row_weight(target, weight))
 
 
 class FocalLoss(Loss):
@@ -109,7 +128,7 @@ class FocalLoss(Loss):
         else:
             log_pt = F.log_softmax(logits, dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
         per_row = -((1 - log_pt.exp()) ** self.gamma) * log_pt
-        return weighted_mean(per_row, self.row_weight(target, weight))
+        return self.reduce(per_row, self.row_weight(target, weight))
 
 
 class Regression(Loss):
@@ -128,7 +147,7 @@ class Regression(Loss):
             out = F.l1_loss(output, target, reduction=reduction)
         else:
             out = F.huber_loss(output, target, delta=self.delta, reduction=reduction)
-        return out if weight is None else weighted_mean(out, weight)
+        return out if weight is None else self.reduce(out, weight)
 
 
 class CustomLoss(nn.Module):

@@ -238,6 +238,8 @@ def check_patience(history: Sequence[dict], config, best_epoch: int | None) -> F
     train = config.train
     if not history or len(history) < train.epochs or not train.early_stopping.enabled:
         return None
+    if getattr(config, "privacy", None) is not None:
+        return None  # a private run trains its planned steps: early stopping is off on purpose
     patience = train.early_stopping.patience
     best = best_epoch or len(history)
     if len(history) - best >= patience:

@@ -1,0 +1,78 @@
+"""The ``privacy`` section: differentially private training (DP-SGD through Opacus) to a budget.
+
+A private run trains with per-row clipped, noised gradients on Poisson-sampled batches, the noise
+calibrated so that the whole planned training spends ``epsilon`` at ``delta``. The settings a
+private run cannot keep -- they read private rows outside the accounting or break the per-row
+bound -- are refused here by key, with what to use instead (``privacy_conflicts``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fitwell.config.section import Section
+
+
+class PrivacyConfig(Section):
+    """Differential privacy of the training steps (``fitwell.engine.privacy``)."""
+
+    epsilon: float = Field(gt=0, description="The budget of the whole training: the epsilon of"
+                                             " (epsilon, delta)-DP")
+    delta: Literal["auto"] | float = Field(
+        "auto", description="auto: the largest power of ten at most min(1e-5, 0.1 / n) for n training rows;"
+                            " a number must be in (0, 1/n)")
+    mechanism: Literal["dp-sgd", "dp-ftrl"] = Field("dp-sgd", description="dp-sgd (Opacus); dp-ftrl is"
+                                                                          " not built yet")
+    max_grad_norm: float = Field(1.0, gt=0, description="Each row's gradient is clipped to this L2 norm")
+    accountant: Literal["rdp", "prv", "gdp"] = Field(
+        "prv", description="Opacus' accountant: prv (tightest), rdp (Renyi), gdp (Gaussian DP, an"
+                           " asymptotic approximation)")
+    clipping: Literal["ghost", "per_sample"] = Field(
+        "ghost", description="ghost: per-row gradient norms without per-row gradients where the layer"
+                             " allows (Opacus' fast gradient clipping); per_sample: Opacus' per-sample"
+                             " gradients (more memory)")
+    fix_batch_norm: bool = Field(True, description="Turn model.batch_norm off (BatchNorm mixes the rows of"
+                                                   " a batch); false: refuse such a model instead")
+
+
+def privacy_conflicts(config: Any) -> list[str]:
+    """What ``config`` (a RunConfig with a ``privacy`` section) sets that a private run cannot do,
+    each as 'key: why; what instead'."""
+    train, problems = config.train, []
+    if config.privacy.mechanism == "dp-ftrl":
+        problems.append("privacy.mechanism: dp-ftrl is not built yet; use dp-sgd")
+    if train.l1 or train.l2:
+        problems.append("train.l1 / train.l2: a penalty added to the loss is not clipped per row;"
+                        " use train.weight_decay (applied by the optimizer, outside the data)")
+    if train.clip_grad_norm or train.clip_grad_value:
+        problems.append("train.clip_grad_norm / train.clip_grad_value: a private run clips each row's"
+                        " gradient itself; set privacy.max_grad_norm")
+    if train.accumulate_batches > 1:
+        problems.append("train.accumulate_batches: a private run takes one noised step per Poisson-sampled"
+                        " batch; raise train.batch_size instead")
+    if train.class_weights == "balanced":
+        problems.append("train.class_weights: balanced weights count the private labels; give the weights"
+                        " by class name ({yes: 3.0}) from public knowledge")
+    if train.resample is not None:
+        problems.append("train.resample: duplicating or dropping rows by class breaks the per-row bound;"
+                        " remove it")
+    if ":" in train.loss:
+        problems.append("train.loss: a private run needs each row's loss; use a built-in loss")
+    if train.batch_size == "auto" or train.lr == "auto":
+        problems.append("train.batch_size / train.lr: auto measures on the private rows; set numbers")
+    if train.precision != "32-true":
+        problems.append("train.precision: private training runs in 32-true")
+    if config.augment.mixup or config.augment.cutmix:
+        problems.append("augment.mixup / augment.cutmix: mixing rows breaks the per-row bound; turn them off")
+    if config.model.batch_norm and not config.privacy.fix_batch_norm:
+        problems.append("model.batch_norm: BatchNorm mixes the rows of a batch; set it false (or"
+                        " privacy.fix_batch_norm: true)")
+    if config.model.embeddings == "piecewise_linear":
+        problems.append("model.embeddings: piecewise_linear bins come from the private rows' quantiles;"
+                        " use periodic or none")
+    if config.tune is not None or config.ensemble is not None:
+        problems.append("tune / ensemble: their selection on private validation rows is not accounted"
+                        " yet; train one private model")
+    return problems

@@ -1,0 +1,274 @@
+"""Differentially private training: DP-SGD through Opacus, on the loop's own index gathers.
+
+What the loop does is what is accounted. Each step takes a Poisson sample of the training rows
+(every row joins with probability ``q = batch_size / n``, drawn from a generator seeded by
+(seed, epoch, step), so a resumed run draws the same batches), clips each row's gradient to
+``max_grad_norm`` (Opacus' ghost clipping: per-row norms without per-row gradients where the layer
+allows), adds Gaussian noise of ``noise_multiplier * max_grad_norm`` to the sum and divides by the
+expected batch size. An empty sample still takes its noised step (skipping it would tell). The
+noise multiplier is calibrated before training (Opacus' ``get_noise_multiplier``) so that the
+planned ``epochs * round(n / batch_size)`` steps spend ``privacy.epsilon`` at ``delta``; the
+accountant steps with the loop and its history is checkpointed, so a resumed run's epsilon is the
+unbroken run's. The loop stops when the planned steps are spent.
+
+Covered: the training steps. Not covered (stated in metrics.json and the report): statistics the
+preprocessing fits on the training rows, and the choice of the final weights when validation
+rows decide it (a private run keeps the last weights; early stopping is off).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fitwell.engine.callbacks.base import Callback
+from fitwell.errors import ConfigError
+
+NOT_COVERED = ("preprocessing statistics fitted on the training rows (imputation values, scaling,"
+               " category vocabularies, the regression target's scaling)",
+               "the data audit, which reads the raw rows",
+               "the training loss and validation metrics logged every epoch (computed without noise)")
+
+
+def resolve_delta(setting: Any, rows: int) -> float:
+    """``privacy.delta``: ``auto`` is the largest power of ten at most min(1e-5, 0.1 / rows); a
+    number must be below 1 / rows (a larger delta allows publishing a row outright)."""
+    if setting == "auto":
+        return float(10.0 ** math.floor(math.log10(min(1e-5, 0.1 / max(rows, 1)))))
+    if not 0 < setting < 1 / rows:
+        raise ConfigError(f"privacy.delta: {setting:g} must be in (0, 1/n) = (0, {1 / rows:.3g}) for the"
+                          f" {rows} training rows; use auto (the largest power of ten at most"
+                          f" min(1e-5, 0.1/n))")
+    return float(setting)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    return max(1, round(rows / batch_size))
+
+
+@dataclass
+class PrivacyPlan:
+    """The calibrated mechanism of one private run."""
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    expected_batch_size: float
+    steps: int
+    max_grad_norm: float
+    accountant: str
+    clipping: str
+    mechanism: str = "dp-sgd"
+
+    def describe(self) -> str:
+        return (f"privacy: DP-SGD to epsilon {self.epsilon:g} at delta {self.delta:.0e} -- noise multiplier"
+                f" {self.noise_multiplier:.3f}, sample rate {self.sample_rate:.4g}, {self.steps} steps,"
+                f" rows clipped to {self.max_grad_norm:g} ({self.clipping}), {self.accountant} accountant")
+
+
+def plan_privacy(config: Any, rows: int) -> PrivacyPlan:
+    """Calibrate the noise so that ``train.epochs`` of Poisson-sampled steps over ``rows`` spend
+    exactly the budget (``config`` is a RunConfig with a ``privacy`` section)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    privacy, train = config.privacy, config.train
+    if rows < 2:
+        raise ConfigError(f"privacy: {rows} training rows; differential privacy needs a table")
+    delta = resolve_delta(privacy.delta, rows)
+    batch = min(train.batch_size, rows)
+    rate = batch / rows
+    steps = train.epochs * steps_per_epoch(rows, batch)
+    try:
+        with warnings.catch_warnings():  # the search's large-sigma probes warn of RDP's alpha range
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = get_noise_multiplier(target_epsilon=privacy.epsilon, target_delta=delta, sample_rate=rate,
+                                         steps=steps, accountant=privacy.accountant,
+                                         epsilon_tolerance=0.005)
+    except ValueError as err:
+        raise ConfigError(f"privacy.epsilon: {privacy.epsilon:g} is too small for {steps} steps at sample"
+                          f" rate {rate:.3g} ({err}); raise privacy.epsilon, or lower train.epochs or"
+                          " train.batch_size") from err
+    return PrivacyPlan(privacy.epsilon, delta, float(sigma), rate, batch, steps, privacy.max_grad_norm,
+                       privacy.accountant, privacy.clipping)
+
+
+def private_layers_problem(model: nn.Module) -> str | None:
+    """Opacus' list of the layers that cannot train privately (BatchNorm and the like), or None."""
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if not errors:
+        return None
+    return "; ".join(sorted({str(e) for e in errors}))
+
+
+def private_epoch(trainer, data, state) -> float:
+    """One epoch of a Trainer with ``privacy``: every step a Poisson sample of the rows, one
+    clipped and noised step each (an empty sample too), the accountant stepped with it."""
+    privacy, optimizer = trainer.privacy, trainer.optimizer
+    hooks = {name: [cb for cb in trainer.callbacks if cb.uses_hook(name)]
+             for name in ("on_batch_start", "on_batch_end", "on_before_optimizer_step")}
+    trainer.model.train()
+    total = torch.full((), state.epoch_total, device=trainer.device)
+    last = total
+    for batch in range(state.batch_in_epoch, state.batches_per_epoch):
+        if privacy.spent_all:
+            break
+        for cb in hooks["on_batch_start"]:
+            cb.on_batch_start(trainer, state)
+        index = privacy.sample(len(data), state.epoch, batch, data.numeric.device)
+        if len(index):
+            part = data.select(index).to(trainer.device)
+            loss = trainer.batch_loss(part.numeric, part.codes, part.inputs, part.target, part.weight,
+                                      0, len(index))
+            trainer._backward(loss)
+            last = loss.detach()
+            total += last * len(index)
+        else:  # nothing sampled: the step still adds its noise
+            for p in trainer.module.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+        for cb in hooks["on_before_optimizer_step"]:
+            cb.on_before_optimizer_step(trainer, state)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        privacy.stepped()
+        if trainer.schedule is not None and trainer.schedule.interval == "batch":
+            trainer.schedule.scheduler.step()
+        if trainer.averaging is not None and trainer.averaging.per_step:
+            trainer.averaging.update(trainer.module)
+        state.step += 1
+        if hooks["on_batch_end"]:
+            state.batch_in_epoch, state.last_loss, state.epoch_total = batch + 1, last, total
+            for cb in hooks["on_batch_end"]:
+                cb.on_batch_end(trainer, state)
+            if state.should_stop:
+                break
+    state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
+    return float(total) / max(1.0, state.batches_per_epoch * privacy.plan.expected_batch_size)
+
+
+class PrivateTraining(Callback):
+    """The private half of a Trainer: wraps its module, optimizer and loss, draws the batches,
+    steps the accountant, logs epsilon every epoch and stops when the planned steps are spent."""
+
+    order = 5
+    state_key = "privacy"
+
+    def __init__(self, plan: PrivacyPlan, seed: int):
+        from opacus.accountants import create_accountant
+
+        self.plan, self.seed = plan, seed
+        self.accountant = create_accountant(mechanism=plan.accountant)
+        self.steps = 0
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module):
+        """``(module, optimizer, training loss)`` that clip per row and add the noise."""
+        problem = private_layers_problem(model)
+        if problem:
+            raise ConfigError(f"privacy: this model has layers that cannot train privately: {problem}")
+        if not hasattr(loss_fn, "per_row"):
+            raise ConfigError("train.loss: a private run needs a built-in loss (each row's loss)")
+        plan = self.plan
+        if plan.clipping == "ghost":
+            from opacus.grad_sample import GradSampleModuleFastGradientClipping
+            from opacus.optimizers import DPOptimizerFastGradientClipping
+
+            module = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean",
+                                                          max_grad_norm=plan.max_grad_norm,
+                                                          use_ghost_clipping=True)
+            private = DPOptimizerFastGradientClipping(
+                optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+                expected_batch_size=plan.expected_batch_size, loss_reduction="mean")
+            return module, private, GhostLoss(loss_fn, module, private)
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        private = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
+                              max_grad_norm=plan.max_grad_norm,
+                              expected_batch_size=plan.expected_batch_size, loss_reduction="mean")
+        return module, private, PerRowMean(loss_fn)
+
+    def epoch(self, trainer, data, state) -> float:
+        return private_epoch(trainer, data, state)
+
+    def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
+        """The rows of step ``batch`` of ``epoch``: each joins with probability q (Poisson)."""
+        seed = int(np.random.SeedSequence([self.seed, epoch, batch, 7]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        joined = torch.rand(rows, generator=generator) < self.plan.sample_rate
+        return joined.nonzero().squeeze(1).to(device)
+
+    def stepped(self) -> None:
+        self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
+        self.steps += 1
+
+    @property
+    def spent_all(self) -> bool:
+        return self.steps >= self.plan.steps
+
+    def epsilon(self) -> float:
+        if not self.steps:
+            return 0.0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            return float(self.accountant.get_epsilon(delta=self.plan.delta))
+
+    def on_validation_end(self, trainer, state, row: dict) -> None:
+        row["epsilon"] = round(self.epsilon(), 4)
+        if self.spent_all and state.epoch < trainer.epochs:
+            state.should_stop = True
+            state.stop_reason = f"privacy budget spent after {self.steps} steps"
+
+    def summary(self) -> dict:
+        """What metrics.json and the report state about the run's privacy."""
+        plan = self.plan
+        return {"mechanism": plan.mechanism, "epsilon": round(self.epsilon(), 4),
+                "target_epsilon": plan.epsilon,
+                "delta": plan.delta, "noise_multiplier": round(plan.noise_multiplier, 5),
+                "sample_rate": plan.sample_rate, "expected_batch_size": plan.expected_batch_size,
+                "steps": self.steps, "planned_steps": plan.steps, "max_grad_norm": plan.max_grad_norm,
+                "accountant": plan.accountant, "clipping": plan.clipping,
+                "covers": "the training steps (DP-SGD)", "not_covered": list(NOT_COVERED)}
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "history": [list(h) for h in self.accountant.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.accountant.history = [tuple(h) for h in state["history"]]
+
+
+@dataclass
+class GhostLoss:
+    """The training loss of ghost clipping: each row's loss, wrapped so that ``backward`` runs
+    Opacus' two passes (norms, then the clipped sum)."""
+
+    loss_fn: Any
+    module: Any
+    optimizer: Any
+
+    def __call__(self, output, target, weight=None):
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+        per_row = self.loss_fn.per_row(output, target, weight)
+        return DPTensorFastGradientClipping(self.module, self.optimizer, per_row, "mean")
+
+
+@dataclass
+class PerRowMean:
+    """The training loss of per-sample clipping: the plain mean of each row's loss (Opacus scales
+    the per-sample gradients by the batch size under ``loss_reduction="mean"``)."""
+
+    loss_fn: Any
+
+    def __call__(self, output, target, weight=None):
+        return self.loss_fn.per_row(output, target, weight).mean()

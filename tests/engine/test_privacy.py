@@ -1,0 +1,149 @@
+"""Differentially private training (DP-SGD through Opacus): the step, the batches, the budget."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fitwell
+from fitwell.config import load_config
+from fitwell.engine.losses import build_loss
+from fitwell.engine.privacy import (
+    PrivacyPlan,
+    PrivateTraining,
+    plan_privacy,
+    private_layers_problem,
+    resolve_delta,
+)
+from fitwell.errors import ConfigError
+from fitwell.models import MLP
+from tests.engine.test_loop import StopAt
+
+
+def plan(clipping="ghost", noise=0.0, norm=0.05, batch=8.0, rate=0.1, steps=10):
+    return PrivacyPlan(epsilon=1.0, delta=1e-5, noise_multiplier=noise, sample_rate=rate,
+                       expected_batch_size=batch, steps=steps, max_grad_norm=norm, accountant="rdp",
+                       clipping=clipping)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+@pytest.mark.parametrize("clipping", ["ghost", "per_sample"])
+def test_a_private_step_is_the_sum_of_clipped_row_gradients_over_the_expected_batch(clipping):
+    torch.manual_seed(0)
+    model = MLP(4, [5], 1, hidden_sizes=[8], dropout=0.0)
+    numeric, codes = torch.randn(10, 4), torch.randint(0, 5, (10, 1))
+    target = torch.randint(0, 2, (10,))
+    loss_fn = build_loss("auto", "binary")
+    before = [p.detach().clone() for p in model.parameters()]
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    clipped = 0
+    for i in range(10):  # each row's gradient by hand, clipped to 0.05
+        model.zero_grad()
+        loss_fn(model(numeric[i:i + 1], codes[i:i + 1]), target[i:i + 1]).backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+        clipped += int(norm > 0.05)
+        for e, g in zip(expected, grads, strict=True):
+            e += g * min(1.0, 0.05 / float(norm))
+    model.zero_grad()
+    assert clipped >= 5  # the bound bites on most rows
+    module, optimizer, train_loss = PrivateTraining(plan(clipping), seed=0).wrap(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), loss_fn)
+    train_loss(module(numeric, codes), target).backward()
+    optimizer.step()
+    for old, p, e in zip(before, model.parameters(), expected, strict=True):
+        torch.testing.assert_close(old - p.detach(), e / 8.0, rtol=1e-4, atol=1e-6)
+
+
+def test_noise_has_the_calibrated_scale():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(200, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    _, optimizer, _ = PrivateTraining(plan(noise=2.0, norm=0.5, batch=4.0), seed=0).wrap(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), build_loss("mse", "regression"))
+    for p in model.parameters():  # an empty Poisson sample: zero gradient, the step is the noise alone
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    step = -model.weight.detach().reshape(-1)
+    assert abs(float(step.std()) - 2.0 * 0.5 / 4.0) < 0.05  # sd = noise multiplier * bound / batch
+
+
+def test_poisson_batches_vary_in_size_and_replay_exactly():
+    private = PrivateTraining(plan(rate=0.1), seed=3)
+    sizes = [len(private.sample(1000, 0, step, torch.device("cpu"))) for step in range(200)]
+    assert len(set(sizes)) > 10  # Poisson sampling, not fixed slices
+    assert abs(sum(sizes) / 200 - 100) < 3 * (1000 * 0.1 * 0.9 / 200) ** 0.5 + 1
+    assert torch.equal(private.sample(1000, 2, 5, torch.device("cpu")),
+                       PrivateTraining(plan(rate=0.1), seed=3).sample(1000, 2, 5, torch.device("cpu")))
+    assert not torch.equal(private.sample(1000, 2, 5, torch.device("cpu")),
+                           private.sample(1000, 2, 6, torch.device("cpu")))
+
+
+def private_config(**privacy):
+    return {"data": {"target": "label"}, "model": {"hidden_sizes": [32]},
+            "train": {"epochs": 6, "batch_size": 32, "lr": 0.01, "progress": False},
+            "privacy": {"epsilon": 2.0, **privacy}, "track": {"report": False}}
+
+
+def test_a_private_run_spends_its_budget_and_says_so(tmp_path, mixed_frame):
+    run = fitwell.train(private_config(), {"track.runs_dir": str(tmp_path)}, data=mixed_frame)
+    saved = json.loads(run.dir.metrics.read_text())
+    privacy = saved["privacy"]
+    assert 1.9 <= privacy["epsilon"] <= 2.0 and privacy["target_epsilon"] == 2.0
+    assert privacy["delta"] == 1e-5 and privacy["steps"] == privacy["planned_steps"] == 6 * round(210 / 32)
+    assert privacy["noise_multiplier"] > 0.5 and "preprocessing" in privacy["not_covered"][0]
+    spent = [row["epsilon"] for row in run.history]
+    assert spent == sorted(spent) and spent[0] < spent[-1] <= 2.0
+    assert saved["epochs"] == 6  # early stopping is off: validation rows do not pick the weights
+    assert run.metrics["roc_auc"] > 0.75  # the signal survives the noise
+
+
+def test_a_larger_budget_needs_less_noise():
+    def sigma(epsilon):
+        config = load_config({**private_config(epsilon=epsilon, accountant="rdp"),
+                              "train": {"epochs": 10, "batch_size": 32}})
+        return plan_privacy(config, 1000).noise_multiplier
+
+    assert sigma(1.0) > sigma(3.0) > sigma(8.0) > 0
+
+
+def test_a_private_run_resumes_exactly(tmp_path, mixed_frame):
+    whole = fitwell.train(private_config(), {"track.runs_dir": str(tmp_path / "a")}, data=mixed_frame)
+    with pytest.raises(KeyboardInterrupt):
+        fitwell.train(private_config(), {"track.runs_dir": str(tmp_path / "b"), "track.name": "r"},
+                      data=mixed_frame, callbacks=[StopAt(3)])
+    resumed = fitwell.train(resume=tmp_path / "b" / "r", data=mixed_frame)
+    a, b = load_file(whole.dir.model), load_file(resumed.dir.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same noise
+    assert [r["epsilon"] for r in resumed.history] == [r["epsilon"] for r in whole.history]
+
+
+def test_bad_budgets_are_refused_by_key():
+    with pytest.raises(ConfigError, match="privacy.epsilon"):
+        load_config(private_config(epsilon=0))
+    with pytest.raises(ConfigError, match=r"privacy\.delta: 0.01 must be in \(0, 1/n\)"):
+        resolve_delta(0.01, 1000)
+    assert resolve_delta("auto", 1000) == 1e-5 and resolve_delta("auto", 2_000_000) == 1e-8
+    with pytest.raises(ConfigError, match="privacy.epsilon: 1e-06 is too small"):
+        plan_privacy(load_config(private_config(epsilon=1e-6)), 300)
+
+
+def test_settings_a_private_run_cannot_keep_are_named_with_the_fix():
+    config = private_config()
+    config["train"] = {**config["train"], "l2": 0.01, "clip_grad_norm": 1.0, "class_weights": "balanced"}
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert "train.l1 / train.l2" in message and "train.weight_decay" in message
+    assert "privacy.max_grad_norm" in message and "train.class_weights" in message
+
+
+def test_batch_norm_is_turned_off_or_refused(tmp_path, mixed_frame):
+    config = {**private_config(), "model": {"hidden_sizes": [16], "batch_norm": True}}
+    run = fitwell.train(config, {"track.runs_dir": str(tmp_path), "train.epochs": 1}, data=mixed_frame)
+    assert "batch_norm: false" in run.dir.config.read_text()
+    with pytest.raises(ConfigError, match="model.batch_norm"):
+        load_config({**config, "privacy": {"epsilon": 2.0, "fix_batch_norm": False}})
+    layers = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert "BatchNorm" in private_layers_problem(layers)
