@@ -4,6 +4,9 @@ files in the repository are exactly what this prints). Run: python examples/data
 - reviews.csv: 600 short film reviews, 'pos' or 'neg', whose sentiment words are mixed into
   neutral filler; 10% of the labels are flipped, so no model can be perfect.
 - trends.csv: 600 noisy series of 5 to 30 readings that rise, fall or stay flat.
+- patients.parquet: 24,000 made-up hospital patients (age, BMI, blood pressure, cholesterol,
+  glucose, smoking, region, visits, income; a few values missing) and whether they were
+  readmitted (about 1 in 5), from a known logistic model -- the private-training example's table.
 """
 
 from pathlib import Path
@@ -48,7 +51,31 @@ def trends(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"readings": series, "trend": labels})
 
 
+def patients(rows: int = 24_000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 95, rows)
+    bmi = np.clip(rng.normal(27, 5, rows), 15, 55).round(1)
+    systolic = np.clip(rng.normal(125 + 0.4 * (age - 50), 15, rows), 90, 200).round()
+    cholesterol = np.clip(rng.normal(200, 35, rows), 120, 320).round()
+    glucose = np.clip(rng.lognormal(np.log(100), 0.25, rows), 60, 250).round()
+    smoker = rng.random(rows) < 0.22
+    region = rng.choice(["north", "south", "east", "west", "central"], rows, p=[0.25, 0.2, 0.2, 0.2, 0.15])
+    visits = rng.poisson(1.5 + 0.03 * (age - 18), rows)
+    income = rng.lognormal(np.log(45_000), 0.5, rows).round(-2)
+    logit = (-3.2 + 0.035 * (age - 50) + 0.05 * (bmi - 27) + 0.02 * (systolic - 125) + 0.6 * smoker
+             + 0.01 * (glucose - 100) + 0.25 * visits + 0.4 * (region == "south") - 0.4 * (income > 60_000))
+    readmitted = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({"age": age, "bmi": bmi, "systolic_bp": systolic, "cholesterol": cholesterol,
+                          "glucose": glucose, "smoker": np.where(smoker, "yes", "no"), "region": region,
+                          "visits_last_year": visits, "income": income,
+                          "readmitted": np.where(readmitted, "yes", "no")})
+    for column in ("bmi", "cholesterol", "income"):
+        frame.loc[rng.random(rows) < 0.03, column] = np.nan
+    return frame
+
+
 if __name__ == "__main__":
+    patients().to_parquet(HERE / "patients.parquet", index=False)
     reviews().to_csv(HERE / "reviews.csv", index=False)
     trends().to_csv(HERE / "trends.csv", index=False)
-    print(f"wrote {HERE / 'reviews.csv'} and {HERE / 'trends.csv'}")
+    print(f"wrote {HERE / 'reviews.csv'}, {HERE / 'trends.csv'} and {HERE / 'patients.parquet'}")

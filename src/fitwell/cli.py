@@ -469,6 +469,8 @@ def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code (0 ok, 2 user error, 1 failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _options["debug"] = "--debug" in argv
+    from rich.markup import escape  # an error's own brackets ([low, high]) are not markup
+
     err = Console(stderr=True)
     try:
         app(args=argv, prog_name="fitwell", standalone_mode=True)
@@ -478,12 +480,12 @@ def run_cli(argv: list[str] | None = None) -> int:
     except UserError as error:
         if _options["debug"]:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     except TrainingFailed as error:
         if _options["debug"]:
             traceback.print_exc()
-        err.print(f"[bold red]training failed:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]training failed:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 1
     return 0
 

@@ -198,7 +198,8 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
         chosen.append(BackboneFreezing(model, transfer.freeze, transfer.unfreeze_every))
     trainer = build_trainer(start.config, model, loss_fn, prepared.task, len(prepared.train),
                             [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
-                            run_dir=start.run_dir.path, inputs=pre.input_spec())
+                            run_dir=start.run_dir.path, inputs=pre.input_spec(),
+                            privacy_spent=preprocessing_spent(pre))
     if trainer.privacy is not None:
         start.say(trainer.privacy.plan.describe())
     start.training_started = True
@@ -214,6 +215,12 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     if state.stop_reason:
         start.say(state.stop_reason)
     return score_and_finish(start, trainer, state, trackers, score_test)
+
+
+def preprocessing_spent(pre) -> tuple[float, float]:
+    """The (epsilon, delta) a private run's preprocessing released (saved with it: a resumed run
+    calibrates the same noise)."""
+    return (pre.privacy_["epsilon"], pre.privacy_["delta"]) if pre.privacy_ else (0.0, 0.0)
 
 
 def open_run_config(start: RunStart) -> None:
@@ -237,7 +244,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
                "validation": final_validation(state)}
     if trainer.privacy is not None:
-        spent = summary["privacy"] = trainer.privacy.summary()
+        spent = summary["privacy"] = trainer.privacy.summary(prepared.preprocessor.privacy_)
         start.say(f"privacy: epsilon {spent['epsilon']:g} spent of {spent['target_epsilon']:g}"
                   f" (delta {spent['delta']:.0e}, {spent['steps']} steps)")
     temperature = calibrate(start.config, prepared, trainer, final, run_dir.path, start.say)

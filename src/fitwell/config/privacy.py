@@ -8,11 +8,13 @@ bound -- are refused here by key, with what to use instead (``privacy_conflicts`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fitwell.config.section import Section
+from fitwell.errors import ConfigError
 
 
 class PrivacyConfig(Section):
@@ -33,8 +35,25 @@ class PrivacyConfig(Section):
         "ghost", description="ghost: per-row gradient norms without per-row gradients where the layer"
                              " allows (Opacus' fast gradient clipping); per_sample: Opacus' per-sample"
                              " gradients (more memory)")
+    preprocessing_epsilon: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
+        "auto", description="The share of epsilon for the preprocessing statistics released from the"
+                            " private rows (fitwell.data.private_stats); auto: a tenth when any is needed")
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Public range of every number column (and a regression target):"
+                                          " values are clipped to it; known without the data")
+    categories: dict[str, list[str | int | float | bool]] = Field(
+        default_factory=dict, description="Public category lists; a column without one gets a DP list")
     fix_batch_norm: bool = Field(True, description="Turn model.batch_norm off (BatchNorm mixes the rows of"
                                                    " a batch); false: refuse such a model instead")
+
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: dict) -> dict:
+        for column, (low, high) in value.items():
+            if not low < high:
+                raise ValueError(f"{column}: low {low:g} must be below high {high:g}")
+        return value
 
 
 def privacy_conflicts(config: Any) -> list[str]:
@@ -76,3 +95,15 @@ def privacy_conflicts(config: Any) -> list[str]:
         problems.append("tune / ensemble: their selection on private validation rows is not accounted"
                         " yet; train one private model")
     return problems
+
+
+def resolve_delta(setting: Any, rows: int) -> float:
+    """``privacy.delta``: ``auto`` is the largest power of ten at most min(1e-5, 0.1 / rows); a
+    number must be below 1 / rows (a larger delta allows publishing a row outright)."""
+    if setting == "auto":
+        return float(10.0 ** math.floor(math.log10(min(1e-5, 0.1 / max(rows, 1)))))
+    if not 0 < setting < 1 / rows:
+        raise ConfigError(f"privacy.delta: {setting:g} must be in (0, 1/n) = (0, {1 / rows:.3g}) for the"
+                          f" {rows} training rows; use auto (the largest power of ten at most"
+                          f" min(1e-5, 0.1/n))")
+    return float(setting)

@@ -286,7 +286,15 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
         preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)
-        preprocessor.fit(inputs.iloc[split.train], y.iloc[split.train])
+        if config.privacy is not None:  # public values and OpenDP releases only
+            from fitwell.config.privacy import resolve_delta
+            from fitwell.data.private_stats import fit_private
+
+            delta = resolve_delta(config.privacy.delta, len(split.train))
+            preprocessor.privacy_ = fit_private(preprocessor, inputs.iloc[split.train], y.iloc[split.train],
+                                                config, delta)
+        else:
+            preprocessor.fit(inputs.iloc[split.train], y.iloc[split.train])
         if classes is not None:
             preprocessor.set_classes(classes)
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)

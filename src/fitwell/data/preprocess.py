@@ -163,6 +163,7 @@ class Preprocessor:
         self.task = task
         self.normalize_strings = normalize_strings
         self.inputs = list(inputs or [])
+        self.privacy_: dict | None = None  # a private run: what its statistics released (private_stats)
 
     # --- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame, y: pd.Series) -> Preprocessor:
@@ -299,7 +300,7 @@ class Preprocessor:
             "task": self.task, "normalize_strings": self.normalize_strings,
             "classes": _jsonable(self.classes_), "onehot_columns": self.onehot_columns_,
             "code_columns": self.code_columns_, "cardinalities": self.cardinalities_,
-            "target_mean": self.target_mean_, "target_std": self.target_std_,
+            "target_mean": self.target_mean_, "target_std": self.target_std_, "privacy": self.privacy_,
         }
         import skops.io as sio  # slow to import (it indexes scikit-learn), so only here
 
@@ -328,6 +329,7 @@ class Preprocessor:
         self.onehot_columns_, self.code_columns_ = meta["onehot_columns"], meta["code_columns"]
         self.cardinalities_ = meta["cardinalities"]
         self.target_mean_, self.target_std_ = meta["target_mean"], meta["target_std"]
+        self.privacy_ = meta.get("privacy")
         return self
 
 

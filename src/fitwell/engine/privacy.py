@@ -11,14 +11,14 @@ planned ``epochs * round(n / batch_size)`` steps spend ``privacy.epsilon`` at ``
 accountant steps with the loop and its history is checkpointed, so a resumed run's epsilon is the
 unbroken run's. The loop stops when the planned steps are spent.
 
-Covered: the training steps. Not covered (stated in metrics.json and the report): statistics the
-preprocessing fits on the training rows, and the choice of the final weights when validation
-rows decide it (a private run keeps the last weights; early stopping is off).
+Covered: the preprocessing statistics (public values or OpenDP releases,
+``fitwell.data.private_stats``, charged to the same budget) and the training steps. Not covered
+(stated in metrics.json and the report): what ``NOT_COVERED`` lists. A private run keeps its last
+weights: early stopping is off, so validation rows do not pick them.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -27,25 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitwell.config.privacy import resolve_delta
 from fitwell.engine.callbacks.base import Callback
 from fitwell.errors import ConfigError
 
-NOT_COVERED = ("preprocessing statistics fitted on the training rows (imputation values, scaling,"
-               " category vocabularies, the regression target's scaling)",
-               "the data audit, which reads the raw rows",
+NOT_COVERED = ("the column roles (number, category, ID) inferred from the data types and values; set"
+               " data.columns to make them public",
+               "the data audit and the report's data plots, which read the raw rows (kept in the run"
+               " directory: do not publish them)",
                "the training loss and validation metrics logged every epoch (computed without noise)")
-
-
-def resolve_delta(setting: Any, rows: int) -> float:
-    """``privacy.delta``: ``auto`` is the largest power of ten at most min(1e-5, 0.1 / rows); a
-    number must be below 1 / rows (a larger delta allows publishing a row outright)."""
-    if setting == "auto":
-        return float(10.0 ** math.floor(math.log10(min(1e-5, 0.1 / max(rows, 1)))))
-    if not 0 < setting < 1 / rows:
-        raise ConfigError(f"privacy.delta: {setting:g} must be in (0, 1/n) = (0, {1 / rows:.3g}) for the"
-                          f" {rows} training rows; use auto (the largest power of ten at most"
-                          f" min(1e-5, 0.1/n))")
-    return float(setting)
 
 
 def steps_per_epoch(rows: int, batch_size: int) -> int:
@@ -54,7 +44,7 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 
 @dataclass
 class PrivacyPlan:
-    """The calibrated mechanism of one private run."""
+    """The calibrated mechanism of one private run (``epsilon``/``delta``: the training's share)."""
 
     epsilon: float
     delta: float
@@ -66,37 +56,41 @@ class PrivacyPlan:
     accountant: str
     clipping: str
     mechanism: str = "dp-sgd"
+    preprocessing: tuple[float, float] = (0.0, 0.0)  # (epsilon, delta) the preprocessing released
 
     def describe(self) -> str:
-        return (f"privacy: DP-SGD to epsilon {self.epsilon:g} at delta {self.delta:.0e} -- noise multiplier"
-                f" {self.noise_multiplier:.3f}, sample rate {self.sample_rate:.4g}, {self.steps} steps,"
-                f" rows clipped to {self.max_grad_norm:g} ({self.clipping}), {self.accountant} accountant")
+        pre = f"; preprocessing {self.preprocessing[0]:g}" if self.preprocessing[0] else ""
+        return (f"privacy: DP-SGD to epsilon {self.epsilon:g} at delta {self.delta:.0e}{pre} -- noise"
+                f" multiplier {self.noise_multiplier:.3f}, sample rate {self.sample_rate:.4g}, {self.steps}"
+                f" steps, rows clipped to {self.max_grad_norm:g} ({self.clipping}), {self.accountant}"
+                " accountant")
 
 
-def plan_privacy(config: Any, rows: int) -> PrivacyPlan:
+def plan_privacy(config: Any, rows: int, preprocessing: tuple[float, float] = (0.0, 0.0)) -> PrivacyPlan:
     """Calibrate the noise so that ``train.epochs`` of Poisson-sampled steps over ``rows`` spend
-    exactly the budget (``config`` is a RunConfig with a ``privacy`` section)."""
+    what the preprocessing (``(epsilon, delta)`` it released) left of the budget."""
     from opacus.accountants.utils import get_noise_multiplier
 
     privacy, train = config.privacy, config.train
     if rows < 2:
         raise ConfigError(f"privacy: {rows} training rows; differential privacy needs a table")
-    delta = resolve_delta(privacy.delta, rows)
+    total_delta = resolve_delta(privacy.delta, rows)
+    epsilon, delta = privacy.epsilon - preprocessing[0], total_delta - preprocessing[1]
     batch = min(train.batch_size, rows)
     rate = batch / rows
     steps = train.epochs * steps_per_epoch(rows, batch)
     try:
         with warnings.catch_warnings():  # the search's large-sigma probes warn of RDP's alpha range
             warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            sigma = get_noise_multiplier(target_epsilon=privacy.epsilon, target_delta=delta, sample_rate=rate,
+            sigma = get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=rate,
                                          steps=steps, accountant=privacy.accountant,
                                          epsilon_tolerance=0.005)
     except ValueError as err:
         raise ConfigError(f"privacy.epsilon: {privacy.epsilon:g} is too small for {steps} steps at sample"
                           f" rate {rate:.3g} ({err}); raise privacy.epsilon, or lower train.epochs or"
                           " train.batch_size") from err
-    return PrivacyPlan(privacy.epsilon, delta, float(sigma), rate, batch, steps, privacy.max_grad_norm,
-                       privacy.accountant, privacy.clipping)
+    return PrivacyPlan(epsilon, delta, float(sigma), rate, batch, steps, privacy.max_grad_norm,
+                       privacy.accountant, privacy.clipping, preprocessing=preprocessing)
 
 
 def private_layers_problem(model: nn.Module) -> str | None:
@@ -228,16 +222,22 @@ class PrivateTraining(Callback):
             state.should_stop = True
             state.stop_reason = f"privacy budget spent after {self.steps} steps"
 
-    def summary(self) -> dict:
-        """What metrics.json and the report state about the run's privacy."""
+    def summary(self, preprocessing: dict | None = None) -> dict:
+        """What metrics.json and the report state about the run's privacy: epsilon and delta of
+        the whole run (preprocessing + training, sequential composition) and each part."""
         plan = self.plan
-        return {"mechanism": plan.mechanism, "epsilon": round(self.epsilon(), 4),
-                "target_epsilon": plan.epsilon,
-                "delta": plan.delta, "noise_multiplier": round(plan.noise_multiplier, 5),
+        training = self.epsilon()
+        pre_epsilon, pre_delta = plan.preprocessing
+        return {"mechanism": plan.mechanism, "epsilon": round(training + pre_epsilon, 4),
+                "target_epsilon": round(plan.epsilon + pre_epsilon, 6),
+                "delta": plan.delta + pre_delta, "training_epsilon": round(training, 4),
+                "training_delta": plan.delta, "preprocessing": preprocessing or {"epsilon": 0.0},
+                "noise_multiplier": round(plan.noise_multiplier, 5),
                 "sample_rate": plan.sample_rate, "expected_batch_size": plan.expected_batch_size,
                 "steps": self.steps, "planned_steps": plan.steps, "max_grad_norm": plan.max_grad_norm,
                 "accountant": plan.accountant, "clipping": plan.clipping,
-                "covers": "the training steps (DP-SGD)", "not_covered": list(NOT_COVERED)}
+                "covers": "the preprocessing statistics (public values or OpenDP releases) and the"
+                          " training steps (DP-SGD)", "not_covered": list(NOT_COVERED)}
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "history": [list(h) for h in self.accountant.history]}

@@ -33,7 +33,9 @@ def run_audit(config: RunConfig, prepared: PreparedData, run_dir: RunDir | None,
         run_dir.write_json(run_dir.audit, report.to_dict())
     counts = report.counts
     say(f"audit: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes"
-        + (f" (details: {run_dir.audit})" if run_dir is not None else ""))
+        + (f" (details: {run_dir.audit})" if run_dir is not None else "")
+        + ("; it reads the private rows: NOT covered by privacy.epsilon, do not publish it"
+           if config.privacy is not None else ""))
     serious = at_least(report.findings, "warning")
     if serious and console is not None:
         console.print(findings_table(serious, "data audit"))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fitwell.errors import UserError
+from fitwell.track.privacy_report import privacy_html
 
 COLORS = {"info": "#2b7bb9", "warning": "#b8860b", "error": "#c0392b"}
 
@@ -28,7 +29,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}
 .plots svg{width:480px;height:auto}.missing{color:#777;font-style:italic}
 .sev{font-weight:600}pre{background:#f7f7f7;padding:.75rem;overflow:auto;font-size:.85rem}
-nav a{margin-right:.8rem}
+nav a{margin-right:.8rem}.warning{color:#a40;font-weight:600}
 """
 
 # Runs on load in a browser: records, for each section, how many plots it holds and whether
@@ -285,6 +286,10 @@ def _audit(audit: dict | None) -> str:
             + "<h3>Columns</h3>" + html_table(columns))
 
 
+PRIVATE_ROWS = ("<p class=warning>This audit reads the private rows: it is not covered by the run's"
+                " privacy budget. Do not publish it with the model.</p>")
+
+
 def _data_facts(data: dict, transfer: dict | None) -> dict:
     """What the model read besides the table, and what changed its training rows or its start:
     input blocks, synthetic rows, resampling, transferred weights."""
@@ -358,7 +363,10 @@ def render(run_path: str | Path) -> str:
         "evaluation": ("Test split", evaluation),
         "importance": ("Feature importance", _importance(_read_json(path / "importance.json"))),
         "bias": ("Bias audit", _bias(_read_json(path / "fairness.json"))),
-        "audit": ("Data audit", _audit(_read_json(path / "audit.json"))),
+        "privacy": ("Privacy", privacy_html(metrics.get("privacy"), _read_json(path / "privacy_audit.json"),
+                                            html_table)),
+        "audit": ("Data audit", (PRIVATE_ROWS if metrics.get("privacy") else "")
+                  + _audit(_read_json(path / "audit.json"))),
         "config": ("Config", f"<pre>{html.escape(config_text)}</pre>"),
     }
     nav = "".join(f"<a href='#{key}'>{title}</a>" for key, (title, _) in body.items())
