@@ -12,11 +12,12 @@ from fitwell.errors import ConfigError, DataError, UserError
 
 __version__ = "0.1.0"
 __all__ = ["Callback", "Classifier", "fit", "ConfigError", "DataError", "Regressor",
-           "Run", "RunConfig", "UserError", "load_config", "load_run",
+           "Run", "RunConfig", "UserError", "load_config", "load_run", "privacy_audit",
            "train", "__version__"]
 
 # Heavy modules (torch, scikit-learn) load on first use, so `fitwell --help` stays quick.
-_LAZY = {"train": "fitwell.api", "fit": "fitwell.api", "Callback": "fitwell.engine",
+_LAZY = {"train": "fitwell.api", "fit": "fitwell.api", "privacy_audit": "fitwell.api",
+         "Callback": "fitwell.engine",
          "Classifier": "fitwell.estimators", "Regressor": "fitwell.estimators",
          "Run": "fitwell.serve", "load_run": "fitwell.serve",
          "RunConfig": "fitwell.config", "load_config": "fitwell.config"}

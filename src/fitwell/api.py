@@ -75,3 +75,62 @@ def _as_dict(overrides) -> dict[str, Any]:
     from fitwell.config.load import parse_overrides
 
     return dict(parse_overrides(overrides))
+
+
+def privacy_audit(run_path: str | Path, data: pd.DataFrame | str | Path | None = None, *,
+                  reference: bool = True, seed: int = 0) -> dict[str, Any]:
+    """How much a finished run leaks about its training rows (``fitwell.privacy.audit``): its
+    training rows against its validation and test rows, rebuilt from the run's config and saved
+    preprocessing; writes ``RUN/privacy_audit.json`` and refreshes the report.
+
+    Args:
+        run_path: a single-model run directory.
+        data: the table the run trained on, when ``data.source`` does not name it.
+        reference: also train a reference model on half of the held-out rows (the calibrated
+            attack; seconds for a small model).
+        seed: which rows are sampled and how the halves fall.
+    """
+    import numpy as np
+
+    from fitwell.data.prepare import prepare
+    from fitwell.data.sources import read_table
+    from fitwell.data.tensors import predict_in_chunks
+    from fitwell.privacy.audit import audit_membership
+    from fitwell.track.bundle import Run
+    from fitwell.track.report import write_report
+
+    run = Run(run_path)
+    frame = read_table(data) if isinstance(data, (str, Path)) else data
+    prepared = prepare(run.config, frame, preprocessor=run.preprocessor)
+    held_out = prepared.val.concat(prepared.test) if len(prepared.val) else prepared.test
+    if len(held_out) < 20:
+        raise ConfigError(f"privacy-audit: {len(held_out)} validation and test rows; the attack needs at"
+                          " least 20 rows the model never saw (give split.val / split.test a share)")
+    outputs = [predict_in_chunks(run.model, part, chunk=4096).numpy() for part in (prepared.train, held_out)]
+    targets = [part.target.numpy() for part in (prepared.train, held_out)]
+    delta = (run.summary.get("privacy") or {}).get("delta", 1.0 / (10 * len(prepared.train)))
+    calibration = None
+    if reference:
+        trained = np.random.default_rng(seed + 1).random(len(held_out)) < 0.5
+        model = reference_model(run, held_out.select(np.flatnonzero(trained)), seed)
+        calibration = tuple(predict_in_chunks(model, part, chunk=4096).numpy()
+                            for part in (prepared.train, held_out)) + (trained,)
+    result = audit_membership(run.task, outputs[0], targets[0], outputs[1], targets[1], seed, delta,
+                              calibration)
+    result["claimed_epsilon"] = (run.summary.get("privacy") or {}).get("epsilon")
+    run.dir.write_json(run.path / "privacy_audit.json", result)
+    write_report(run.path)
+    return result
+
+
+def reference_model(run, rows, seed: int):
+    """The run's model family and training, without privacy, fitted on ``rows`` only."""
+    from fitwell.engine.build import fit_arrays
+    from fitwell.models.build import build_model
+
+    config = run.config.model_copy(update={"privacy": None, "seed": seed})
+    model, _ = build_model(config, run.preprocessor, run.task, rows.numeric)
+    classes = len(run.preprocessor.classes_ or [])
+    module, _ = fit_arrays(config, model, run.task, rows.numeric.numpy(), rows.codes.numpy(),
+                           rows.target.numpy(), num_classes=classes)
+    return module

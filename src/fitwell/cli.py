@@ -393,6 +393,37 @@ def evaluate(
         out.write_text(json.dumps(metrics, indent=2))
 
 
+@app.command("privacy-audit")
+def privacy_audit(
+    run_dir: Path = typer.Argument(..., help="A finished single-model run directory."),
+    data: Path | None = typer.Option(None, "--data", help="The table it trained on, when data.source"
+                                                          " does not name it."),
+    reference: bool = typer.Option(True, "--reference/--no-reference",
+                                   help="Also the calibrated attack: a reference model trained on half"
+                                        " of the held-out rows."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Attack a trained model: can its training rows be told from rows it never saw?"""
+    from fitwell.api import privacy_audit as audit
+
+    result = audit(run_dir, data, reference=reference, seed=seed)
+    table = Table(title=f"membership inference: {result['members']} training rows vs"
+                        f" {result['non_members']} held-out rows")
+    for name in ("attack", "ROC AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "advantage", "epsilon >="):
+        table.add_column(name, justify="left" if name == "attack" else "right")
+    for name, row in result["attacks"].items():
+        table.add_row(name, f"{row['roc_auc']:.3f}", f"{row['tpr_at_1%_fpr']:.3f}",
+                      f"{row['tpr_at_0.1%_fpr']:.3f}", f"{row['advantage']:.3f}",
+                      f"{result['epsilon_lower_bounds'][name]:.2f}")
+    console = Console()
+    console.print(table)
+    claimed = result["claimed_epsilon"]
+    verdict = f"the run claims epsilon {claimed:g}" if claimed is not None else "the run is not private"
+    console.print(f"empirical epsilon >= {result['epsilon_lower_bound']:.2f} (95% confidence,"
+                  f" {result['strongest']} attack); {verdict}\nwritten: {run_dir / 'privacy_audit.json'}",
+                  soft_wrap=True, highlight=False)
+
+
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory."),
@@ -496,6 +527,7 @@ TRAINING = ("fitwell.api", "torch._dynamo", "skops.io", "matplotlib.figure")
 COMMAND_MODULES = {"train": TRAINING, "tune": TRAINING, "cv": TRAINING, "ensemble": TRAINING,
                    "lr-find": TRAINING, "predict": ("fitwell.serve", "skops.io"),
                    "evaluate": ("fitwell.serve", "skops.io", "matplotlib.figure"),
+                   "privacy-audit": TRAINING,
                    "report": ("fitwell.track.report", "matplotlib.figure"),
                    "serve": ("fitwell.serve.server", "skops.io"),
                    "monitor": ("fitwell.serve.monitor", "skops.io", "scipy.stats"),

@@ -199,7 +199,7 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     trainer = build_trainer(start.config, model, loss_fn, prepared.task, len(prepared.train),
                             [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
                             run_dir=start.run_dir.path, inputs=pre.input_spec(),
-                            privacy_spent=preprocessing_spent(pre))
+                            privacy=private_training(start.config, pre, len(prepared.train)))
     if trainer.privacy is not None:
         start.say(trainer.privacy.plan.describe())
     start.training_started = True
@@ -217,10 +217,15 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     return score_and_finish(start, trainer, state, trackers, score_test)
 
 
-def preprocessing_spent(pre) -> tuple[float, float]:
-    """The (epsilon, delta) a private run's preprocessing released (saved with it: a resumed run
-    calibrates the same noise)."""
-    return (pre.privacy_["epsilon"], pre.privacy_["delta"]) if pre.privacy_ else (0.0, 0.0)
+def private_training(config, pre, rows: int):
+    """DP-SGD for a run with a ``privacy`` section, on what its preprocessing left of the budget
+    (saved with the preprocessor: a resumed run calibrates the same noise); None otherwise."""
+    if config.privacy is None:
+        return None
+    from fitwell.privacy.dpsgd import PrivateTraining, plan_privacy
+
+    spent = (pre.privacy_["epsilon"], pre.privacy_["delta"]) if pre.privacy_ else (0.0, 0.0)
+    return PrivateTraining(plan_privacy(config, rows, spent), config.seed)
 
 
 def open_run_config(start: RunStart) -> None:

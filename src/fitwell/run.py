@@ -108,6 +108,10 @@ def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None,
     say = console_say(console)
     set_deterministic(config.train.deterministic)
     seed_everything(config.seed)
+    if config.privacy is not None and preprocessor is None:
+        from fitwell.privacy.preprocess import private_fit
+
+        options["fit_preprocessor"] = private_fit(config)
     prepared = prepare(config, data, preprocessor=preprocessor, **options)
     config = resolve_data(config, prepared.task, prepared.plan.target)
     for note in prepared.notes:

@@ -18,7 +18,7 @@ from fitwell.errors import ConfigError
 
 
 class PrivacyConfig(Section):
-    """Differential privacy of the training steps (``fitwell.engine.privacy``)."""
+    """Differential privacy of the training steps (``fitwell.privacy``)."""
 
     epsilon: float = Field(gt=0, description="The budget of the whole training: the epsilon of"
                                              " (epsilon, delta)-DP")
@@ -37,7 +37,7 @@ class PrivacyConfig(Section):
                              " gradients (more memory)")
     preprocessing_epsilon: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
         "auto", description="The share of epsilon for the preprocessing statistics released from the"
-                            " private rows (fitwell.data.private_stats); auto: a tenth when any is needed")
+                            " private rows (fitwell.privacy.preprocess); auto: a tenth when any is needed")
     bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="Public range of every number column (and a regression target):"
                                           " values are clipped to it; known without the data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,9 +238,23 @@ def split_tensors(preprocessor: Preprocessor, inputs: pd.DataFrame, y: pd.Series
     return parts
 
 
+def split_for(config: RunConfig, cleaned: pd.DataFrame, labels, strat, task: str, fold, merge_val: bool,
+              cv) -> Split:
+    """The run's split of the cleaned rows (see ``prepare``); duplicates stay on one side."""
+    together = resolve_method(config.split, task) not in ("time", "group")  # those keep their order
+    if cv is not None:
+        split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
+        return keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
+    split = split_rows(cleaned, labels, config.split, task, config.seed)
+    if together:
+        split = split_keeping_duplicates(split, duplicate_groups(cleaned), config.split, config.seed)
+    return refold(split, strat, fold, merge_val, config.seed)
+
+
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
             preprocessor: Preprocessor | None = None, fold: tuple[int, int] | None = None,
-            merge_val: bool = False, cv: tuple[int, int, int] | None = None) -> PreparedData:
+            merge_val: bool = False, cv: tuple[int, int, int] | None = None,
+            fit_preprocessor: Callable | None = None) -> PreparedData:
     """Load, type, clean, split and preprocess (fitted on the training rows only).
 
     Args:
@@ -250,6 +265,8 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
         merge_val: train on train+validation with no validation rows (final retraining).
         cv: ``(folds, fold, repeat)``: fold ``fold`` of a k-fold over all rows is the held-out
             (test) part; the rest is split into train and validation.
+        fit_preprocessor: ``(preprocessor, inputs, target)`` fitting it on the training rows
+            instead of ``Preprocessor.fit`` (a private run's ``fitwell.privacy.preprocess``).
     """
     config = resolve_defaults(config)
     raw = load_frame(config, frame)
@@ -274,27 +291,12 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
     labels = strat if strat is not None else y.to_numpy()
-    together = resolve_method(config.split, task) not in ("time", "group")  # those keep their order
-    if cv is not None:
-        split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
-        split = keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
-    else:
-        split = split_rows(cleaned, labels, config.split, task, config.seed)
-        if together:
-            split = split_keeping_duplicates(split, duplicate_groups(cleaned), config.split, config.seed)
-        split = refold(split, strat, fold, merge_val, config.seed)
+    split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
         preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)
-        if config.privacy is not None:  # public values and OpenDP releases only
-            from fitwell.config.privacy import resolve_delta
-            from fitwell.data.private_stats import fit_private
-
-            delta = resolve_delta(config.privacy.delta, len(split.train))
-            preprocessor.privacy_ = fit_private(preprocessor, inputs.iloc[split.train], y.iloc[split.train],
-                                                config, delta)
-        else:
-            preprocessor.fit(inputs.iloc[split.train], y.iloc[split.train])
+        fit = fit_preprocessor or (lambda pre, frame, target: pre.fit(frame, target))
+        fit(preprocessor, inputs.iloc[split.train], y.iloc[split.train])  # private: public values + DP
         if classes is not None:
             preprocessor.set_classes(classes)
     weights = None if weight_column is None else sample_weights(cleaned[weight_column], weight_column)

@@ -161,11 +161,10 @@ def check_callback_monitors(callbacks: Sequence[Callback], task: str) -> None:
 
 def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str, num_train_rows: int,
                   callbacks: Sequence[Callback], *, fabric=None, decode=None, run_dir=None,
-                  inputs: dict | None = None, privacy_spent: tuple[float, float] = (0.0, 0.0)) -> Trainer:
+                  inputs: dict | None = None, privacy=None) -> Trainer:
     """The Trainer ``train.*`` configures: optimizer (backbone/head rates from ``transfer``),
     schedule, penalties, averaging, clipping, ``augment`` on the training batches, and DP-SGD
-    when ``privacy`` is set (on what ``privacy_spent``, the preprocessing's (epsilon, delta),
-    left of the budget)."""
+    when ``privacy`` (a ``fitwell.privacy.dpsgd.PrivateTraining``) is given."""
     from fitwell.engine.transfer import discriminative_groups
 
     train = config.train
@@ -181,11 +180,7 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
         augment = BatchAugment(config.augment, inputs or {}, task)
     batches = -(-num_train_rows // train.batch_size)
     steps_per_epoch = -(-batches // train.accumulate_batches)
-    privacy = None
-    if config.privacy is not None:
-        from fitwell.engine.privacy import PrivateTraining, plan_privacy
-
-        privacy = PrivateTraining(plan_privacy(config, num_train_rows, privacy_spent), config.seed)
+    if privacy is not None:
         steps_per_epoch = privacy.plan.steps // train.epochs
         callbacks = [*callbacks, privacy]
     schedule = build_schedule(train.schedule, optimizer, steps_per_epoch, train.epochs, train.lr)

@@ -74,7 +74,7 @@ class Trainer:
         config: the resolved run config, saved with every checkpoint.
         run_dir: the run directory (callbacks resolve relative paths against it).
         augment: a BatchAugment applied to training batches only (``fitwell.data.augment``).
-        privacy: a ``fitwell.engine.privacy.PrivateTraining`` (also among the callbacks): DP-SGD
+        privacy: a ``fitwell.privacy.dpsgd.PrivateTraining`` (also among the callbacks): DP-SGD
             on Poisson-sampled batches instead of the shuffled slices.
 
     Example:

@@ -12,7 +12,7 @@ accountant steps with the loop and its history is checkpointed, so a resumed run
 unbroken run's. The loop stops when the planned steps are spent.
 
 Covered: the preprocessing statistics (public values or OpenDP releases,
-``fitwell.data.private_stats``, charged to the same budget) and the training steps. Not covered
+``fitwell.privacy.preprocess``, charged to the same budget) and the training steps. Not covered
 (stated in metrics.json and the report): what ``NOT_COVERED`` lists. A private run keeps its last
 weights: early stopping is off, so validation rows do not pick them.
 """

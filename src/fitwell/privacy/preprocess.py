@@ -136,6 +136,17 @@ def public_frame(plan: Any, task: str, bounds: dict[str, tuple[float, float]],
     return frame, target
 
 
+def private_fit(config: Any):
+    """The ``fit_preprocessor`` of ``fitwell.data.prepare`` for a private run: it fits with
+    ``fit_private`` and keeps what was released on the preprocessor (``privacy_``, saved)."""
+    from fitwell.config.privacy import resolve_delta
+
+    def fit(pre: Any, frame: pd.DataFrame, y: pd.Series) -> None:
+        pre.privacy_ = fit_private(pre, frame, y, config, resolve_delta(config.privacy.delta, len(frame)))
+
+    return fit
+
+
 def fit_private(pre: Any, frame: pd.DataFrame, y: pd.Series, config: Any, delta: float) -> dict:
     """Fit ``pre`` (a Preprocessor) for a private run: structure and public statistics from the
     public frame, the rest released by OpenDP from ``frame``/``y`` (the training rows).

@@ -9,15 +9,15 @@ from safetensors.torch import load_file
 import fitwell
 from fitwell.config import load_config
 from fitwell.engine.losses import build_loss
-from fitwell.engine.privacy import (
+from fitwell.errors import ConfigError
+from fitwell.models import MLP
+from fitwell.privacy.dpsgd import (
     PrivacyPlan,
     PrivateTraining,
     plan_privacy,
     private_layers_problem,
     resolve_delta,
 )
-from fitwell.errors import ConfigError
-from fitwell.models import MLP
 from tests.conftest import make_mixed_frame
 from tests.engine.test_loop import StopAt
 
@@ -161,3 +161,22 @@ def test_batch_norm_is_turned_off_or_refused(tmp_path, mixed_frame):
         load_config({**config, "privacy": {"epsilon": 2.0, "fix_batch_norm": False}})
     layers = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     assert "BatchNorm" in private_layers_problem(layers)
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_epsilon_agrees_with_googles_dp_accounting(accountant):
+    import dp_accounting
+    from dp_accounting import pld, rdp
+
+    config = load_config({**private_config(epsilon=2.0, accountant=accountant),
+                          "train": {"epochs": 12, "batch_size": 64}})
+    plan = plan_privacy(config, 5000)
+    private = PrivateTraining(plan, seed=0)
+    for _ in range(plan.steps):
+        private.stepped()
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+        plan.sample_rate, dp_accounting.GaussianDpEvent(plan.noise_multiplier)), plan.steps)
+    reference = pld.PLDAccountant() if accountant == "prv" else rdp.RdpAccountant()
+    expected = reference.compose(event).get_epsilon(plan.delta)
+    assert private.epsilon() == pytest.approx(expected, rel=0.02)
+    assert private.epsilon() <= 2.0 and expected <= 2.0 * 1.01  # calibrated to spend at most the target

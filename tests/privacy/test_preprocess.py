@@ -7,14 +7,14 @@ import pytest
 from fitwell.config import load_config
 from fitwell.data.columns import ColumnPlan
 from fitwell.data.preprocess import Preprocessor
-from fitwell.data.private_stats import (
+from fitwell.errors import ConfigError
+from fitwell.privacy.preprocess import (
     fit_private,
     planned_releases,
     release_bounds,
     release_categories,
     release_median,
 )
-from fitwell.errors import ConfigError
 
 
 def table(n=20_000, seed=0):
@@ -70,7 +70,8 @@ def test_released_statistics_are_close_to_the_truth_on_many_rows_and_enter_the_s
     assert low <= frame.income.quantile(0.01) and high >= frame.income.quantile(0.99) and high < 1e7
     scaler = pre.numeric_.named_transformers_["numeric"]["scale"]
     assert scaler.mean_[0] == pytest.approx(stats["age"]["mean"], abs=1e-5)
-    assert pre.codes_ is None and "north" in str(pre.numeric_.named_transformers_["onehot"]["encode"].categories_)
+    encoder = pre.numeric_.named_transformers_["onehot"]["encode"]
+    assert pre.codes_ is None and "north" in str(encoder.categories_)
 
 
 def test_a_category_of_one_row_never_makes_the_list():

@@ -1,0 +1,132 @@
+"""What differential privacy costs and buys: epoch time and memory, test metric, leakage.
+
+Run: python bench/privacy.py [--part cost|utility|all] [--rows 20000] [--repeats 3]
+
+cost     DP-SGD epoch time / non-private epoch time of fitwell's Trainer on bench/loop_overhead.py's
+         small and medium MLPs (same data, same initial weights, runs alternated, medians), with
+         Opacus' ghost clipping (fitwell's default) and Opacus' per-sample gradients; peak memory
+         (max RSS) of one epoch of each in a fresh process, minus the non-private one's.
+utility  examples/patients_private.yaml (24,000 rows) without privacy and at epsilon 1, 3 and 8:
+         test ROC AUC and the loss attack's ROC AUC and empirical epsilon bound from
+         ``fitwell.privacy_audit``; plus a deliberately overfit non-private model (10% of the rows
+         for training, a 512x512 MLP, 150 epochs) to show what the attack finds when there is a leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loop_overhead import SIZES, make_data  # noqa: E402
+
+from fitwell.engine.loop import Trainer  # noqa: E402
+from fitwell.engine.losses import build_loss  # noqa: E402
+from fitwell.engine.threads import thread_limit  # noqa: E402
+from fitwell.models import MLP  # noqa: E402
+from fitwell.privacy.dpsgd import PrivacyPlan, PrivateTraining  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "ghost", "per_sample")
+
+
+def one_epoch(size: str, variant: str, rows: int, base=None, data=None) -> float:
+    spec = SIZES[size]
+    train, val = data or make_data(spec["features"], spec["classes"], rows)
+    task = "binary" if spec["classes"] == 2 else "multiclass"
+    out = 1 if task == "binary" else spec["classes"]
+    model = copy.deepcopy(base) if base is not None else MLP(spec["features"], [], out,
+                                                             hidden_sizes=spec["hidden"], dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    privacy = None
+    if variant != "plain":
+        plan = PrivacyPlan(epsilon=3.0, delta=1e-6, noise_multiplier=1.0, max_grad_norm=1.0,
+                           sample_rate=spec["batch"] / len(train), expected_batch_size=spec["batch"],
+                           steps=10**9, accountant="rdp", clipping=variant)
+        privacy = PrivateTraining(plan, seed=0)
+    trainer = Trainer(model, build_loss("auto", task), optimizer, task=task, epochs=1,
+                      batch_size=spec["batch"], seed=0, callbacks=[privacy] if privacy else [],
+                      privacy=privacy)
+    started = time.perf_counter()
+    trainer.fit(train, None)
+    return time.perf_counter() - started
+
+
+def cost(rows: int, repeats: int) -> None:
+    print(f"DP-SGD cost per epoch ({rows} rows; ratio to the non-private epoch; medians of {repeats})")
+    print(f"{'model':8} {'variant':11} {'seconds':>8} {'ratio':>6} {'peak MB':>8} {'+MB':>6}")
+    for size in SIZES:
+        spec = SIZES[size]
+        data = make_data(spec["features"], spec["classes"], rows)
+        out = 1 if spec["classes"] == 2 else spec["classes"]
+        torch.manual_seed(0)
+        base = MLP(spec["features"], [], out, hidden_sizes=spec["hidden"], dropout=0.0)
+        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        with thread_limit(1 if size == "small" else 2):
+            for r in range(repeats):
+                for variant in VARIANTS[r % 3:] + VARIANTS[:r % 3]:
+                    times[variant].append(one_epoch(size, variant, rows, base, data))
+        peaks = {v: peak_mb(size, v, rows) for v in VARIANTS}
+        plain = statistics.median(times["plain"])
+        for variant in VARIANTS:
+            seconds = statistics.median(times[variant])
+            print(f"{size:8} {variant:11} {seconds:8.3f} {seconds / plain:6.2f} {peaks[variant]:8.0f}"
+                  f" {peaks[variant] - peaks['plain']:+6.0f}")
+
+
+def peak_mb(size: str, variant: str, rows: int) -> float:
+    """Max RSS of a fresh process that trains one epoch."""
+    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT / 'bench')!r});"
+            f" from privacy import one_epoch; one_epoch({size!r}, {variant!r}, {rows});"
+            " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def utility() -> None:
+    import fitwell
+
+    config = ROOT / "examples" / "patients_private.yaml"
+    print("patients (24,000 rows): test ROC AUC, and the loss attack (ROC AUC, empirical epsilon >=)")
+    print(f"{'run':16} {'test AUC':>9} {'epsilon':>8} {'attack AUC':>11} {'eps >=':>7} {'seconds':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        runs = {"non-private": {"privacy": None},
+                **{f"epsilon {e:g}": {"privacy.epsilon": e} for e in (1, 3, 8)},
+                "overfit, no DP": {"privacy": None, "split.train": 0.1, "split.val": 0.1, "split.test": 0.8,
+                                   "model.hidden_sizes": [512, 512], "train.epochs": 150,
+                                   "train.batch_size": 64, "train.lr": 0.003}}
+        for name, overrides in runs.items():
+            started = time.perf_counter()
+            run = fitwell.train(config, {"track.runs_dir": folder, "track.report": False,
+                                         "train.progress": False, **overrides})
+            seconds = time.perf_counter() - started
+            audit = fitwell.privacy_audit(run.path, reference=False)
+            spent = (run.summary.get("privacy") or {}).get("epsilon")
+            print(f"{name:16} {run.metrics['roc_auc']:9.4f} {spent if spent else '-':>8} "
+                  f"{audit['attacks']['loss']['roc_auc']:11.4f} {audit['epsilon_lower_bounds']['loss']:7.2f}"
+                  f" {seconds:8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("cost", "utility", "all"), default="all")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.part in ("cost", "all"):
+        cost(args.rows, args.repeats)
+    if args.part in ("utility", "all"):
+        utility()
+
+
+if __name__ == "__main__":
+    main()
