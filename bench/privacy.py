@@ -83,10 +83,10 @@ def cost(rows: int, repeats: int) -> None:
 
 
 def peak_mb(size: str, variant: str, rows: int) -> float:
-    """Max RSS of a fresh process that trains one epoch."""
-    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT / 'bench')!r});"
+    """Peak RSS (VmHWM: reset by exec, unlike ru_maxrss) of a fresh process that trains one epoch."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r});"
             f" from privacy import one_epoch; one_epoch({size!r}, {variant!r}, {rows});"
-            " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            " print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(done.stdout.split()[-1]) / 1024
 

@@ -211,7 +211,8 @@ def tune_command(
                    console=Console(stderr=True))
     out.print(f"best trial {summary['best_trial']}: {summary['best_params']}", soft_wrap=True)
     out.print(f"validation {summary['metric']}: {summary['best_validation']}", soft_wrap=True)
-    out.print(_metrics_table("test metrics of the retrained best (scored once)", summary["test"]))
+    kept = "best trial" if "privacy" in summary else "retrained best"  # a private search keeps its trial
+    out.print(_metrics_table(f"test metrics of the {kept} (scored once)", summary["test"]))
     out.print(f"study directory: {Path(summary['best_run']).parent}", soft_wrap=True, highlight=False)
 
 

@@ -225,7 +225,38 @@ def private_training(config, pre, rows: int):
     from fitwell.privacy.dpsgd import PrivateTraining, plan_privacy
 
     spent = (pre.privacy_["epsilon"], pre.privacy_["delta"]) if pre.privacy_ else (0.0, 0.0)
+    if config.privacy.release_metric:  # a tuning trial's noised validation score
+        spent = (spent[0] + config.privacy.score_epsilon, spent[1])
     return PrivateTraining(plan_privacy(config, rows, spent), config.seed)
+
+
+def release_validation(start: RunStart, trainer, final, summary: dict) -> None:
+    """A private tuning trial's score: its validation metric released with noise."""
+    from fitwell.privacy.select import release_score
+
+    privacy, prepared = start.config.privacy, start.prepared
+    if not privacy.release_metric or not len(prepared.val):
+        return
+    output = trainer.predict_output(prepared.val, module=final).cpu().numpy()
+    value = release_score(privacy.release_metric, prepared.task, output, prepared.val.target.numpy(),
+                          privacy.score_epsilon)
+    summary["privacy"]["validation"] = {privacy.release_metric: value}
+
+
+def score_saved_run(path, data=None) -> tuple[dict, dict]:
+    """Score a finished run's test split once and record it in its metrics.json (a private
+    search keeps its best trial as trained). Returns the test metrics and the run's privacy."""
+    from fitwell.data.prepare import prepare
+    from fitwell.data.tensors import predict_in_chunks
+    from fitwell.track.bundle import Run
+
+    run = Run(path)
+    prepared = prepare(run.config, data, preprocessor=run.preprocessor)
+    output = predict_in_chunks(run.model, prepared.test, chunk=4096).numpy()
+    summary = run.summary
+    summary["test"] = test_metrics(run.task, run.preprocessor, output, prepared.test.target.numpy())
+    write_json(run.dir.metrics, summary)
+    return summary["test"], summary.get("privacy") or {}
 
 
 def open_run_config(start: RunStart) -> None:
@@ -250,6 +281,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                "validation": final_validation(state)}
     if trainer.privacy is not None:
         spent = summary["privacy"] = trainer.privacy.summary(prepared.preprocessor.privacy_)
+        release_validation(start, trainer, final, summary)
         start.say(f"privacy: epsilon {spent['epsilon']:g} spent of {spent['target_epsilon']:g}"
                   f" (delta {spent['delta']:.0e}, {spent['steps']} steps)")
     temperature = calibrate(start.config, prepared, trainer, final, run_dir.path, start.say)

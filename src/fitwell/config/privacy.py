@@ -43,6 +43,10 @@ class PrivacyConfig(Section):
                                           " values are clipped to it; known without the data")
     categories: dict[str, list[str | int | float | bool]] = Field(
         default_factory=dict, description="Public category lists; a column without one gets a DP list")
+    score_epsilon: float = Field(0.1, gt=0, description="fitwell tune: the epsilon of each trial's noised"
+                                                         " validation score (fitwell.privacy.select)")
+    release_metric: Literal["val_loss", "val_accuracy"] | None = Field(
+        None, description="Set by fitwell tune: release this validation score, noised, at the run's end")
     fix_batch_norm: bool = Field(True, description="Turn model.batch_norm off (BatchNorm mixes the rows of"
                                                    " a batch); false: refuse such a model instead")
 
@@ -91,9 +95,9 @@ def privacy_conflicts(config: Any) -> list[str]:
     if config.model.embeddings == "piecewise_linear":
         problems.append("model.embeddings: piecewise_linear bins come from the private rows' quantiles;"
                         " use periodic or none")
-    if config.tune is not None or config.ensemble is not None:
-        problems.append("tune / ensemble: their selection on private validation rows is not accounted"
-                        " yet; train one private model")
+    if config.ensemble is not None:
+        problems.append("ensemble: its members and combiner are not accounted; train one private model"
+                        " (the presets have an ensemble: give a config with model and train instead)")
     return problems
 
 

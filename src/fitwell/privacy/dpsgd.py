@@ -56,7 +56,7 @@ class PrivacyPlan:
     accountant: str
     clipping: str
     mechanism: str = "dp-sgd"
-    preprocessing: tuple[float, float] = (0.0, 0.0)  # (epsilon, delta) the preprocessing released
+    preprocessing: tuple[float, float] = (0.0, 0.0)  # (epsilon, delta) spent outside the training
 
     def describe(self) -> str:
         pre = f"; preprocessing {self.preprocessing[0]:g}" if self.preprocessing[0] else ""
@@ -227,8 +227,10 @@ class PrivateTraining(Callback):
         the whole run (preprocessing + training, sequential composition) and each part."""
         plan = self.plan
         training = self.epsilon()
-        pre_epsilon, pre_delta = plan.preprocessing
-        return {"mechanism": plan.mechanism, "epsilon": round(training + pre_epsilon, 4),
+        pre_epsilon, pre_delta = plan.preprocessing  # the preprocessing's, and a tuning score's
+        score = round(pre_epsilon - (preprocessing or {}).get("epsilon", 0.0), 6)
+        return {"validation_epsilon": score, "mechanism": plan.mechanism,
+                "epsilon": round(training + pre_epsilon, 4),
                 "target_epsilon": round(plan.epsilon + pre_epsilon, 6),
                 "delta": plan.delta + pre_delta, "training_epsilon": round(training, 4),
                 "training_delta": plan.delta, "preprocessing": preprocessing or {"epsilon": 0.0},

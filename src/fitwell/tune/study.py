@@ -171,6 +171,8 @@ class Objective:
         if config.ensemble is not None:
             return self._ensemble_trial(trial, params, names)
         multi = len(names) > 1
+        if config.privacy is not None:  # a private trial: its released (noised) score is the value
+            params = {**params, "privacy.release_metric": primary}
         folds = [None] if tune.cv is None else [(tune.cv, i) for i in range(tune.cv)]
         values, runs = [], []
         for fold in folds:
@@ -181,7 +183,8 @@ class Objective:
             source = {k: v for k, v in self.source.items() if k != "tune"}
             run = train(source, overrides, data=self.data, callbacks=callbacks, score_test=False, fold=fold)
             runs.append(run)
-            values.append(run.summary["validation"].get(primary, math.nan))
+            released = (run.summary.get("privacy") or {}).get("validation")
+            values.append(released[primary] if released else run.summary["validation"].get(primary, math.nan))
         score = float(sum(values) / len(values))
         trial.set_user_attr("fold_scores", values)
         trial.set_user_attr("best_epoch", runs[0].summary.get("best_epoch") or runs[0].summary["epochs"])
@@ -283,6 +286,14 @@ def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, worke
     stem = config_stem(config, "study")
     config = load_run_config(config, overrides)
     check_tune(config, None if config.data.task == "auto" else config.data.task)
+    mean_trials = trials or config.tune.trials
+    if config.privacy is not None:  # a random number of trials (fitwell.privacy.select)
+        from fitwell.privacy.select import check_private_search, sample_trials
+
+        check_private_search(config)
+        trials = sample_trials(mean_trials, config.seed if config.tune.seed is None else config.tune.seed)
+        say(f"private search: {trials} trial(s), drawn from a geometric distribution with mean"
+            f" {mean_trials:g} (the number stays in the study folder; only the best run is covered)")
     if workers > 1 and data is not None:
         raise ConfigError("--workers > 1 needs data.source (a DataFrame is not shared with processes)")
     name, folder, url = study_paths(config, stem, study, storage)
@@ -313,12 +324,13 @@ def tune(config: ConfigLike, overrides=None, *, trials: int | None = None, worke
             if failed:
                 raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
         study_obj = optuna.load_study(study_name=name, storage=open_storage(url))
-        summary = finish(config, study_obj, folder, data, say)
+        summary = finish(config, study_obj, folder, data, say, mean_trials)
     return summary
 
 
-def finish(config: RunConfig, study, folder: Path, data, say) -> dict:
-    """Retrain the best configuration, score the test split once, write the summary and plots."""
+def finish(config: RunConfig, study, folder: Path, data, say, mean_trials: float = 0) -> dict:
+    """Retrain the best configuration (a private search keeps its best trial as it is), score
+    the test split once, write the summary and plots."""
     import optuna
 
     from fitwell.pipeline import train
@@ -338,6 +350,11 @@ def finish(config: RunConfig, study, folder: Path, data, say) -> dict:
         overrides.update({"train.early_stopping.enabled": False,
                           "train.epochs": int(best.user_attrs.get("best_epoch") or config.train.epochs)})
     source = {k: v for k, v in config.model_dump(mode="json").items() if k != "tune"}
+    if config.privacy is not None:
+        from fitwell.tune.private import finish_private
+
+        return finish_private(config, study, best, folder, data, say, mean_trials, metrics_of(config),
+                              directions_of(config))
     if config.ensemble is not None:
         from fitwell.ensemble import fit_ensemble
 
@@ -362,3 +379,4 @@ def finish(config: RunConfig, study, folder: Path, data, say) -> dict:
                                     "params": t.user_attrs["overrides"]} for t in study.best_trials]
     write_outputs(study, folder, summary)
     return summary
+
