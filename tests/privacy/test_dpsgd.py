@@ -122,10 +122,12 @@ def test_a_larger_budget_needs_less_noise():
     assert sigma(1.0) > sigma(3.0) > sigma(8.0) > 0
 
 
-def test_a_private_run_resumes_exactly(tmp_path, patients):
-    whole = fitwell.train(private_config(), {"track.runs_dir": str(tmp_path / "a")}, data=patients)
+@pytest.mark.parametrize("mechanism", ["dp-sgd", "dp-ftrl"])
+def test_a_private_run_resumes_exactly(tmp_path, patients, mechanism):
+    config = private_config(mechanism=mechanism)
+    whole = fitwell.train(config, {"track.runs_dir": str(tmp_path / "a")}, data=patients)
     with pytest.raises(KeyboardInterrupt):
-        fitwell.train(private_config(), {"track.runs_dir": str(tmp_path / "b"), "track.name": "r"},
+        fitwell.train(config, {"track.runs_dir": str(tmp_path / "b"), "track.name": "r"},
                       data=patients, callbacks=[StopAt(3)])
     resumed = fitwell.train(resume=tmp_path / "b" / "r", data=patients)
     a, b = load_file(whole.dir.model), load_file(resumed.dir.model)

@@ -25,8 +25,10 @@ class PrivacyConfig(Section):
     delta: Literal["auto"] | float = Field(
         "auto", description="auto: the largest power of ten at most min(1e-5, 0.1 / n) for n training rows;"
                             " a number must be in (0, 1/n)")
-    mechanism: Literal["dp-sgd", "dp-ftrl"] = Field("dp-sgd", description="dp-sgd (Opacus); dp-ftrl is"
-                                                                          " not built yet")
+    mechanism: Literal["dp-sgd", "dp-ftrl"] = Field(
+        "dp-sgd", description="dp-sgd: Poisson-sampled batches, Gaussian noise each step (Opacus);"
+                              " dp-ftrl: no sampling or shuffling assumed, tree-aggregated noise"
+                              " (fitwell.privacy.ftrl)")
     max_grad_norm: float = Field(1.0, gt=0, description="Each row's gradient is clipped to this L2 norm")
     accountant: Literal["rdp", "prv", "gdp"] = Field(
         "prv", description="Opacus' accountant: prv (tightest), rdp (Renyi), gdp (Gaussian DP, an"
@@ -64,8 +66,6 @@ def privacy_conflicts(config: Any) -> list[str]:
     """What ``config`` (a RunConfig with a ``privacy`` section) sets that a private run cannot do,
     each as 'key: why; what instead'."""
     train, problems = config.train, []
-    if config.privacy.mechanism == "dp-ftrl":
-        problems.append("privacy.mechanism: dp-ftrl is not built yet; use dp-sgd")
     if train.l1 or train.l2:
         problems.append("train.l1 / train.l2: a penalty added to the loss is not clipped per row;"
                         " use train.weight_decay (applied by the optimizer, outside the data)")

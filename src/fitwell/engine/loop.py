@@ -181,8 +181,8 @@ class Trainer:
         return state
 
     def batches_per_epoch(self, n: int) -> int:
-        if self.privacy is not None:  # Poisson steps: round(n / expected batch size)
-            return max(1, round(n / self.privacy.plan.expected_batch_size))
+        if self.privacy is not None:  # its own steps: Poisson samples (DP-SGD) or slices (DP-FTRL)
+            return self.privacy.batches(n)
         stop = n if n % self.batch_size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
         return -(-stop // self.batch_size)
 

@@ -60,10 +60,10 @@ class PrivacyPlan:
 
     def describe(self) -> str:
         pre = f"; preprocessing {self.preprocessing[0]:g}" if self.preprocessing[0] else ""
-        return (f"privacy: DP-SGD to epsilon {self.epsilon:g} at delta {self.delta:.0e}{pre} -- noise"
-                f" multiplier {self.noise_multiplier:.3f}, sample rate {self.sample_rate:.4g}, {self.steps}"
-                f" steps, rows clipped to {self.max_grad_norm:g} ({self.clipping}), {self.accountant}"
-                " accountant")
+        return (f"privacy: {self.mechanism.upper()} to epsilon {self.epsilon:g} at delta"
+                f" {self.delta:.0e}{pre} -- noise multiplier {self.noise_multiplier:.3f}, sample rate"
+                f" {self.sample_rate:.4g}, {self.steps} steps, rows clipped to {self.max_grad_norm:g}"
+                f" ({self.clipping}), {self.accountant} accountant")
 
 
 def plan_privacy(config: Any, rows: int, preprocessing: tuple[float, float] = (0.0, 0.0)) -> PrivacyPlan:
@@ -160,7 +160,7 @@ class PrivateTraining(Callback):
         from opacus.accountants import create_accountant
 
         self.plan, self.seed = plan, seed
-        self.accountant = create_accountant(mechanism=plan.accountant)
+        self.accountant = create_accountant(mechanism=plan.accountant) if plan.mechanism == "dp-sgd" else None
         self.steps = 0
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module):
@@ -193,6 +193,10 @@ class PrivateTraining(Callback):
 
     def epoch(self, trainer, data, state) -> float:
         return private_epoch(trainer, data, state)
+
+    def batches(self, rows: int) -> int:
+        """Steps an epoch: round(n / expected batch size) Poisson samples."""
+        return max(1, round(rows / self.plan.expected_batch_size))
 
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """The rows of step ``batch`` of ``epoch``: each joins with probability q (Poisson)."""

@@ -45,6 +45,8 @@ def check_private_search(config: Any) -> None:
                         " a private search draws them independently: random")
     if tune.pruner != "none":
         problems.append("tune.pruner: pruning reads unnoised validation scores every epoch; none")
+    if config.privacy.mechanism != "dp-sgd":
+        problems.append("privacy.mechanism: a private search accounts DP-SGD trials; use dp-sgd")
     if tune.cv is not None:
         problems.append("tune.cv: folds are not accounted yet; remove it")
     metrics = tune.metric if isinstance(tune.metric, list) else [tune.metric]
