@@ -122,9 +122,10 @@ def test_a_larger_budget_needs_less_noise():
     assert sigma(1.0) > sigma(3.0) > sigma(8.0) > 0
 
 
-@pytest.mark.parametrize("mechanism", ["dp-sgd", "dp-ftrl"])
-def test_a_private_run_resumes_exactly(tmp_path, patients, mechanism):
-    config = private_config(mechanism=mechanism)
+@pytest.mark.parametrize("settings", [{"mechanism": "dp-sgd", "max_grad_norm": "auto"},
+                                      {"mechanism": "dp-ftrl"}])
+def test_a_private_run_resumes_exactly(tmp_path, patients, settings):
+    config = private_config(**settings)
     whole = fitwell.train(config, {"track.runs_dir": str(tmp_path / "a")}, data=patients)
     with pytest.raises(KeyboardInterrupt):
         fitwell.train(config, {"track.runs_dir": str(tmp_path / "b"), "track.name": "r"},
@@ -182,3 +183,25 @@ def test_epsilon_agrees_with_googles_dp_accounting(accountant):
     expected = reference.compose(event).get_epsilon(plan.delta)
     assert private.epsilon() == pytest.approx(expected, rel=0.02)
     assert private.epsilon() <= 2.0 and expected <= 2.0 * 1.01  # calibrated to spend at most the target
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_adaptive_clipping_finds_the_target_quantile_of_the_norms():
+    torch.manual_seed(0)
+    model = MLP(4, [], 1, hidden_sizes=[16], dropout=0.0)
+    adaptive = plan(noise=0.5, norm=0.01, batch=256.0)
+    adaptive.adaptive = (0.9, 0.2, 256 / 20)
+    assert adaptive.gradient_noise > adaptive.noise_multiplier  # the count's noise is paid for
+    private = PrivateTraining(adaptive, seed=0)
+    module, optimizer, train_loss = private.wrap(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                                                 build_loss("auto", "binary"))
+    numeric, target = torch.randn(256, 4) * 3, torch.randint(0, 2, (256,))
+    for _ in range(150):  # lr 0: the norms stay put while the bound moves from 0.01
+        train_loss(module(numeric, torch.zeros(256, 0, dtype=torch.long)), target).backward()
+        norms = module.per_sample_gradient_norms.clone()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        private.stepped()
+    target_norm = float(torch.quantile(norms, 0.9))
+    assert 0.75 * target_norm < private.bound < 1.3 * target_norm
+    assert private.summary()["max_grad_norm"] == pytest.approx(private.bound, rel=1e-5)

@@ -29,7 +29,11 @@ class PrivacyConfig(Section):
         "dp-sgd", description="dp-sgd: Poisson-sampled batches, Gaussian noise each step (Opacus);"
                               " dp-ftrl: no sampling or shuffling assumed, tree-aggregated noise"
                               " (fitwell.privacy.ftrl)")
-    max_grad_norm: float = Field(1.0, gt=0, description="Each row's gradient is clipped to this L2 norm")
+    max_grad_norm: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        1.0, description="Each row's gradient is clipped to this L2 norm; auto: adaptive clipping, the"
+                         " bound follows a privately counted quantile of the norms (Andrew et al. 2021)")
+    clip_quantile: float = Field(0.9, gt=0, lt=1, description="max_grad_norm auto: the share of rows left"
+                                                             " unclipped the bound moves towards")
     accountant: Literal["rdp", "prv", "gdp"] = Field(
         "prv", description="Opacus' accountant: prv (tightest), rdp (Renyi), gdp (Gaussian DP, an"
                            " asymptotic approximation)")
@@ -95,6 +99,9 @@ def privacy_conflicts(config: Any) -> list[str]:
     if config.model.embeddings == "piecewise_linear":
         problems.append("model.embeddings: piecewise_linear bins come from the private rows' quantiles;"
                         " use periodic or none")
+    if config.privacy.max_grad_norm == "auto" and (config.privacy.mechanism != "dp-sgd"
+                                                   or config.privacy.clipping != "ghost"):
+        problems.append("privacy.max_grad_norm: auto (adaptive clipping) runs with dp-sgd and ghost clipping")
     if config.ensemble is not None:
         problems.append("ensemble: its members and combiner are not accounted; train one private model"
                         " (the presets have an ensemble: give a config with model and train instead)")

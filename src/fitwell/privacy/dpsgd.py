@@ -19,6 +19,7 @@ weights: early stopping is off, so validation rows do not pick them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,15 @@ class PrivacyPlan:
     clipping: str
     mechanism: str = "dp-sgd"
     preprocessing: tuple[float, float] = (0.0, 0.0)  # (epsilon, delta) spent outside the training
+    adaptive: tuple[float, float, float] | None = None  # (target quantile, bound's rate, count noise sd)
+
+    @property
+    def gradient_noise(self) -> float:
+        """The gradient's noise multiplier: all of it, or with adaptive clipping the part left
+        once the count's noise is paid (Andrew et al. 2021: sigma^-2 = sigma_g^-2 + (2 sigma_b)^-2)."""
+        if self.adaptive is None:
+            return self.noise_multiplier
+        return (self.noise_multiplier ** -2 - (2 * self.adaptive[2]) ** -2) ** -0.5
 
     def describe(self) -> str:
         pre = f"; preprocessing {self.preprocessing[0]:g}" if self.preprocessing[0] else ""
@@ -89,8 +99,15 @@ def plan_privacy(config: Any, rows: int, preprocessing: tuple[float, float] = (0
         raise ConfigError(f"privacy.epsilon: {privacy.epsilon:g} is too small for {steps} steps at sample"
                           f" rate {rate:.3g} ({err}); raise privacy.epsilon, or lower train.epochs or"
                           " train.batch_size") from err
-    return PrivacyPlan(epsilon, delta, float(sigma), rate, batch, steps, privacy.max_grad_norm,
-                       privacy.accountant, privacy.clipping, preprocessing=preprocessing)
+    adaptive, bound = None, privacy.max_grad_norm
+    if bound == "auto":  # count noise batch/20 and rate 0.2: Andrew et al.'s settings
+        adaptive, bound = (privacy.clip_quantile, 0.2, batch / 20), 1.0
+        if sigma >= 2 * adaptive[2]:
+            raise ConfigError(f"privacy.max_grad_norm: auto needs train.batch_size above {10 * sigma:.0f}"
+                              f" at this budget (the noise multiplier {sigma:.2f} must stay under batch/10);"
+                              " raise it, or give a number")
+    return PrivacyPlan(epsilon, delta, float(sigma), rate, batch, steps, bound,
+                       privacy.accountant, privacy.clipping, preprocessing=preprocessing, adaptive=adaptive)
 
 
 def private_layers_problem(model: nn.Module) -> str | None:
@@ -179,8 +196,9 @@ class PrivateTraining(Callback):
                                                           max_grad_norm=plan.max_grad_norm,
                                                           use_ghost_clipping=True)
             private = DPOptimizerFastGradientClipping(
-                optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+                optimizer, noise_multiplier=plan.gradient_noise, max_grad_norm=plan.max_grad_norm,
                 expected_batch_size=plan.expected_batch_size, loss_reduction="mean")
+            self._clipped = (module, private)
             return module, private, GhostLoss(loss_fn, module, private)
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
@@ -208,6 +226,31 @@ class PrivateTraining(Callback):
     def stepped(self) -> None:
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
         self.steps += 1
+        if self.plan.adaptive is not None:
+            self._adapt_bound()
+
+    def _adapt_bound(self) -> None:
+        """Move the bound geometrically towards the target quantile of the norms, by a noised
+        count of the rows it left unclipped (the global generator: a resumed run draws the same)."""
+        quantile, rate, count_noise = self.plan.adaptive
+        module, optimizer = self._clipped
+        try:
+            norms = module.per_sample_gradient_norms
+            module.per_sample_gradient_norms = None
+        except AttributeError:  # an empty Poisson sample: no rows, no norms
+            norms = None
+        below = 0.0 if norms is None else float((norms <= self.bound).sum())
+        share = (below + float(torch.randn(())) * count_noise) / self.plan.expected_batch_size
+        self.bound *= math.exp(-rate * (share - quantile))
+        module.max_grad_norm = optimizer.max_grad_norm = self.bound
+
+    @property
+    def bound(self) -> float:
+        return self._bound if hasattr(self, "_bound") else self.plan.max_grad_norm
+
+    @bound.setter
+    def bound(self, value: float) -> None:
+        self._bound = value
 
     @property
     def spent_all(self) -> bool:
@@ -222,6 +265,8 @@ class PrivateTraining(Callback):
 
     def on_validation_end(self, trainer, state, row: dict) -> None:
         row["epsilon"] = round(self.epsilon(), 4)
+        if self.plan.adaptive is not None:
+            row["max_grad_norm"] = round(self.bound, 5)
         if self.spent_all and state.epoch < trainer.epochs:
             state.should_stop = True
             state.stop_reason = f"privacy budget spent after {self.steps} steps"
@@ -240,17 +285,24 @@ class PrivateTraining(Callback):
                 "training_delta": plan.delta, "preprocessing": preprocessing or {"epsilon": 0.0},
                 "noise_multiplier": round(plan.noise_multiplier, 5),
                 "sample_rate": plan.sample_rate, "expected_batch_size": plan.expected_batch_size,
-                "steps": self.steps, "planned_steps": plan.steps, "max_grad_norm": plan.max_grad_norm,
+                "steps": self.steps, "planned_steps": plan.steps, "max_grad_norm": round(self.bound, 6),
+                "adaptive_clipping": None if plan.adaptive is None else dict(zip(
+                    ("target_quantile", "rate", "count_noise"), plan.adaptive, strict=True)),
                 "accountant": plan.accountant, "clipping": plan.clipping,
                 "covers": "the preprocessing statistics (public values or OpenDP releases) and the"
                           " training steps (DP-SGD)", "not_covered": list(NOT_COVERED)}
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "history": [list(h) for h in self.accountant.history]}
+        return {"steps": self.steps, "history": [list(h) for h in self.accountant.history],
+                "bound": self.bound}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
         self.accountant.history = [tuple(h) for h in state["history"]]
+        if self.plan.adaptive is not None:
+            self.bound = float(state["bound"])
+            module, optimizer = self._clipped
+            module.max_grad_norm = optimizer.max_grad_norm = self.bound
 
 
 @dataclass
