@@ -252,8 +252,9 @@ def check_patience(history: Sequence[dict], config, best_epoch: int | None) -> F
         fix=f"train.epochs={train.epochs * 2} (early stopping ends the run when it stops improving)")
 
 
-def check_minority_recall(predictions, classes: list) -> Finding | None:
-    """A class the model rarely gets right on the test split, in an imbalanced task."""
+def check_minority_recall(predictions, classes: list, private: bool = False) -> Finding | None:
+    """A class the model rarely gets right on the test split, in an imbalanced task (a private
+    run is told only the fixes it may use)."""
     if predictions is None or not classes or len(predictions) == 0:
         return None
     truth = predictions["target"].astype(str).to_numpy()
@@ -275,7 +276,8 @@ def check_minority_recall(predictions, classes: list) -> Finding | None:
         f"class {worst!r} ({counts[worst]} test rows) is recalled {recalls[worst]:.0%} of the time; the"
         f" classes are imbalanced (smallest/largest {ratio:.2f})",
         evidence={"recall": recalls, "test_counts": counts},
-        fix="train.class_weights=balanced, train.loss=focal, or train.resample.method=smote")
+        fix=("train.class_weights={<class>: <weight>} from public knowledge, or train.loss=focal" if private
+             else "train.class_weights=balanced, train.loss=focal, or train.resample.method=smote"))
 
 
 def check_leakage(history: Sequence[dict], audit: dict | None, task: str) -> list[Finding]:
@@ -353,6 +355,7 @@ def diagnose(history: Sequence[dict], config, *, task: str, diverged: bool = Fal
                   check_slow_learning(history, lr), check_patience(history, config, best_epoch)]
     found += [check_gradients(history), check_dead_units(activations)]
     if task != "regression":
-        found.append(check_minority_recall(predictions, classes or []))
+        private = getattr(config, "privacy", None) is not None
+        found.append(check_minority_recall(predictions, classes or [], private))
     found += check_leakage(history, audit, task)
     return sort_findings(f for f in found if f is not None)

@@ -72,8 +72,13 @@ class PrivacyPlan:
         pre = f"; preprocessing {self.preprocessing[0]:g}" if self.preprocessing[0] else ""
         return (f"privacy: {self.mechanism.upper()} to epsilon {self.epsilon:g} at delta"
                 f" {self.delta:.0e}{pre} -- noise multiplier {self.noise_multiplier:.3f}, sample rate"
-                f" {self.sample_rate:.4g}, {self.steps} steps, rows clipped to {self.max_grad_norm:g}"
+                f" {self.sample_rate:.4g}, {self.steps} steps, rows clipped {self.clipped()}"
                 f" ({self.clipping}), {self.accountant} accountant")
+
+    def clipped(self) -> str:
+        if self.adaptive is None:
+            return f"to {self.max_grad_norm:g}"
+        return f"at their {self.adaptive[0]:.0%} norm quantile (adaptive, from {self.max_grad_norm:g})"
 
 
 def plan_privacy(config: Any, rows: int, preprocessing: tuple[float, float] = (0.0, 0.0)) -> PrivacyPlan:

@@ -363,12 +363,14 @@ def render(run_path: str | Path) -> str:
         "evaluation": ("Test split", evaluation),
         "importance": ("Feature importance", _importance(_read_json(path / "importance.json"))),
         "bias": ("Bias audit", _bias(_read_json(path / "fairness.json"))),
-        "privacy": ("Privacy", privacy_html(metrics.get("privacy"), _read_json(path / "privacy_audit.json"),
-                                            html_table)),
         "audit": ("Data audit", (PRIVATE_ROWS if metrics.get("privacy") else "")
                   + _audit(_read_json(path / "audit.json"))),
         "config": ("Config", f"<pre>{html.escape(config_text)}</pre>"),
     }
+    attack = _read_json(path / "privacy_audit.json")
+    if metrics.get("privacy") or attack:  # a private run, or one that was attacked
+        body = {**dict(list(body.items())[:-2]), "privacy": ("Privacy", privacy_html(
+            metrics.get("privacy"), attack, html_table)), **dict(list(body.items())[-2:])}
     nav = "".join(f"<a href='#{key}'>{title}</a>" for key, (title, _) in body.items())
     sections = "".join(f"<section id={key}><h2>{title}</h2>{content}</section>"
                        for key, (title, content) in body.items())
