@@ -29,7 +29,7 @@ def plan(clipping="ghost", noise=0.0, norm=0.05, batch=8.0, rate=0.1, steps=10):
 
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
-@pytest.mark.parametrize("clipping", ["ghost", "per_sample"])
+@pytest.mark.parametrize("clipping", ["ghost", "opacus_ghost", "per_sample"])
 def test_a_private_step_is_the_sum_of_clipped_row_gradients_over_the_expected_batch(clipping):
     torch.manual_seed(0)
     model = MLP(4, [5], 1, hidden_sizes=[8], dropout=0.0)
@@ -198,10 +198,24 @@ def test_adaptive_clipping_finds_the_target_quantile_of_the_norms():
     numeric, target = torch.randn(256, 4) * 3, torch.randint(0, 2, (256,))
     for _ in range(150):  # lr 0: the norms stay put while the bound moves from 0.01
         train_loss(module(numeric, torch.zeros(256, 0, dtype=torch.long)), target).backward()
-        norms = module.per_sample_gradient_norms.clone()
+        norms = private.clipper[0].per_sample_gradient_norms.clone()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         private.stepped()
     target_norm = float(torch.quantile(norms, 0.9))
     assert 0.75 * target_norm < private.bound < 1.3 * target_norm
     assert private.summary()["max_grad_norm"] == pytest.approx(private.bound, rel=1e-5)
+
+
+def test_geometric_gaps_draw_an_exact_poisson_sample():
+    from fitwell.privacy.dpsgd import poisson_rows
+
+    generator = torch.Generator()
+    draws = [poisson_rows(1000, 0.1, generator.manual_seed(i)) for i in range(3000)]
+    sizes = torch.tensor([len(d) for d in draws], dtype=torch.float64)
+    assert abs(float(sizes.mean()) - 100) < 1.0 and abs(float(sizes.var()) - 90) < 9  # Binomial(1000, 0.1)
+    joined = torch.zeros(1000)
+    for rows in draws:
+        assert bool((rows[1:] > rows[:-1]).all()) and int(rows.max()) < 1000  # distinct, in range
+        joined[rows] += 1
+    assert float((joined / 3000 - 0.1).abs().max()) < 0.03  # every row joins with probability q

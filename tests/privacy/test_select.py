@@ -32,7 +32,7 @@ def test_the_trial_count_is_random_with_the_asked_mean_and_repeatable():
 def search(**tune_values):
     config = private_config()
     config["tune"] = {"metric": "val_loss", "trials": 3, "sampler": "random", "pruner": "none",
-                      "space": {"train.lr": {"type": "float", "low": 0.001, "high": 0.03, "log": True}},
+                      "space": {"train.lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}},
                       **tune_values}
     return config
 

@@ -37,10 +37,11 @@ class PrivacyConfig(Section):
     accountant: Literal["rdp", "prv", "gdp"] = Field(
         "prv", description="Opacus' accountant: prv (tightest), rdp (Renyi), gdp (Gaussian DP, an"
                            " asymptotic approximation)")
-    clipping: Literal["ghost", "per_sample"] = Field(
-        "ghost", description="ghost: per-row gradient norms without per-row gradients where the layer"
-                             " allows (Opacus' fast gradient clipping); per_sample: Opacus' per-sample"
-                             " gradients (more memory)")
+    clipping: Literal["ghost", "opacus_ghost", "per_sample"] = Field(
+        "ghost", description="ghost: per-row norms without per-row gradients -- one backward pass for"
+                             " networks of linear and embedding layers (fitwell.privacy.fastclip), Opacus'"
+                             " ghost clipping for the rest; opacus_ghost: always Opacus'; per_sample:"
+                             " Opacus' per-sample gradients (more memory)")
     preprocessing_epsilon: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
         "auto", description="The share of epsilon for the preprocessing statistics released from the"
                             " private rows (fitwell.privacy.preprocess); auto: a tenth when any is needed")
@@ -100,7 +101,7 @@ def privacy_conflicts(config: Any) -> list[str]:
         problems.append("model.embeddings: piecewise_linear bins come from the private rows' quantiles;"
                         " use periodic or none")
     if config.privacy.max_grad_norm == "auto" and (config.privacy.mechanism != "dp-sgd"
-                                                   or config.privacy.clipping != "ghost"):
+                                                   or config.privacy.clipping == "per_sample"):
         problems.append("privacy.max_grad_norm: auto (adaptive clipping) runs with dp-sgd and ghost clipping")
     if config.ensemble is not None:
         problems.append("ensemble: its members and combiner are not accounted; train one private model"

@@ -31,6 +31,7 @@ from torch import nn
 from fitwell.config.privacy import resolve_delta
 from fitwell.engine.callbacks.base import Callback
 from fitwell.errors import ConfigError
+from fitwell.privacy.fastclip import BookKeeping, BookKeepingLoss, NoisyStep, eligible
 
 NOT_COVERED = ("the column roles (number, category, ID) inferred from the data types and values; set"
                " data.columns to make them public",
@@ -115,6 +116,25 @@ def plan_privacy(config: Any, rows: int, preprocessing: tuple[float, float] = (0
                        privacy.accountant, privacy.clipping, preprocessing=preprocessing, adaptive=adaptive)
 
 
+def poisson_rows(rows: int, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """The rows of a Poisson sample (each joins independently with probability ``rate``), drawn
+    as geometric gaps between joiners: about rate * rows random numbers, not rows of them."""
+    if rate >= 1:
+        return torch.arange(rows)
+    expected = rows * rate
+    found, position = [], -1.0
+    while True:
+        size = int(expected + 6 * math.sqrt(expected) + 16)
+        uniform = torch.rand(size, generator=generator, dtype=torch.float64)
+        gaps = torch.floor(torch.log1p(-uniform) / math.log1p(-rate)) + 1
+        positions = position + torch.cumsum(gaps, 0)
+        inside = positions[positions < rows]
+        found.append(inside)
+        if len(inside) < size:
+            return torch.cat(found).long()
+        position = float(positions[-1])
+
+
 def private_layers_problem(model: nn.Module) -> str | None:
     """Opacus' list of the layers that cannot train privately (BatchNorm and the like), or None."""
     from opacus.validators import ModuleValidator
@@ -184,6 +204,10 @@ class PrivateTraining(Callback):
         self.plan, self.seed = plan, seed
         self.accountant = create_accountant(mechanism=plan.accountant) if plan.mechanism == "dp-sgd" else None
         self.steps = 0
+        self._spent: dict[int, float] = {}
+        self._one_step = None
+        self._generator = torch.Generator()
+        self.clipper: tuple = ()  # (what holds the per-row norms and the bound, the private optimizer)
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module):
         """``(module, optimizer, training loss)`` that clip per row and add the noise."""
@@ -193,7 +217,12 @@ class PrivateTraining(Callback):
         if not hasattr(loss_fn, "per_row"):
             raise ConfigError("train.loss: a private run needs a built-in loss (each row's loss)")
         plan = self.plan
-        if plan.clipping == "ghost":
+        if plan.clipping == "ghost" and eligible(model):  # one backward pass (fitwell.privacy.fastclip)
+            clipping = BookKeeping(model, plan.max_grad_norm)
+            private = NoisyStep(optimizer, plan.gradient_noise, plan.max_grad_norm, plan.expected_batch_size)
+            self.clipper = (clipping, private)
+            return model, private, BookKeepingLoss(loss_fn, clipping)
+        if plan.clipping in ("ghost", "opacus_ghost"):
             from opacus.grad_sample import GradSampleModuleFastGradientClipping
             from opacus.optimizers import DPOptimizerFastGradientClipping
 
@@ -203,7 +232,7 @@ class PrivateTraining(Callback):
             private = DPOptimizerFastGradientClipping(
                 optimizer, noise_multiplier=plan.gradient_noise, max_grad_norm=plan.max_grad_norm,
                 expected_batch_size=plan.expected_batch_size, loss_reduction="mean")
-            self._clipped = (module, private)
+            self.clipper = (module, private)
             return module, private, GhostLoss(loss_fn, module, private)
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
@@ -224,9 +253,7 @@ class PrivateTraining(Callback):
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """The rows of step ``batch`` of ``epoch``: each joins with probability q (Poisson)."""
         seed = int(np.random.SeedSequence([self.seed, epoch, batch, 7]).generate_state(1)[0])
-        generator = torch.Generator().manual_seed(seed)
-        joined = torch.rand(rows, generator=generator) < self.plan.sample_rate
-        return joined.nonzero().squeeze(1).to(device)
+        return poisson_rows(rows, self.plan.sample_rate, self._generator.manual_seed(seed)).to(device)
 
     def stepped(self) -> None:
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
@@ -238,7 +265,7 @@ class PrivateTraining(Callback):
         """Move the bound geometrically towards the target quantile of the norms, by a noised
         count of the rows it left unclipped (the global generator: a resumed run draws the same)."""
         quantile, rate, count_noise = self.plan.adaptive
-        module, optimizer = self._clipped
+        module, optimizer = self.clipper
         try:
             norms = module.per_sample_gradient_norms
             module.per_sample_gradient_norms = None
@@ -262,14 +289,35 @@ class PrivateTraining(Callback):
         return self.steps >= self.plan.steps
 
     def epsilon(self) -> float:
+        """Epsilon spent so far by the configured accountant (cached by step count). Every step
+        has the same (sigma, q), so RDP is the one-step curve times the steps: no recomputation."""
         if not self.steps:
             return 0.0
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            return float(self.accountant.get_epsilon(delta=self.plan.delta))
+        if self.steps not in self._spent:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+                if self.plan.accountant == "rdp":
+                    self._spent[self.steps] = self._rdp_epsilon()
+                else:
+                    self._spent[self.steps] = float(self.accountant.get_epsilon(delta=self.plan.delta))
+        return self._spent[self.steps]
+
+    def _rdp_epsilon(self) -> float:
+        from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+        orders = self.accountant.DEFAULT_ALPHAS
+        if self._one_step is None:
+            self._one_step = compute_rdp(q=self.plan.sample_rate, steps=1, orders=orders,
+                                         noise_multiplier=self.plan.noise_multiplier)
+        spent = get_privacy_spent(orders=orders, rdp=self._one_step * self.steps, delta=self.plan.delta)
+        return float(spent[0])
 
     def on_validation_end(self, trainer, state, row: dict) -> None:
-        row["epsilon"] = round(self.epsilon(), 4)
+        """Epsilon in the epoch's row: every epoch with the rdp accountant (cheap), else about
+        ten times a run and at its end (prv: some 60 ms a call, an epoch's cost on a small table)."""
+        every = 1 if self.plan.accountant == "rdp" else max(1, math.ceil(trainer.epochs / 10))
+        if state.epoch % every == 0 or state.epoch >= trainer.epochs or self.spent_all:
+            row["epsilon"] = round(self.epsilon(), 4)
         if self.plan.adaptive is not None:
             row["max_grad_norm"] = round(self.bound, 5)
         if self.spent_all and state.epoch < trainer.epochs:
@@ -306,7 +354,7 @@ class PrivateTraining(Callback):
         self.accountant.history = [tuple(h) for h in state["history"]]
         if self.plan.adaptive is not None:
             self.bound = float(state["bound"])
-            module, optimizer = self._clipped
+            module, optimizer = self.clipper
             module.max_grad_norm = optimizer.max_grad_norm = self.bound
 
 
