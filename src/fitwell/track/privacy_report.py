@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import html
 
+PRIVATE_PAGE = ("<p class=warning>A private run: the model is covered by its privacy budget (see Privacy);"
+                " this page is not -- its test metrics, plots, curves and audit are computed from private"
+                " rows without noise. Keep it in-house.</p>")
+PRIVATE_ROWS = ("<p class=warning>This audit reads the private rows: it is not covered by the run's"
+                " privacy budget. Do not publish it with the model.</p>")
+
 
 def privacy_html(privacy: dict | None, attack: dict | None, table) -> str:
     """HTML of the section; ``table`` renders a list of dicts (the report's ``html_table``)."""
@@ -34,3 +40,13 @@ def privacy_html(privacy: dict | None, attack: dict | None, table) -> str:
                      f" (95% confidence, {attack['members']} training rows against {attack['non_members']}"
                      " held-out rows).</p>")
     return "".join(parts)
+
+
+def with_privacy(body: dict, privacy: dict | None, attack: dict | None, table) -> dict:
+    """The report's sections with Privacy before the last two (audit, config), for a private run
+    or one that was attacked; ``body`` unchanged otherwise."""
+    if not privacy and not attack:
+        return body
+    items = list(body.items())
+    section = ("Privacy", privacy_html(privacy, attack, table))
+    return {**dict(items[:-2]), "privacy": section, **dict(items[-2:])}

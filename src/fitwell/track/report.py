@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fitwell.errors import UserError
-from fitwell.track.privacy_report import privacy_html
+from fitwell.track.privacy_report import PRIVATE_PAGE, PRIVATE_ROWS, with_privacy
 
 COLORS = {"info": "#2b7bb9", "warning": "#b8860b", "error": "#c0392b"}
 
@@ -286,10 +286,6 @@ def _audit(audit: dict | None) -> str:
             + "<h3>Columns</h3>" + html_table(columns))
 
 
-PRIVATE_ROWS = ("<p class=warning>This audit reads the private rows: it is not covered by the run's"
-                " privacy budget. Do not publish it with the model.</p>")
-
-
 def _data_facts(data: dict, transfer: dict | None) -> dict:
     """What the model read besides the table, and what changed its training rows or its start:
     input blocks, synthetic rows, resampling, transferred weights."""
@@ -339,6 +335,7 @@ def render(run_path: str | Path) -> str:
              "duration": f"{metrics['duration_s']:.1f} s" if "duration_s" in metrics else None}
     facts.update(_data_facts(data, _read_json(path / "transfer.json")))
     summary.insert(0, html_table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
+    summary[:0] = [PRIVATE_PAGE] if metrics.get("privacy") else []  # the page itself is not private
     if doctor is None:
         doctor_html = _missing("the doctor has not examined this run")
     elif doctor["findings"]:
@@ -367,10 +364,7 @@ def render(run_path: str | Path) -> str:
                   + _audit(_read_json(path / "audit.json"))),
         "config": ("Config", f"<pre>{html.escape(config_text)}</pre>"),
     }
-    attack = _read_json(path / "privacy_audit.json")
-    if metrics.get("privacy") or attack:  # a private run, or one that was attacked
-        body = {**dict(list(body.items())[:-2]), "privacy": ("Privacy", privacy_html(
-            metrics.get("privacy"), attack, html_table)), **dict(list(body.items())[-2:])}
+    body = with_privacy(body, metrics.get("privacy"), _read_json(path / "privacy_audit.json"), html_table)
     nav = "".join(f"<a href='#{key}'>{title}</a>" for key, (title, _) in body.items())
     sections = "".join(f"<section id={key}><h2>{title}</h2>{content}</section>"
                        for key, (title, content) in body.items())
