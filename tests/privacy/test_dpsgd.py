@@ -260,3 +260,14 @@ def test_a_private_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, write_conf
     assert all(torch.equal(a[k], b[k]) for k in a)
     spent = [json.loads((run / "metrics.json").read_text())["privacy"]["epsilon"] for run in (whole, killed)]
     assert spent[0] == spent[1] <= 4.0
+
+
+def test_mlflow_records_what_a_private_run_spent(tmp_path, patients):
+    import mlflow
+
+    run = fitwell.train(private_config(), {"track.runs_dir": str(tmp_path), "track.loggers": ["mlflow"],
+                                           "track.mlflow_log_model": False, "train.epochs": 2}, data=patients)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("fitwell").experiment_id])
+    assert found.data.metrics["privacy_epsilon"] == pytest.approx(run.summary["privacy"]["epsilon"])
+    assert found.data.metrics["privacy_noise_multiplier"] > 0 and "epsilon" in found.data.metrics  # per epoch

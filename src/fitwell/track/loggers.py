@@ -60,6 +60,19 @@ def _numbers(row: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
 
 
+PRIVACY_NUMBERS = ("epsilon", "delta", "training_epsilon", "noise_multiplier", "sample_rate", "steps",
+                   "max_grad_norm")
+
+
+def final_numbers(summary: dict) -> dict[tuple[str, str], float]:
+    """What every tracker records at the end: the test metrics and, for a private run, its
+    privacy (epsilon spent, delta, noise multiplier, ...), keyed by (group, name)."""
+    out = {("test", k): v for k, v in _numbers(summary.get("test", {})).items()}
+    privacy = summary.get("privacy") or {}
+    out.update({("privacy", k): v for k, v in _numbers(privacy).items() if k in PRIVACY_NUMBERS})
+    return out
+
+
 class Tracker(Callback):
     """Base of the trackers: ``start`` once, ``log`` every epoch, ``finish`` after the run."""
 
@@ -167,8 +180,8 @@ class TensorBoardLogger(Tracker):
 
     def close(self, summary, status):
         step = summary.get("epochs", 0)
-        for key, value in _numbers(summary.get("test", {})).items():
-            self.writer.add_scalar(f"test/{key}", value, step)
+        for (group, key), value in final_numbers(summary).items():
+            self.writer.add_scalar(f"{group}/{key}", value, step)
         self.writer.add_text("status", status)
         self.writer.close()
 
@@ -226,8 +239,8 @@ class MLflowLogger(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        test = [Metric(f"test_{k}", v, now, summary.get("epochs", 0))
-                for k, v in _numbers(summary.get("test", {})).items()]
+        test = [Metric(f"{group}_{k}", v, now, summary.get("epochs", 0))
+                for (group, k), v in final_numbers(summary).items()]
         if test:
             self.client.log_batch(self.run_id, metrics=test)
         for name in ARTIFACTS:
@@ -294,8 +307,8 @@ class WandbLogger(Tracker):
         self.run.log(_numbers(row), step=epoch)
 
     def close(self, summary, status):
-        for key, value in _numbers(summary.get("test", {})).items():
-            self.run.summary[f"test_{key}"] = value
+        for (group, key), value in final_numbers(summary).items():
+            self.run.summary[f"{group}_{key}"] = value
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
 
 
