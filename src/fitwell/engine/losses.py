@@ -57,9 +57,7 @@ class Loss(nn.Module):
         """Each row's (weighted) loss, unreduced: what per-row gradient clipping needs (a private
         run); an ensembling family's heads are averaged per row."""
         heads = output.shape[1] if output.ndim == 3 else 1
-        if weight is None:  # the weighted branches are the unfused, per-row ones
-            weight = torch.ones(len(target), device=target.device)
-        self._rows = True
+        self._rows = True  # each loss takes its unfused, per-row branch
         try:
             out = self(output, target, weight)
         finally:
@@ -91,7 +89,7 @@ class BinaryCrossEntropy(Loss):
         if self.label_smoothing:
             soft = soft * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
         weight = self.row_weight(target, weight)
-        if weight is None:
+        if weight is None and not self._rows:
             return F.binary_cross_entropy_with_logits(logits, soft)
         return self.reduce(F.binary_cross_entropy_with_logits(logits, soft, reduction="none"), weight)
 
@@ -102,7 +100,7 @@ class CrossEntropy(Loss):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, target, weight=None):
-        if weight is None:
+        if weight is None and not self._rows:
             return F.cross_entropy(logits, target, weight=self.class_weights,
                                    label_smoothing=self.label_smoothing)
         per_row = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smoothing)
@@ -140,14 +138,14 @@ class Regression(Loss):
 
     def forward(self, output, target, weight=None):
         output = output.squeeze(-1)
-        reduction = "mean" if weight is None else "none"
+        reduction = "mean" if weight is None and not self._rows else "none"
         if self.kind == "mse":
             out = F.mse_loss(output, target, reduction=reduction)
         elif self.kind == "mae":
             out = F.l1_loss(output, target, reduction=reduction)
         else:
             out = F.huber_loss(output, target, delta=self.delta, reduction=reduction)
-        return out if weight is None else self.reduce(out, weight)
+        return out if reduction == "mean" else self.reduce(out, weight)
 
 
 class CustomLoss(nn.Module):

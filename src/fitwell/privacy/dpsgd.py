@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -252,7 +251,7 @@ class PrivateTraining(Callback):
 
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """The rows of step ``batch`` of ``epoch``: each joins with probability q (Poisson)."""
-        seed = int(np.random.SeedSequence([self.seed, epoch, batch, 7]).generate_state(1)[0])
+        seed = ((self.seed * 1_000_003 + epoch) * 1_000_033 + batch) % 2**63  # distinct per step
         return poisson_rows(rows, self.plan.sample_rate, self._generator.manual_seed(seed)).to(device)
 
     def stepped(self) -> None:

@@ -94,8 +94,11 @@ class BookKeeping:
 def _norm_squares(layer: nn.Module, inputs: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Each row's squared gradient norm in ``layer``."""
     if isinstance(layer, nn.Linear):
-        out = grad.pow(2).sum(1) * inputs.reshape(len(grad), -1).pow(2).sum(1)
-        return out + grad.pow(2).sum(1) if layer.bias is not None and layer.bias.requires_grad else out
+        outer = (grad * grad).sum(1)
+        flat = inputs if inputs.dim() == 2 else inputs.reshape(len(grad), -1)
+        size = (flat * flat).sum(1)
+        with_bias = layer.bias is not None and layer.bias.requires_grad
+        return outer * (size + 1) if with_bias else outer * size
     rows = grad.reshape(len(grad), -1, grad.shape[-1])  # an embedding: each row's lookups
     index = inputs.reshape(len(grad), -1)
     if index.shape[1] == 1:
