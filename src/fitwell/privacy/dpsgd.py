@@ -3,9 +3,10 @@
 What the loop does is what is accounted. Each step takes a Poisson sample of the training rows
 (every row joins with probability ``q = batch_size / n``, drawn from a generator seeded by
 (seed, epoch, step), so a resumed run draws the same batches), clips each row's gradient to
-``max_grad_norm`` (Opacus' ghost clipping: per-row norms without per-row gradients where the layer
-allows), adds Gaussian noise of ``noise_multiplier * max_grad_norm`` to the sum and divides by the
-expected batch size. An empty sample still takes its noised step (skipping it would tell). The
+``max_grad_norm`` (per-row norms without per-row gradients: ``fitwell.privacy.fastclip``'s one
+backward pass for networks of linear and embedding layers, Opacus' ghost clipping for the rest;
+or Opacus' per-sample gradients), adds Gaussian noise of ``noise_multiplier * max_grad_norm``
+to the sum and divides by the expected batch size. An empty sample still takes its noised step (skipping it would tell). The
 noise multiplier is calibrated before training (Opacus' ``get_noise_multiplier``) so that the
 planned ``epochs * round(n / batch_size)`` steps spend ``privacy.epsilon`` at ``delta``; the
 accountant steps with the loop and its history is checkpointed, so a resumed run's epsilon is the
@@ -39,7 +40,8 @@ NOT_COVERED = ("the column roles (number, category, ID) inferred from the data t
                "the training loss and validation metrics logged every epoch (computed without noise)")
 
 
-def steps_per_epoch(rows: int, batch_size: int) -> int:
+def steps_per_epoch(rows: int, batch_size: float) -> int:
+    """Poisson-sampled steps an epoch: round(n / expected batch size)."""
     return max(1, round(rows / batch_size))
 
 
@@ -207,6 +209,7 @@ class PrivateTraining(Callback):
         self._one_step = None
         self._generator = torch.Generator()
         self.clipper: tuple = ()  # (what holds the per-row norms and the bound, the private optimizer)
+        self.bound = plan.max_grad_norm  # the clipping bound now (it moves with adaptive clipping)
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module):
         """``(module, optimizer, training loss)`` that clip per row and add the noise."""
@@ -237,9 +240,10 @@ class PrivateTraining(Callback):
         from opacus.optimizers import DPOptimizer
 
         module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-        private = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
+        private = DPOptimizer(optimizer, noise_multiplier=plan.gradient_noise,
                               max_grad_norm=plan.max_grad_norm,
                               expected_batch_size=plan.expected_batch_size, loss_reduction="mean")
+        self.clipper = (module, private)
         return module, private, PerRowMean(loss_fn)
 
     def epoch(self, trainer, data, state) -> float:
@@ -247,7 +251,7 @@ class PrivateTraining(Callback):
 
     def batches(self, rows: int) -> int:
         """Steps an epoch: round(n / expected batch size) Poisson samples."""
-        return max(1, round(rows / self.plan.expected_batch_size))
+        return steps_per_epoch(rows, self.plan.expected_batch_size)
 
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """The rows of step ``batch`` of ``epoch``: each joins with probability q (Poisson)."""
@@ -274,14 +278,6 @@ class PrivateTraining(Callback):
         share = (below + float(torch.randn(())) * count_noise) / self.plan.expected_batch_size
         self.bound *= math.exp(-rate * (share - quantile))
         module.max_grad_norm = optimizer.max_grad_norm = self.bound
-
-    @property
-    def bound(self) -> float:
-        return self._bound if hasattr(self, "_bound") else self.plan.max_grad_norm
-
-    @bound.setter
-    def bound(self, value: float) -> None:
-        self._bound = value
 
     @property
     def spent_all(self) -> bool:
