@@ -6,8 +6,8 @@ What the loop does is what is accounted. Each step takes a Poisson sample of the
 ``max_grad_norm`` (per-row norms without per-row gradients: ``fitwell.privacy.fastclip``'s one
 backward pass for networks of linear and embedding layers, Opacus' ghost clipping for the rest;
 or Opacus' per-sample gradients), adds Gaussian noise of ``noise_multiplier * max_grad_norm``
-to the sum and divides by the expected batch size. An empty sample still takes its noised step (skipping it would tell). The
-noise multiplier is calibrated before training (Opacus' ``get_noise_multiplier``) so that the
+to the sum and divides by the expected batch size. An empty sample still takes its noised step
+(skipping it would tell). The noise multiplier is calibrated before training (Opacus' ``get_noise_multiplier``) so that the
 planned ``epochs * round(n / batch_size)`` steps spend ``privacy.epsilon`` at ``delta``; the
 accountant steps with the loop and its history is checkpointed, so a resumed run's epsilon is the
 unbroken run's. The loop stops when the planned steps are spent.
