@@ -7,10 +7,11 @@ What the loop does is what is accounted. Each step takes a Poisson sample of the
 backward pass for networks of linear and embedding layers, Opacus' ghost clipping for the rest;
 or Opacus' per-sample gradients), adds Gaussian noise of ``noise_multiplier * max_grad_norm``
 to the sum and divides by the expected batch size. An empty sample still takes its noised step
-(skipping it would tell). The noise multiplier is calibrated before training (Opacus' ``get_noise_multiplier``) so that the
-planned ``epochs * round(n / batch_size)`` steps spend ``privacy.epsilon`` at ``delta``; the
-accountant steps with the loop and its history is checkpointed, so a resumed run's epsilon is the
-unbroken run's. The loop stops when the planned steps are spent.
+(skipping it would tell). The noise multiplier is calibrated before training (Opacus'
+``get_noise_multiplier``) so that the planned ``epochs * round(n / batch_size)`` steps spend
+``privacy.epsilon`` at ``delta``; the accountant steps with the loop and its history is
+checkpointed, so a resumed run's epsilon is the unbroken run's. The loop stops when the planned
+steps are spent.
 
 Covered: the preprocessing statistics (public values or OpenDP releases,
 ``fitwell.privacy.preprocess``, charged to the same budget) and the training steps. Not covered
