@@ -147,7 +147,8 @@ def train(
 
 def command_line_config(config: Path, overrides, target, time_limit, preset, task) -> dict:
     """The overrides ``fitwell train`` builds from its flags; a table instead of a YAML file becomes
-    a config of its own (``__config__``) with the good preset unless --preset says otherwise."""
+    a config of its own (``__config__``) with the good preset unless --preset says otherwise (or
+    ``privacy.*`` overrides ask for a private run: one network, no preset)."""
     from fitwell.config.load import parse_overrides
 
     values = dict(parse_overrides(overrides))
@@ -156,7 +157,10 @@ def command_line_config(config: Path, overrides, target, time_limit, preset, tas
         if target is None:
             raise UserError(f"{config} is a table, not a config: say which column to predict with"
                             " --target COL (or give a YAML config)")
-        values["__config__"] = {"data": {"source": str(config)}, "preset": preset or "good"}
+        private = any(key == "privacy" or key.startswith("privacy.") for key in values)
+        # a private run trains one network (a preset's ensemble is not accounted)
+        values["__config__"] = {"data": {"source": str(config)},
+                                "preset": preset or (None if private else "good")}
     elif preset is not None:
         values["preset"] = preset
     for key, value in (("data.target", target), ("data.task", task)):

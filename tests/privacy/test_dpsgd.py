@@ -271,3 +271,16 @@ def test_mlflow_records_what_a_private_run_spent(tmp_path, patients):
     (found,) = client.search_runs([client.get_experiment_by_name("fitwell").experiment_id])
     assert found.data.metrics["privacy_epsilon"] == pytest.approx(run.summary["privacy"]["epsilon"])
     assert found.data.metrics["privacy_noise_multiplier"] > 0 and "epsilon" in found.data.metrics  # per epoch
+
+
+def test_a_table_with_privacy_overrides_trains_one_private_network(tmp_path):
+    from fitwell.cli import run_cli
+
+    make_mixed_frame(n=600).to_csv(tmp_path / "t.csv", index=False)
+    code = run_cli(["train", str(tmp_path / "t.csv"), "--target", "label", "privacy.epsilon=3",
+                    f"track.runs_dir={tmp_path / 'runs'}", "track.name=p", "train.epochs=2",
+                    "track.report=false"])
+    assert code == 0
+    summary = json.loads((tmp_path / "runs" / "p" / "metrics.json").read_text())
+    assert "members" not in summary and summary["privacy"]["epsilon"] <= 3.0  # no preset's ensemble
+    assert summary["privacy"]["preprocessing"]["releases"] > 0  # no public ranges: released with DP
