@@ -10,7 +10,7 @@ cost     DP-SGD epoch time / non-private epoch time of fitwell's Trainer on
          networks), Opacus' ghost clipping and Opacus' per-sample gradients; peak memory
          (VmHWM) of one epoch of each in a fresh process, minus the non-private one's.
 utility  examples/patients_private.yaml (24,000 rows) without privacy, with DP-SGD at epsilon 1, 3
-         and 8 and with DP-FTRL (bound 5) at 3 and 8:
+         and 8 and with DP-FTRL and BLT (bound 5) at 3 and 8:
          test ROC AUC and the loss attack's ROC AUC and empirical epsilon bound from
          ``fitwell.privacy_audit``; plus a deliberately overfit non-private model (10% of the rows
          for training, a 512x512 MLP, 150 epochs) to show what the attack finds when there is a leak.
@@ -120,8 +120,8 @@ def utility(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         runs = {"non-private": {"privacy": None},
                 **{f"epsilon {e:g}": {"privacy.epsilon": e} for e in (1, 3, 8)},
-                **{f"dp-ftrl, eps {e:g}": {"privacy.epsilon": e, "privacy.mechanism": "dp-ftrl",
-                                           "privacy.max_grad_norm": 5.0} for e in (3, 8)},
+                **{f"{m}, eps {e:g}": {"privacy.epsilon": e, "privacy.mechanism": m, "privacy.max_grad_norm": 5.0}
+                   for m in ("dp-ftrl", "blt") for e in (3, 8)},
                 "overfit, no DP": {"privacy": None, "split.train": 0.1, "split.val": 0.1, "split.test": 0.8,
                                    "model.hidden_sizes": [512, 512], "train.epochs": 150,
                                    "train.early_stopping.enabled": False,

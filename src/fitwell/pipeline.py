@@ -227,14 +227,17 @@ def private_training(config, pre, rows: int):
     spent = (pre.privacy_["epsilon"], pre.privacy_["delta"]) if pre.privacy_ else (0.0, 0.0)
     if config.privacy.release_metric:  # a tuning trial's noised validation score
         spent = (spent[0] + config.privacy.score_epsilon, spent[1])
-    if config.privacy.mechanism == "dp-ftrl":
+    if config.privacy.mechanism in ("dp-ftrl", "blt"):
         from fitwell.config.privacy import resolve_delta
+        from fitwell.privacy.blt import BufferedNoise, plan_blt
         from fitwell.privacy.ftrl import TreeAggregationTraining, plan_ftrl
 
         delta = resolve_delta(config.privacy.delta, rows) - spent[1]
-        plan = plan_ftrl(config, rows, config.privacy.epsilon - spent[0], delta)
+        make, kind = (plan_ftrl, TreeAggregationTraining) if config.privacy.mechanism == "dp-ftrl" else \
+            (plan_blt, BufferedNoise)
+        plan = make(config, rows, config.privacy.epsilon - spent[0], delta)
         plan.preprocessing = spent
-        return TreeAggregationTraining(plan, config.seed, plan.steps // config.train.epochs)
+        return kind(plan, config.seed, plan.steps // config.train.epochs)
     return PrivateTraining(plan_privacy(config, rows, spent), config.seed)
 
 

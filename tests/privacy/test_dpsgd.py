@@ -126,7 +126,7 @@ def test_a_larger_budget_needs_less_noise():
 
 
 @pytest.mark.parametrize("settings", [{"mechanism": "dp-sgd", "max_grad_norm": "auto"},
-                                      {"mechanism": "dp-ftrl"}])
+                                      {"mechanism": "dp-ftrl"}, {"mechanism": "blt"}])
 def test_a_private_run_resumes_exactly(tmp_path, patients, settings):
     config = private_config(**settings)
     whole = fitwell.train(config, {"track.runs_dir": str(tmp_path / "a")}, data=patients)

@@ -25,10 +25,11 @@ class PrivacyConfig(Section):
     delta: Literal["auto"] | float = Field(
         "auto", description="auto: the largest power of ten at most min(1e-5, 0.1 / n) for n training rows;"
                             " a number must be in (0, 1/n)")
-    mechanism: Literal["dp-sgd", "dp-ftrl"] = Field(
+    mechanism: Literal["dp-sgd", "dp-ftrl", "blt"] = Field(
         "dp-sgd", description="dp-sgd: Poisson-sampled batches, Gaussian noise each step (Opacus);"
                               " dp-ftrl: no sampling or shuffling assumed, tree-aggregated noise"
-                              " (fitwell.privacy.ftrl)")
+                              " (fitwell.privacy.ftrl); blt: the same assumption, buffered linear"
+                              " Toeplitz noise over one fixed row order (fitwell.privacy.blt)")
     max_grad_norm: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
         1.0, description="Each row's gradient is clipped to this L2 norm; auto: adaptive clipping, the"
                          " bound follows a privately counted quantile of the norms (Andrew et al. 2021)")

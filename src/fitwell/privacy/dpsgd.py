@@ -62,6 +62,7 @@ class PrivacyPlan:
     mechanism: str = "dp-sgd"
     preprocessing: tuple[float, float] = (0.0, 0.0)  # (epsilon, delta) spent outside the training
     adaptive: tuple[float, float, float] | None = None  # (target quantile, bound's rate, count noise sd)
+    blt: tuple | None = None  # (theta, omega, Gaussian multiplier) of the BLT mechanism (privacy.blt)
 
     @property
     def gradient_noise(self) -> float:

@@ -15,8 +15,8 @@ accounted with Google's ``dp_accounting`` (``SingleEpochTreeAggregationDpEvent``
 replace-one-row-with-a-special-row neighbours), without any amplification.
 
 Node noise is drawn from a generator seeded by (seed, epoch, level, index), so a resumed run adds
-the same noise as an unbroken one without storing any. Not built here: the BLT mechanism
-(McMahan et al. 2024), and the "honaker" variance reduction of the tree.
+the same noise as an unbroken one without storing any. The BLT mechanism is ``fitwell.privacy.blt``
+(``mechanism: blt``); the "honaker" variance reduction of the tree is not built.
 """
 
 from __future__ import annotations
