@@ -121,7 +121,8 @@ def utility(repeats: int) -> None:
         runs = {"non-private": {"privacy": None},
                 **{f"epsilon {e:g}": {"privacy.epsilon": e} for e in (1, 3, 8)},
                 **{f"{m}, eps {e:g}": {"privacy.epsilon": e, "privacy.mechanism": m,
-                                       "privacy.max_grad_norm": 5.0} for m in ("dp-ftrl", "blt") for e in (3, 8)},
+                                       "privacy.max_grad_norm": 5.0}
+                   for m in ("dp-ftrl", "blt") for e in (3, 8)},
                 "overfit, no DP": {"privacy": None, "split.train": 0.1, "split.val": 0.1, "split.test": 0.8,
                                    "model.hidden_sizes": [512, 512], "train.epochs": 150,
                                    "train.early_stopping.enabled": False,
