@@ -284,3 +284,19 @@ def test_a_table_with_privacy_overrides_trains_one_private_network(tmp_path):
     summary = json.loads((tmp_path / "runs" / "p" / "metrics.json").read_text())
     assert "members" not in summary and summary["privacy"]["epsilon"] <= 3.0  # no preset's ensemble
     assert summary["privacy"]["preprocessing"]["releases"] > 0  # no public ranges: released with DP
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_training_stops_cleanly_when_the_planned_steps_are_spent():
+    from fitwell.engine.loop import Trainer
+    from tests.engine.conftest import synthetic
+
+    torch.manual_seed(0)
+    model = MLP(6, [], 1, hidden_sizes=[8], dropout=0.0)
+    budget = plan(noise=1.0, norm=1.0, batch=64.0, rate=64 / 512, steps=10)  # 8 steps an epoch planned
+    private = PrivateTraining(budget, seed=0)
+    trainer = Trainer(model, build_loss("auto", "binary"), torch.optim.SGD(model.parameters(), lr=0.1),
+                      task="binary", epochs=3, batch_size=64, callbacks=[private], privacy=private)
+    state = trainer.fit(synthetic(512), synthetic(128, seed=1))
+    assert state.step == 10 and private.steps == 10  # not one noised step past the budget
+    assert state.stop_reason == "privacy budget spent after 10 steps" and state.epoch == 2
