@@ -190,7 +190,7 @@ class BufferedNoise(PrivateTraining):
     def _add_noise(self, optimizer) -> None:
         sd = self.plan.noise_multiplier * self.bound
         fresh = [torch.randn_like(p) for p in self._params]  # the global generator: checkpointed
-        for p, index in zip(self._params, range(len(self._params)), strict=True):
+        for index, p in enumerate(self._params):
             noise = fresh[index] - sum(t * b[index] for t, b in zip(self.theta, self.buffers, strict=True))
             p.grad.add_(noise.to(p.grad.device), alpha=sd / self.plan.expected_batch_size)
         for w, buffer in zip(self.omega, self.buffers, strict=True):
