@@ -163,7 +163,7 @@ class Preprocessor:
         self.task = task
         self.normalize_strings = normalize_strings
         self.inputs = list(inputs or [])
-        self.privacy_: dict | None = None  # a private run: what its statistics released (private_stats)
+        self.privacy_: dict | None = None  # a private run: what it released (fitwell.privacy.preprocess)
 
     # --- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame, y: pd.Series) -> Preprocessor:

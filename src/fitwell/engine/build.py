@@ -270,6 +270,9 @@ def fit_arrays(config: RunConfig, model: torch.nn.Module, task: str, numeric: np
     """
     from fitwell.errors import TrainingFailed
 
+    if config.privacy is not None:  # never a silently non-private fit
+        raise ConfigError("privacy: the scikit-learn estimators and ensemble members do not train"
+                          " privately; train a private model with fitwell train (or fitwell.train)")
     torch.manual_seed(config.seed)
     train_rows, val_rows = held_out_rows(target, task, validation_fraction, config.seed,
                                          config.train.early_stopping.enabled)
