@@ -56,7 +56,7 @@ def test_the_noise_has_the_factorizations_covariance():
         row = []
         for _ in range(n):
             model.weight.grad = torch.zeros_like(model.weight)
-            private._add_noise(None)
+            private.add_noise(None)
             row.append(float(model.weight.grad))
         draws.append(row)
     inverse = np.array([[inverse_coefficients(THETA, OMEGA, n)[i - j] if i >= j else 0.0 for j in range(n)]

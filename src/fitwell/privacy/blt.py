@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from fitwell.errors import ConfigError
-from fitwell.privacy.dpsgd import PrivacyPlan, PrivateTraining
+from fitwell.privacy.dpsgd import PrivacyPlan
+from fitwell.privacy.ftrl import CorrelatedNoise, smallest_multiplier
 
 
 def inverse_coefficients(theta: np.ndarray, omega: np.ndarray, n: int) -> np.ndarray:
@@ -127,16 +128,7 @@ def gaussian_multiplier(epsilon: float, delta: float) -> float:
     def spent(z):
         return RdpAccountant().compose(dp_accounting.GaussianDpEvent(z)).get_epsilon(delta)
 
-    low, high = 0.05, 1000.0
-    if spent(high) > epsilon:
-        raise ConfigError(f"privacy.epsilon: {epsilon:g} is too small for one Gaussian release at delta"
-                          f" {delta:g}; raise it")
-    for _ in range(80):
-        middle = math.sqrt(low * high)
-        low, high = (middle, high) if spent(middle) > epsilon else (low, middle)
-        if high / low < 1.0005:
-            break
-    return high
+    return smallest_multiplier(spent, epsilon, f"one Gaussian release at delta {delta:g}; raise it")
 
 
 def plan_blt(config, rows: int, epsilon: float, delta: float) -> PrivacyPlan:
@@ -156,38 +148,28 @@ def plan_blt(config, rows: int, epsilon: float, delta: float) -> PrivacyPlan:
                        config.privacy.clipping, mechanism="blt", blt=(theta, omega, z))
 
 
-class BufferedNoise(PrivateTraining):
+class BufferedNoise(CorrelatedNoise):
     """BLT for a Trainer: one fixed order of the rows for every epoch, clipped sums without noise,
     then ``z_t - sum_i theta_i b_i`` (times the noise sd, over the batch size) before the step."""
 
     def __init__(self, plan: PrivacyPlan, seed: int, per_epoch: int):
-        super().__init__(plan, seed)
-        self.per_epoch = per_epoch
-        self.theta, self.omega, self.multiplier = plan.blt
+        super().__init__(plan, seed, per_epoch)
+        self.theta, self.omega, _ = plan.blt  # (the Gaussian multiplier is in noise_multiplier)
         self.buffers: list[list[torch.Tensor]] = []
         self._order: torch.Tensor | None = None
-        self._params: list[torch.Tensor] = []
 
     def wrap(self, model, optimizer, loss_fn):
-        clipping_only = PrivacyPlan(**{**self.plan.__dict__, "noise_multiplier": 0.0, "mechanism": "dp-sgd",
-                                       "accountant": "rdp", "blt": None})
-        module, private, loss = PrivateTraining(clipping_only, self.seed).wrap(model, optimizer, loss_fn)
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        wrapped = super().wrap(model, optimizer, loss_fn)
         self.buffers = [[torch.zeros_like(p) for p in self._params] for _ in self.theta]
-        private.attach_step_hook(self._add_noise)
-        return module, private, loss
-
-    def batches(self, rows: int) -> int:
-        return self.per_epoch
+        return wrapped
 
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """Step ``batch``'s slice of the run's one order: a row sits at the same place each epoch."""
         if self._order is None or len(self._order) != rows:
             self._order = torch.randperm(rows, generator=torch.Generator().manual_seed(self.seed + 3))
-        size = int(self.plan.expected_batch_size)
-        return self._order[batch * size:(batch + 1) * size].to(device)
+        return self.slice(self._order, batch, device)
 
-    def _add_noise(self, optimizer) -> None:
+    def add_noise(self, optimizer) -> None:
         sd = self.plan.noise_multiplier * self.bound
         fresh = [torch.randn_like(p) for p in self._params]  # the global generator: checkpointed
         for index, p in enumerate(self._params):
@@ -196,9 +178,6 @@ class BufferedNoise(PrivateTraining):
         for w, buffer in zip(self.omega, self.buffers, strict=True):
             for b, z in zip(buffer, fresh, strict=True):
                 b.mul_(w).add_(z)
-
-    def stepped(self) -> None:
-        self.steps += 1
 
     def epsilon(self) -> float:
         """The whole release is one Gaussian mechanism: its epsilon once the run is planned."""

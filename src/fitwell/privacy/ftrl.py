@@ -76,62 +76,81 @@ def ftrl_epsilon(noise_multiplier: float, steps_per_epoch: int, steps: int, delt
     return float(accountant.get_epsilon(delta))
 
 
+def smallest_multiplier(spent, epsilon: float, what: str) -> float:
+    """The smallest noise multiplier z (to 0.05%) with ``spent(z) <= epsilon``, by bisection."""
+    low, high = 0.05, 1000.0
+    if spent(high) > epsilon:
+        raise ConfigError(f"privacy.epsilon: {epsilon:g} is too small for {what}")
+    while high / low >= 1.0005:
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if spent(middle) > epsilon else (low, middle)
+    return high
+
+
 def plan_ftrl(config: Any, rows: int, epsilon: float, delta: float) -> PrivacyPlan:
     """The noise multiplier that spends ``epsilon`` over ``train.epochs`` epochs of trees."""
     batch = min(config.train.batch_size, rows)
     per_epoch = math.ceil(rows / batch)
     steps = config.train.epochs * per_epoch
-    low, high = 0.05, 1000.0
-    if ftrl_epsilon(high, per_epoch, steps, delta) > epsilon:
-        raise ConfigError(f"privacy.epsilon: {epsilon:g} is too small for DP-FTRL over {config.train.epochs}"
-                          " epochs; raise privacy.epsilon or lower train.epochs")
-    for _ in range(60):  # bisection on the noise multiplier, to 0.1%
-        middle = math.sqrt(low * high)
-        if ftrl_epsilon(middle, per_epoch, steps, delta) > epsilon:
-            low = middle
-        else:
-            high = middle
-        if high / low < 1.001:
-            break
+    multiplier = smallest_multiplier(lambda z: ftrl_epsilon(z, per_epoch, steps, delta), epsilon,
+                                     f"DP-FTRL over {config.train.epochs} epochs; raise privacy.epsilon or"
+                                     " lower train.epochs")
     privacy = config.privacy
-    return PrivacyPlan(epsilon, delta, high, batch / rows, batch, steps, privacy.max_grad_norm,
+    return PrivacyPlan(epsilon, delta, multiplier, batch / rows, batch, steps, privacy.max_grad_norm,
                        "rdp (tree aggregation, dp_accounting)", privacy.clipping, mechanism="dp-ftrl")
 
 
-class TreeAggregationTraining(PrivateTraining):
-    """DP-FTRL for a Trainer: fixed slices of the epoch's order, clipped sums without noise
-    (Opacus), then the tree's noise difference added before the optimizer steps."""
+class CorrelatedNoise(PrivateTraining):
+    """What DP-FTRL and BLT share: fixed slices of a row order (``per_epoch`` steps an epoch),
+    Opacus' clipped sums without noise, and their own noise added by ``add_noise(optimizer)``
+    after the division by the batch size and before the optimizer steps."""
 
     def __init__(self, plan: PrivacyPlan, seed: int, per_epoch: int):
         super().__init__(plan, seed)
         self.per_epoch = per_epoch
-        self._where = (0, 0)  # (epoch, step within it, 1-based) of the step being taken
-        self._tree: TreeNoise | None = None
-        self._order: tuple[int, torch.Tensor] | None = None
-        self._last: tuple[int, list[torch.Tensor]] = (-1, [])  # (t, prefix noise at t) of this tree
         self._params: list[torch.Tensor] = []
 
     def wrap(self, model, optimizer, loss_fn):
         clipping_only = PrivacyPlan(**{**self.plan.__dict__, "noise_multiplier": 0.0, "mechanism": "dp-sgd",
-                                       "accountant": "rdp"})
+                                       "accountant": "rdp", "blt": None})
         module, private, loss = PrivateTraining(clipping_only, self.seed).wrap(model, optimizer, loss_fn)
         self._params = [p for p in model.parameters() if p.requires_grad]
-        private.attach_step_hook(self._add_tree_noise)
+        private.attach_step_hook(self.add_noise)
         return module, private, loss
+
+    def add_noise(self, optimizer) -> None:
+        raise NotImplementedError
 
     def batches(self, rows: int) -> int:
         return self.per_epoch
+
+    def slice(self, order: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+        size = int(self.plan.expected_batch_size)
+        return order[batch * size:(batch + 1) * size].to(device)
+
+    def stepped(self) -> None:
+        self.steps += 1
+
+
+class TreeAggregationTraining(CorrelatedNoise):
+    """DP-FTRL for a Trainer: fixed slices of each epoch's order; the tree's noise difference."""
+
+    def __init__(self, plan: PrivacyPlan, seed: int, per_epoch: int):
+        super().__init__(plan, seed, per_epoch)
+        self._where = (0, 0)  # (epoch, step within it, 1-based) of the step being taken
+        self._tree: TreeNoise | None = None
+        self._order: tuple[int, torch.Tensor] | None = None
+        self._last: tuple[int, list[torch.Tensor]] = (-1, [])  # (t, prefix noise at t) of this tree
 
     def sample(self, rows: int, epoch: int, batch: int, device: torch.device) -> torch.Tensor:
         """Step ``batch``'s slice of the epoch's seeded order: every row once an epoch."""
         if self._order is None or self._order[0] != epoch:
             state = np.random.SeedSequence([self.seed, epoch, 5]).generate_state(1)[0]
             self._order = (epoch, torch.randperm(rows, generator=torch.Generator().manual_seed(int(state))))
-        size = int(self.plan.expected_batch_size)
         self._where = (epoch, batch + 1)
-        return self._order[1][batch * size:(batch + 1) * size].to(device)
+        return self.slice(self._order[1], batch, device)
 
-    def _add_tree_noise(self, optimizer) -> None:
+    def add_noise(self, optimizer) -> None:
         """The optimizer's gradient (clipped sum / batch size) gets the change in the tree's
         prefix noise from step t - 1 to t, over the batch size."""
         epoch, t = self._where
@@ -144,9 +163,6 @@ class TreeAggregationTraining(PrivateTraining):
         for p, now, before in zip(self._params, current, previous, strict=True):
             p.grad.add_((now - before).to(p.grad.device), alpha=1.0 / self.plan.expected_batch_size)
         self._last = (t, current)
-
-    def stepped(self) -> None:
-        self.steps += 1
 
     def epsilon(self) -> float:
         return ftrl_epsilon(self.plan.noise_multiplier, self.per_epoch, self.steps, self.plan.delta)
