@@ -22,7 +22,7 @@ LAYERS = [
     {"privacy"},
     {"evaluate"},
     {"track"},
-    {"run", "pipeline", "estimators"},
+    {"run", "pipeline", "estimators", "launch"},
     {"tune", "cv", "ensemble", "tasks"},
     {"serve", "testing", "api"},
     {"cli", "__main__"},

@@ -26,17 +26,27 @@ def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[s
         >>> run = train("examples/wine.yaml", overrides={"train.lr": 1e-3})  # doctest: +SKIP
         >>> run.metrics["accuracy"]  # doctest: +SKIP
     """
+    from fitwell.launch import needs_launch, train_on_processes
     from fitwell.pipeline import train as train_model
+    from fitwell.run import resumed_config
 
-    if resume is None and not options:
-        resolved = load_run_config(config, overrides)
-        if resolved.ensemble is not None:
-            from fitwell.ensemble import fit_ensemble
+    if options:  # a fold, a merged split: one process (the pipeline says so if train.devices asks more)
+        return train_model(config, overrides, data=data, resume=resume, callbacks=callbacks, console=console,
+                           started_at=started_at, **options)
+    resolved = resumed_config(resume, overrides) if resume is not None else load_run_config(config, overrides)
+    if resolved.ensemble is not None and resume is None:
+        from fitwell.ensemble import fit_ensemble
 
-            if callbacks:
-                raise ConfigError("callbacks are for single-model runs; an ensemble's fitwell members take"
-                                  " their train.* settings from the config")
-            return fit_ensemble(config, overrides, data=data, console=console, started_at=started_at)
+        if callbacks:
+            raise ConfigError("callbacks are for single-model runs; an ensemble's fitwell members take"
+                              " their train.* settings from the config")
+        if resolved.train.devices * resolved.train.num_nodes > 1:
+            raise ConfigError("train.devices: an ensemble trains its members side by side on one process"
+                              " each; drop train.devices, or train one network (no ensemble section)")
+        return fit_ensemble(config, overrides, data=data, console=console, started_at=started_at)
+    if needs_launch(resolved):
+        return train_on_processes(resolved, config, resume=resume, data=data, callbacks=callbacks,
+                                  console=console, started_at=started_at)
     return train_model(config, overrides, data=data, resume=resume, callbacks=callbacks, console=console,
                        started_at=started_at, **options)
 

@@ -124,16 +124,23 @@ def train(
         raise UserError("give a config file (fitwell train CONFIG), a table with --target (fitwell train"
                         " data.csv --target COL), or --resume RUN_DIR")
     flags = target is not None or time_limit is not None or preset is not None or task is not None
-    if resume is not None and (config is not None or overrides or flags):
-        raise UserError("--resume continues a run with its saved config; drop CONFIG, overrides and flags")
-    values = {} if resume is not None else command_line_config(config, overrides, target, time_limit,
-                                                                preset, task)
-    source = values.pop("__config__", config)
+    if resume is not None:  # the saved config; only the process count may change (train.devices=1)
+        given = [str(config)] if config is not None else []
+        given += list(overrides or [])
+        if flags or any("=" not in item for item in given):
+            raise UserError("--resume continues a run with its saved config; drop CONFIG and flags (only"
+                            " train.devices=N / train.num_nodes=N may follow)")
+        values, source = given, None
+    else:
+        values = command_line_config(config, overrides, target, time_limit, preset, task)
+        source = values.pop("__config__", config)
     out = Console()
     console = None if quiet else Console(stderr=True)
     # --time-limit / train.max_time count from the command's start: Python's imports included
     run = train_run(source, values or None, resume=resume, console=console,
                     started_at=command_started_at())
+    if run is None:  # another process of a run torchrun started: rank 0 reports
+        return
     if run.metrics:
         out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     else:  # split.test 0
@@ -173,6 +180,27 @@ def command_line_config(config: Path, overrides, target, time_limit, preset, tas
         has_ensemble = load_config(base, {k: v for k, v in values.items() if k != "__config__"}).ensemble
         values["ensemble.time_limit" if has_ensemble is not None else "train.max_time"] = time_limit
     return values
+
+
+@app.command()
+def slurm(
+    config: Path = typer.Argument(..., help="YAML run config."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Machines."),
+    gpus_per_node: int = typer.Option(0, "--gpus-per-node", min=0, help="GPUs per machine (one process"
+                                      " each); 0 trains on CPUs."),
+    tasks_per_node: int = typer.Option(1, "--tasks-per-node", min=1, help="CPU processes per machine"
+                                       " when --gpus-per-node is 0."),
+    cpus_per_task: int | None = typer.Option(None, "--cpus-per-task", min=1, help="Cores per process."),
+    time_limit: str | None = typer.Option(None, "--time", help="SLURM's wall time, e.g. 04:00:00."),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
+):
+    """Print a SLURM batch script that trains CONFIG on --nodes machines (sbatch it)."""
+    from fitwell.launch import sbatch_script
+
+    print(sbatch_script(config, list(overrides or []), nodes=nodes, gpus_per_node=gpus_per_node,
+                        tasks_per_node=tasks_per_node, cpus_per_task=cpus_per_task, time_limit=time_limit,
+                        partition=partition), end="")
 
 
 @app.command("lr-find")

@@ -5,9 +5,11 @@ config -> data -> model -> loop -> test metrics -> run directory.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from fitwell.run import (
     no_test_split,
     open_run,
     permutation_importance,
+    resumed_config,
     start_run,
 )
 from fitwell.track.bundle import Run
@@ -82,19 +85,9 @@ def start_from_weights(start: RunStart, model: torch.nn.Module) -> dict:
     return report
 
 
-def resume_from(path: str | Path, say) -> tuple[RunDir, Any, dict]:
-    """The run directory, its saved config and its newest readable checkpoint."""
-    from fitwell.track.run_dir import resumable
-
+def resume_from(path: str | Path, say) -> tuple[RunDir, dict]:
+    """The run directory (checked by ``run.resumed_config``) and its newest readable checkpoint."""
     run_dir = RunDir(path)
-    if not run_dir.config.exists():
-        raise UserError(f"{run_dir.path} is not a fitwell run directory (no config.yaml)")
-    if run_dir.metrics.exists():
-        raise UserError(f"{run_dir.path} already finished training; nothing to resume")
-    if not resumable(run_dir.path):
-        raise UserError(f"{run_dir.path} stopped before its first checkpoint, so there is nothing to resume;"
-                        f" start it again: fitwell train {run_dir.config}")
-    config = load_run_config(run_dir.config)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -107,7 +100,7 @@ def resume_from(path: str | Path, say) -> tuple[RunDir, Any, dict]:
     saved = checkpoint["trainer"]
     say(f"resuming [bold]{run_dir.path}[/] from {ckpt_path.name} (epoch {saved['epoch']},"
         f" batch {saved.get('batch_in_epoch', 0)})")
-    return run_dir, config, checkpoint
+    return run_dir, checkpoint
 
 
 def train(
@@ -153,17 +146,36 @@ def train(
         >>> run = train("examples/wine.yaml", overrides={"train.lr": 1e-3})  # doctest: +SKIP
         >>> run.metrics["accuracy"]  # doctest: +SKIP
     """
-    say = console_say(console)
-    checkpoint, run_dir, loaded = None, None, None
-    if resume is not None:
-        run_dir, resolved, checkpoint = resume_from(resume, say)
-        loaded = run_dir.load_preprocessor()
-    else:
-        resolved = load_run_config(config, overrides)
-    start = start_run(resolved, stem=config_stem(config, "run"), data=data, console=console, run_dir=run_dir,
-                      preprocessor=loaded, started_at=started_at, fold=fold, merge_val=merge_val, cv=cv)
-    with guard(start):
-        return fit_and_score(start, callbacks, checkpoint, score_test)
+    resolved = resumed_config(resume, overrides) if resume is not None else load_run_config(config, overrides)
+    fabric = join_processes(resolved)
+    with ExitStack() as stack:
+        scratch = None
+        if fabric is not None and fabric.global_rank:  # only rank 0 writes the run directory and prints
+            scratch, console = RunDir(stack.enter_context(tempfile.TemporaryDirectory())), None
+        checkpoint, run_dir, loaded = None, None, None
+        if resume is not None:
+            run_dir, checkpoint = resume_from(resume, console_say(console))
+            loaded = run_dir.load_preprocessor()
+        start = start_run(resolved, stem=config_stem(config, "run"), data=data, console=console,
+                          run_dir=scratch or run_dir, preprocessor=loaded, started_at=started_at, fold=fold,
+                          merge_val=merge_val, cv=cv)
+        start.fabric = fabric
+        with guard(start):
+            return fit_and_score(start, callbacks, checkpoint, score_test)
+
+
+def join_processes(config):
+    """This process's Fabric when a launcher started the run on several processes; None on one."""
+    from fitwell.engine.distributed import join, launched_processes, wants_processes
+
+    if launched_processes() is None:
+        wanted = wants_processes(config.train)
+        if wanted > 1:
+            raise ConfigError(f"train.devices x train.num_nodes = {wanted} processes, started by nobody: run"
+                              " it with fitwell train (or fitwell.train), which starts them, or under"
+                              " torchrun; tuning and cross-validation train on one process each")
+        return None
+    return join(config.train)
 
 
 def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_test: bool) -> Run:
@@ -177,20 +189,23 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     model, spec = build_model(start.config, prepared.preprocessor, prepared.task, prepared.train.numeric)
     pre = prepared.preprocessor
     loss_fn = build_run_loss(start.config, prepared.task, pre.classes_, prepared.train.target.numpy())
-    fabric = build_fabric(start.config)
+    fabric = start.fabric or build_fabric(start.config)
+    rank = 0 if start.fabric is None else start.fabric.global_rank
     chosen = build_callbacks(start.config, start.run_dir.path, extra, start.console, start.started_at)
     check_callback_monitors(chosen, prepared.task)
     if checkpoint is None:
         open_run(start, audit=score_test)
         if start.config.transfer.weights:
             write_json(start.run_dir.path / "transfer.json", start_from_weights(start, model))
-        measured = measure_auto(start.config, model, loss_fn, prepared.train, device_of(fabric),
-                                start.run_dir.path, start.say)
+        measured = {} if rank else measure_auto(start.config, model, loss_fn, prepared.train,
+                                                device_of(fabric), start.run_dir.path, start.say)
+        if start.fabric is not None:  # rank 0 measured; every rank trains with its values
+            measured = start.fabric.broadcast(measured, src=0)
         if measured:  # the config keeps the measured lr / batch_size
             start.resolve(measured)
             open_run_config(start)
     write_json(start.run_dir.model_spec, spec)
-    trackers = build_trackers(start.config.track, start.run_dir.path)
+    trackers = [] if rank else build_trackers(start.config.track, start.run_dir.path)
     if start.config.transfer.freeze != "none":
         from fitwell.engine.transfer import BackboneFreezing
 
@@ -207,6 +222,8 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     start.say(f"threads: {threads} ({why})")
     with thread_limit(threads):
         state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
+    if rank:  # rank 0 scores, reports and finishes the run directory
+        return None
     if state.diverged:
         findings = finish_run(start.config, prepared, trainer, state, start.run_dir, {}, None, trackers,
                               start.console, start.say, status="FAILED", report=True)

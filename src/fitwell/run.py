@@ -60,6 +60,41 @@ def load_run_config(config: ConfigLike | None, overrides=None) -> RunConfig:
     return resolve_defaults(load_config(config, overrides))
 
 
+PROCESS_KEYS = ("train.devices", "train.num_nodes")  # what a resumed run may change
+
+
+def resume_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A resumed run keeps its saved config; only how many processes train it may change."""
+    if not overrides:
+        return {}
+    pairs = dict(overrides) if isinstance(overrides, Mapping) else dict(
+        item.split("=", 1) if "=" in item else (item, None) for item in overrides)
+    others = sorted(set(pairs) - set(PROCESS_KEYS))
+    if others:
+        raise UserError(f"--resume continues a run with its saved config; {', '.join(others)} cannot change"
+                        f" (only {' and '.join(PROCESS_KEYS)} can: a checkpoint of N processes resumes on M)")
+    try:
+        return {key: int(value) for key, value in pairs.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"{', '.join(pairs)}: give a whole number, e.g. train.devices=2") from None
+
+
+def resumed_config(resume: str | Path, overrides) -> RunConfig:
+    """A run directory's saved config with the process counts of ``overrides``."""
+    from fitwell.track.run_dir import resumable
+
+    values = resume_overrides(overrides)
+    run_dir = RunDir(resume)
+    if not run_dir.config.exists():
+        raise UserError(f"{run_dir.path} is not a fitwell run directory (no config.yaml)")
+    if run_dir.metrics.exists():
+        raise UserError(f"{run_dir.path} already finished training; nothing to resume")
+    if not resumable(run_dir.path):
+        raise UserError(f"{run_dir.path} stopped before its first checkpoint, so there is nothing to resume;"
+                        f" start it again: fitwell train {run_dir.config}")
+    return replace_values(load_run_config(run_dir.config), values)
+
+
 @dataclass
 class RunStart:
     """A run that has its resolved config and prepared data; ``run_dir`` exists after ``open_run``."""
@@ -72,6 +107,7 @@ class RunStart:
     started_at: float = field(default_factory=time.monotonic)  # duration_s and time budgets count from here
     resumed: bool = False
     training_started: bool = False  # set once the loop runs: a user error after it keeps the directory
+    fabric: Any = None  # this process's Fabric when several processes train the run
 
     def resolve(self, values: Mapping[str, Any]) -> None:
         """Measured values (``lr: auto``) join the resolved config before it is written."""

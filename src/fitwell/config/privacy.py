@@ -93,6 +93,9 @@ def privacy_conflicts(config: Any) -> list[str]:
         problems.append("train.batch_size / train.lr: auto measures on the private rows; set numbers")
     if train.precision != "32-true":
         problems.append("train.precision: private training runs in 32-true")
+    if train.devices * train.num_nodes > 1:
+        problems.append("train.devices / train.num_nodes: private training runs on one process (its noise"
+                        " and accountant are not shared across processes yet); set them to 1")
     if config.augment.mixup or config.augment.cutmix:
         problems.append("augment.mixup / augment.cutmix: mixing rows breaks the per-row bound; turn them off")
     if config.model.batch_norm and not config.privacy.fix_batch_norm:

@@ -255,6 +255,13 @@ class TrainConfig(Section):
                                    " it for scoring and the report")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int = Field(1, ge=1, description="Processes on this machine (one per GPU; on a CPU each"
+                         " takes its share of the cores): data parallel, each takes its share of every"
+                         " batch. fitwell starts them itself, or torchrun / srun does")
+    num_nodes: int = Field(1, ge=1, description="Machines; more than one needs a launcher on each"
+                           " (torchrun, or SLURM: fitwell slurm writes the script)")
+    strategy: Literal["auto", "ddp"] = Field("auto", description="How several processes share the"
+                                             " model: ddp (auto) replicates it")
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     deterministic: bool = False
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(

@@ -5,7 +5,12 @@ tensors once in that order, and takes contiguous slices as batches. A checkpoint
 epoch, the batch reached inside it, the running loss and every RNG state, so a resumed run --
 from an epoch boundary or from mid-epoch -- replays exactly what an uninterrupted one would do.
 Fabric's module/optimizer wrappers are used only where they do something (several devices, mixed
-precision); on one plain device the hot loop is bare PyTorch.
+precision); on one plain device the hot loop is bare PyTorch. On several processes each rank trains
+its share of every global batch (``fitwell.engine.distributed``).
+
+Why this module is long: the loop, its validation and its checkpoint state change together -- exact
+resume (one process or several) depends on all three agreeing on what a step, a batch and an epoch
+are -- so they stay in one place.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fitwell.data.tensors import TensorData, predict_in_chunks
 from fitwell.engine.averaging import WeightAverage
 from fitwell.engine.callbacks.base import Callback
 from fitwell.engine.checkpoint import clone_state, rng_state, set_rng_state
+from fitwell.engine.distributed import World
 from fitwell.engine.regularize import WeightPenalty
 from fitwell.engine.schedules import Schedule
 from fitwell.evaluate.metrics import epoch_metrics, probabilities
@@ -109,11 +115,18 @@ class Trainer:
         self.device = torch.device("cpu") if fabric is None else fabric.device
         self.data_device = self.device if device_data else torch.device("cpu")
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
+        self.world = World.of(fabric, seed)  # several processes: each trains its share of a batch
+        if self.world is not None and self.world.rank > 0:  # rank 0 alone writes files and logs
+            self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)]
         self.privacy = privacy
         self.train_loss = loss_fn
         if self.wrapped:
             self.model, self.optimizer = fabric.setup(model, optimizer)
             self._backward = fabric.backward
+            if self.world is not None and _plain_precision(fabric):  # Fabric's wrappers would only cost
+                self.model, self.optimizer, self.wrapped = self.model._forward_module, optimizer, False
+                self._backward = torch.Tensor.backward
+                self.world.carry_loss(self.model)
         else:
             self.model = model.to(self.device)
             self._backward = torch.Tensor.backward
@@ -183,8 +196,13 @@ class Trainer:
     def batches_per_epoch(self, n: int) -> int:
         if self.privacy is not None:  # its own steps: Poisson samples (DP-SGD) or slices (DP-FTRL)
             return self.privacy.batches(n)
-        stop = n if n % self.batch_size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
-        return -(-stop // self.batch_size)
+        return -(-self._stop(n) // self.batch_size)
+
+    def _stop(self, n: int) -> int:
+        """Rows of an epoch that are trained."""
+        if self.world is not None:
+            return self.world.stop(n, self.batch_size)
+        return n if n % self.batch_size != 1 or n == 1 else n - 1  # a lone last row breaks batch norm
 
     def _train_epoch(self, data: TensorData, state: TrainState) -> float:
         model, loss_fn, optimizer, backward = self.model, self.loss_fn, self.optimizer, self._backward
@@ -197,14 +215,19 @@ class Trainer:
         averaging = self.averaging if self.averaging is not None and self.averaging.per_step else None
         clip = self.clip_grad_norm is not None or self.clip_grad_value is not None
         model.train()
-        n, size = len(data), self.batch_size
-        numeric, codes, target, weight, inputs = self._epoch_order(data, state.epoch)
+        size, stop, world = self.batch_size, self._stop(len(data)), self.world
+        agree = world is not None and not all(getattr(cb, "stops_alike", False) for cb in end_hooks)
+        numeric, codes, target, weight, inputs, bounds = self._epoch_order(data, state.epoch)
         augment = self.augment
-        stop = n if n % size != 1 or n == 1 else n - 1
         num_batches = state.batches_per_epoch
-        total = torch.full((), state.epoch_total, device=self.device)
+        total = torch.full((), state.epoch_total, device=self.device,
+                           dtype=None if world is None else torch.float64)
         for batch in range(state.batch_in_epoch, num_batches):
-            start, end = batch * size, min((batch + 1) * size, stop)
+            if world is None:
+                start, end = batch * size, min((batch + 1) * size, stop)
+            else:  # this rank's share of the global batch; its own seeded dropout/augmentation
+                start, end, rows = bounds[batch]
+                world.seed_batch(state.epoch, batch)
             for cb in start_hooks:
                 cb.on_batch_start(self, state)
             if augment is None and not inputs:  # the plain tabular path: nothing extra per batch
@@ -217,36 +240,58 @@ class Trainer:
                 loss = self.batch_loss(numeric, codes, inputs, target, weight, start, end)
             if penalty is not None:
                 loss = loss + penalty()
-            backward(loss / accumulate if accumulate > 1 else loss)
+            scaled = loss if world is None else world.scaled(loss, end - start, rows)
+            backward(scaled / accumulate if accumulate > 1 else scaled)
             boundary = accumulate == 1 or (batch + 1) % accumulate == 0 or batch + 1 == num_batches
             if boundary:
-                if clip:
-                    self._clip()
-                for cb in step_hooks:
-                    cb.on_before_optimizer_step(self, state)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if per_batch_schedule:
-                    self.schedule.scheduler.step()
-                if averaging is not None:
-                    averaging.update(self.module)
-                state.step += 1
-            total += loss.detach() * (end - start)
+                self._step(state, optimizer, clip, step_hooks, per_batch_schedule, averaging)
+            # on several processes the whole batch's loss, alike on every rank (NaN check, checkpoint)
+            batch_sum = loss.detach() * (end - start) if world is None else world.batch_sum(loss, end - start)
+            total += batch_sum
             if end_hooks:
                 state.batch_in_epoch, state.at_step_boundary = batch + 1, boundary
-                state.last_loss = loss.detach()
+                state.last_loss = loss.detach() if world is None else batch_sum / rows
                 state.epoch_total = total  # a tensor here; made a float when checkpointed
                 for cb in end_hooks:
                     cb.on_batch_end(self, state)
+                if agree:
+                    self._agree_on_stop(state)
                 if state.should_stop:
                     break
         state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
         return float(total) / stop
 
+    def _step(self, state: TrainState, optimizer, clip: bool, step_hooks, per_batch_schedule: bool,
+              averaging) -> None:
+        """One optimizer step on the accumulated gradients, with what goes with it."""
+        if clip:
+            self._clip()
+        for cb in step_hooks:
+            cb.on_before_optimizer_step(self, state)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if per_batch_schedule:
+            self.schedule.scheduler.step()
+        if averaging is not None:
+            averaging.update(self.module)
+        state.step += 1
+
+    def _agree_on_stop(self, state: TrainState) -> None:
+        """A stop or a divergence on any rank stops every rank at the same batch."""
+        stop, diverged = self.world.agree(state.should_stop, state.diverged)
+        if stop and not state.should_stop:
+            state.stop_reason = state.stop_reason or "stopped by another process of this run"
+        state.should_stop, state.diverged = stop, diverged or state.diverged
+
     def _epoch_order(self, data: TensorData, epoch: int):
-        """Every block gathered once in the epoch's seeded order, on the training device."""
+        """Every block gathered once in the epoch's seeded order (this rank's share of it, on
+        several processes), on the training device; with the batches' bounds on several processes."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        order = torch.randperm(len(data), generator=generator).to(data.numeric.device)
+        order = torch.randperm(len(data), generator=generator)
+        bounds = None
+        if self.world is not None:
+            order, bounds = self.world.epoch_rows(order, len(data), self.batch_size)
+        order = order.to(data.numeric.device)
         numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
         weight = None if data.weight is None else data.weight[order]
         inputs = {k: v[order] for k, v in data.inputs.items()}
@@ -254,7 +299,7 @@ class Trainer:
             numeric, codes, target = (t.to(self.device, non_blocking=True) for t in (numeric, codes, target))
             weight = None if weight is None else weight.to(self.device, non_blocking=True)
             inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        return numeric, codes, target, weight, inputs
+        return numeric, codes, target, weight, inputs, bounds
 
     def batch_loss(self, numeric, codes, inputs, target, weight, start: int, end: int) -> torch.Tensor:
         """One batch with input blocks and/or augmentation; mixup/cutmix mix the loss too."""
@@ -316,12 +361,18 @@ class Trainer:
                        module: nn.Module | None = None) -> torch.Tensor:
         """Raw outputs of the evaluated weights in eval mode, in chunks; modes restored after.
         Never augmented."""
-        module = module or (self.model if self.eval_module is self.module else self.eval_module)
+        plain = self.eval_module is self.module and self.world is None  # never DDP's forward: no collectives
+        module = module or (self.model if plain else self.eval_module)
         chunk = chunk or (16384 if not data.inputs else 512)
         return predict_in_chunks(module, data, self.device, chunk)
 
     def validate(self, data: TensorData) -> dict[str, float]:
-        output = self.predict_output(data)
+        if self.world is None:
+            output = self.predict_output(data)
+        else:  # each rank predicts its share; every rank gets all rows, so all decide alike
+            low, high = self.world.rows(len(data))
+            part = self.predict_output(data.select(np.arange(low, high)))
+            output = self.world.gather_rows(part.to(self.world.device), len(data)).to(self.device)
         target = data.target.to(output.device)
         with torch.inference_mode():
             weight = None if data.weight is None else data.weight.to(output.device)

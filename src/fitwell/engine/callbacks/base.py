@@ -15,7 +15,11 @@ class Callback:
     State returned by ``state_dict`` rides in the checkpoint and comes back through
     ``load_state_dict`` on resume; reset any state in ``on_fit_start`` so the object is reusable.
     ``order`` sorts callbacks (lower first; the checkpoint writer runs last). A callback with a
-    ``monitor`` attribute is checked at start: the metric must be one the loop logs.
+    ``monitor`` attribute is checked at start: the metric must be one the loop logs. On several
+    processes every rank runs every callback except those with ``rank_zero_only`` (the ones that
+    write files or print): rank 0 alone runs them. A callback whose ``on_batch_end`` stops training
+    is asked after every batch whether any rank stopped (a collective) unless it declares
+    ``stops_alike``: that it decides the same on every rank.
 
     Example:
         >>> class PrintLoss(Callback):
@@ -24,6 +28,7 @@ class Callback:
     """
 
     order = 0
+    rank_zero_only = False
 
     @property
     def state_key(self) -> str:

@@ -24,6 +24,8 @@ class CheckpointWriter(Callback):
     """
 
     order = 100
+    rank_zero_only = True
+    stops_alike = True  # never stops
 
     def __init__(self, folder: Path, every: int = 1, every_steps: int | None = None,
                  max_overhead: float = 0.0):
@@ -80,6 +82,7 @@ class ModelCheckpoint(Callback):
     """
 
     order = 90
+    rank_zero_only = True
 
     def __init__(self, folder: str | Path = "weights", monitor: str = "val_loss", mode: str = "auto",
                  save_top_k: int = 1, every_n_epochs: int = 1, save_last: bool = False):

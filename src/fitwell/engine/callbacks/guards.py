@@ -29,6 +29,7 @@ class NanGuard(Callback):
     """
 
     order = -10
+    stops_alike = True  # on several processes it reads the whole batch's loss, the same on every rank
 
     def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = every_n_steps
@@ -72,6 +73,8 @@ class Budget(Callback):
     of ``max_time``) is left for what follows training: scoring, the report, the manifest.
     """
 
+    stops_alike = True  # steps are counted alike; on several processes the ranks agree on the clock
+
     def __init__(self, max_time: float | None = None, max_steps: int | None = None,
                  started_at: float | None = None, reserve: float = 0.0):
         self.max_time, self.max_steps = max_time, max_steps
@@ -85,6 +88,14 @@ class Budget(Callback):
         if self.max_steps is not None and state.step >= self.max_steps:
             state.should_stop = True
             state.stop_reason = f"step budget reached: {state.step} optimizer steps (train.max_steps)"
-        elif self._deadline is not None and time.monotonic() >= self._deadline:
+        elif self._deadline is not None and self._over_time(trainer, state):
             state.should_stop = True
             state.stop_reason = f"time budget reached: {self.max_time:g} s (train.max_time)"
+
+    def _over_time(self, trainer, state) -> bool:
+        world = getattr(trainer, "world", None)
+        if world is None:
+            return time.monotonic() >= self._deadline
+        if state.batch_in_epoch % 8 and state.batch_in_epoch < state.batches_per_epoch:
+            return False  # several processes ask each other every 8 batches: all stop at the same one
+        return world.agree(time.monotonic() >= self._deadline)[0]

@@ -27,6 +27,8 @@ class GradientNormMonitor(Callback):
         norm_type: the p of the p-norm.
     """
 
+    rank_zero_only = True  # the gradients are the same on every rank after DDP's average
+
     def __init__(self, every_n_steps: int = 1, norm_type: float = 2.0):
         self.every_n_steps, self.norm_type = every_n_steps, norm_type
 

@@ -15,6 +15,7 @@ class MetricsLogger(Callback):
     """One JSON line per epoch in ``path``; on resume the file is rewritten from the checkpoint."""
 
     order = 80  # after the monitors have added their values to the row
+    rank_zero_only = True
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -32,6 +33,7 @@ class ProgressBar(Callback):
     """A Rich bar over epochs showing the training loss and the monitored metric."""
 
     order = 50
+    rank_zero_only = True
 
     def __init__(self, monitor: str | None = None, console=None):
         self.monitor, self.console = monitor, console
