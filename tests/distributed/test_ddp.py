@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -200,3 +201,48 @@ def test_two_machines_simulated_on_localhost(write_config, tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     one = fitwell.train(config, {"track.name": "one"})
     assert weights_gap(one.path, tmp_path / "runs" / "two-nodes") < 1e-6
+
+
+def resumed_gap() -> float:
+    """One rank of a 2-process fit with dropout and batch norm, unbroken and resumed from rank 0's
+    mid-epoch checkpoint (as ``--resume`` does); the largest weight difference."""
+    from lightning_fabric import Fabric
+
+    from fitwell.data.tensors import TensorData
+    from fitwell.engine import Callback
+    from fitwell.engine.loop import Trainer
+    from fitwell.engine.losses import build_loss
+    from fitwell.models import MLP
+
+    torch.set_num_threads(1)
+    fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp")
+    fabric.launch()
+    features, target = make_classification(600, 8, random_state=0)
+    data = TensorData.from_numpy(features.astype("float32"), np.zeros((600, 0), dtype="int64"),
+                                 target.astype("int64"))
+
+    class Snapshot(Callback):
+        def on_batch_end(self, trainer, state):
+            if state.epoch == 1 and state.batch_in_epoch == 5:
+                self.saved = trainer.checkpoint_state(state)
+
+    def trainer(callbacks=()):
+        torch.manual_seed(0)
+        model = MLP(8, [], 1, hidden_sizes=[16], dropout=0.3, batch_norm=True)
+        torch.manual_seed(100 + fabric.global_rank)  # each rank's own random stream from here
+        return Trainer(model, build_loss("auto", "binary"), torch.optim.Adam(model.parameters(), lr=1e-2),
+                       task="binary", epochs=3, batch_size=32, fabric=fabric, callbacks=callbacks)
+
+    snapshot = Snapshot()
+    unbroken = trainer([snapshot])
+    unbroken.fit(data)
+    resumed = trainer()
+    resumed.fit(data, checkpoint=fabric.broadcast(snapshot.saved, src=0))
+    before, after = unbroken.module.state_dict(), resumed.module.state_dict()
+    return max(float((before[k].float() - after[k].float()).abs().max()) for k in before)
+
+
+def test_a_resume_on_two_processes_draws_the_same_dropout():
+    from fitwell.engine.distributed import launch
+
+    assert launch(resumed_gap, (), 2, threads=1) == 0.0
