@@ -152,6 +152,12 @@ def train(
     out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
 
 
+def streamed_table(path: Path) -> bool:
+    from fitwell.data.out_of_core import too_large
+
+    return path.exists() and too_large(path)
+
+
 def command_line_config(config: Path, overrides, target, time_limit, preset, task) -> dict:
     """The overrides ``fitwell train`` builds from its flags; a table instead of a YAML file becomes
     a config of its own (``__config__``) with the good preset unless --preset says otherwise (or
@@ -165,9 +171,11 @@ def command_line_config(config: Path, overrides, target, time_limit, preset, tas
             raise UserError(f"{config} is a table, not a config: say which column to predict with"
                             " --target COL (or give a YAML config)")
         private = any(key == "privacy" or key.startswith("privacy.") for key in values)
-        # a private run trains one network (a preset's ensemble is not accounted)
+        # a private run trains one network (a preset's ensemble is not accounted), and so does a
+        # table larger than memory (streamed; the ensemble's boosting members would load it whole)
+        one_network = private or (preset is None and streamed_table(config))
         values["__config__"] = {"data": {"source": str(config)},
-                                "preset": preset or (None if private else "good")}
+                                "preset": preset or (None if one_network else "good")}
     elif preset is not None:
         values["preset"] = preset
     for key, value in (("data.target", target), ("data.task", task)):

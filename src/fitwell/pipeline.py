@@ -186,7 +186,8 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
     if start.config.privacy is not None and start.config.model.batch_norm:  # privacy.fix_batch_norm
         start.resolve({"model.batch_norm": False})
         start.say("privacy: model.batch_norm turned off (BatchNorm mixes the rows of a batch)")
-    model, spec = build_model(start.config, prepared.preprocessor, prepared.task, prepared.train.numeric)
+    numbers = (prepared.train if prepared.sample_train is None else prepared.sample_train).numeric  # PLE bins
+    model, spec = build_model(start.config, prepared.preprocessor, prepared.task, numbers)
     pre = prepared.preprocessor
     loss_fn = build_run_loss(start.config, prepared.task, pre.classes_, prepared.train.target.numpy())
     fabric = start.fabric or build_fabric(start.config)
@@ -303,7 +304,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
     final = trainer.eval_module
     weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
     write_with(run_dir.model, lambda tmp: save_file(weights, tmp))
-    sizes = prepared.split.sizes()
+    sizes = prepared.sizes()
     summary = {"task": prepared.task, "epochs": state.epoch, "steps": state.step,
                "best_epoch": state.best_epoch, "stop_reason": state.stop_reason, "split": sizes,
                "validation": final_validation(state)}
@@ -334,7 +335,7 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
             if note:
                 summary["metric_notes"] = [note]
                 start.say(note)
-        predictions = prediction_frame(prepared, output)  # the report's plots and `fitwell cv` read it
+        predictions = report_predictions(prepared, trainer, final, output, temperature)
         write_with(run_dir.test_predictions, lambda tmp: predictions.to_csv(tmp, index=False))
     summary["duration_s"] = round(time.monotonic() - start.started_at, 3)
     write_json(run_dir.metrics, summary)
@@ -345,6 +346,15 @@ def score_and_finish(start: RunStart, trainer, state, trackers: list[Tracker], s
                start.say, report=score_test)
     finish_run_directory(start)
     return run
+
+
+def report_predictions(prepared, trainer, final, output, temperature):
+    """The test predictions the report plots and ``fitwell cv`` reads: of the test rows, or of the
+    sample's test rows when the table was streamed (``output`` covers all of them)."""
+    if prepared.sample_test is None:
+        return prediction_frame(prepared, output)
+    sample = trainer.predict_output(prepared.sample_test, module=final).cpu().numpy()
+    return prediction_frame(prepared, sample if temperature is None else sample / temperature)
 
 
 def find_lr(config: ConfigLike, overrides=None, out: str | Path | None = None):

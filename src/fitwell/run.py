@@ -148,12 +148,16 @@ def start_run(config: RunConfig, *, stem: str, data: pd.DataFrame | None = None,
         from fitwell.privacy.preprocess import private_fit
 
         options["fit_preprocessor"] = private_fit(config)
-    prepared = prepare(config, data, preprocessor=preprocessor, **options)
+    from fitwell.data.out_of_core import prepare_streamed, streams
+
+    prepare_data = prepare_streamed if streams(config, data) else prepare
+    prepared = prepare_data(config, data, preprocessor=preprocessor, **options)
     config = resolve_data(config, prepared.task, prepared.plan.target)
     for note in prepared.notes:
         say(f"[yellow]data:[/] {note}")
-    sizes = prepared.split.sizes()
-    say(f"task [bold]{prepared.task}[/], {len(prepared.frame)} rows -> train {sizes['train']},"
+    sizes = prepared.sizes()
+    rows = prepared.out_of_core["rows"] if prepared.out_of_core else len(prepared.frame)
+    say(f"task [bold]{prepared.task}[/], {rows} rows -> train {sizes['train']},"
         f" val {sizes['val']}, test {sizes['test']}")
     resumed = run_dir is not None
     if run_dir is None:

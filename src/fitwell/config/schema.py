@@ -82,6 +82,14 @@ class DataConfig(Section):
     text: TextConfig | None = None
     sequence: SequenceConfig | None = None
     synthetic: SyntheticConfig | None = None
+    out_of_core: bool | Literal["auto"] = Field(
+        "auto", description="Stream a Parquet file or folder in row groups into memory-mapped blocks"
+                            " (tables larger than memory); auto: when its uncompressed size is over"
+                            " data.memory_budget GiB")
+    memory_budget: float | None = Field(None, gt=0, description="GiB a table may take in memory before"
+                                        " data.out_of_core: auto streams it; default a quarter of RAM")
+    sample_rows: int = Field(100_000, ge=100, description="Out of core: rows of a seeded sample that fit"
+                             " the preprocessing and feed the audit and the report")
 
 
 class AuditConfig(Section):

@@ -43,6 +43,13 @@ class PreparedData:
     raw: pd.DataFrame | None = None  # the table as loaded, before typing and cleaning (the audit reads it)
     resampled: dict | None = None  # class counts before/after train.resample
     synthetic: dict | None = None  # rows data.synthetic added to the training split
+    out_of_core: dict | None = None  # a streamed table: rows, split sizes, cache (frame is the sample)
+    sample_train: TensorData | None = None  # out of core: the sample's training and test tensors
+    sample_test: TensorData | None = None
+
+    def sizes(self) -> dict:
+        """Rows of train / val / test: of the whole table when it was streamed."""
+        return dict(self.out_of_core["split"]) if self.out_of_core else self.split.sizes()
 
     def resample(self, config: RunConfig) -> dict | None:
         """Apply ``train.resample`` to the training tensors (never validation or test)."""
@@ -90,8 +97,9 @@ class PreparedData:
 
     def summary(self) -> dict:
         return {
-            "task": self.task, "target": self.plan.target, "rows": len(self.frame),
-            "split": self.split.sizes(), "columns": self.plan.to_dict(),
+            "task": self.task, "target": self.plan.target,
+            "rows": self.out_of_core["rows"] if self.out_of_core else len(self.frame),
+            "split": self.sizes(), "columns": self.plan.to_dict(), "out_of_core": self.out_of_core,
             "classes": self.preprocessor.classes_, "notes": self.notes,
             "missing_target_rows": self.clean.missing_target_rows,
             "duplicate_rows": self.clean.duplicate_rows,

@@ -21,11 +21,14 @@ class TensorData:
     target: torch.Tensor
     weight: torch.Tensor | None = None
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    out_of_core: bool = False  # memory-mapped blocks: read in slices, never gathered whole
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
 
     def to(self, device: torch.device | str) -> TensorData:
+        if self.out_of_core:  # stays mapped on the CPU; batches move to the device one by one
+            return self
         weight = None if self.weight is None else self.weight.to(device)
         return TensorData(self.numeric.to(device), self.codes.to(device), self.target.to(device), weight,
                           {k: v.to(device) for k, v in self.inputs.items()})
@@ -52,6 +55,18 @@ class TensorData:
                    None if weight is None else torch.from_numpy(weight),
                    {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (inputs or {}).items()})
 
+
+
+class RowsInOrder:
+    """A block read in a given row order one slice at a time: ``rows[a:b]`` gathers rows
+    ``order[a:b]`` (from a memory map, only those pages), on ``device`` when given."""
+
+    def __init__(self, block: torch.Tensor, order: torch.Tensor, device: torch.device | None = None):
+        self.block, self.order, self.device = block, order, device
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        rows = self.block[self.order[index]]
+        return rows if self.device is None else rows.to(self.device, non_blocking=True)
 
 
 @torch.inference_mode()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fitwell.config.schema import EPOCH_METRICS
-from fitwell.data.tensors import TensorData, predict_in_chunks
+from fitwell.data.tensors import RowsInOrder, TensorData, predict_in_chunks
 from fitwell.engine.averaging import WeightAverage
 from fitwell.engine.callbacks.base import Callback
 from fitwell.engine.checkpoint import clone_state, rng_state, set_rng_state
@@ -291,6 +291,11 @@ class Trainer:
         bounds = None
         if self.world is not None:
             order, bounds = self.world.epoch_rows(order, len(data), self.batch_size)
+        if data.out_of_core:  # each batch gathered from the memory map when the loop slices it
+            device = None if self.device.type == "cpu" else self.device
+            blocks = [None if b is None else RowsInOrder(b, order, device)
+                      for b in (data.numeric, data.codes, data.target, data.weight)]
+            return (*blocks, {k: RowsInOrder(v, order, device) for k, v in data.inputs.items()}, bounds)
         order = order.to(data.numeric.device)
         numeric, codes, target = data.numeric[order], data.codes[order], data.target[order]
         weight = None if data.weight is None else data.weight[order]

@@ -308,6 +308,12 @@ def _data_facts(data: dict, transfer: dict | None) -> dict:
         facts["synthetic rows"] = (f"{synthetic['rows_added']} {synthetic['method']} rows added to the"
                                    f" {synthetic['rows_before']} training rows"
                                    " (validation and test untouched)")
+    streamed = data.get("out_of_core")
+    if streamed:
+        facts["out of core"] = (f"{streamed['rows']:,} rows streamed into memory-mapped blocks; the audit,"
+                                " the preprocessing statistics and this page's plots read a seeded sample"
+                                f" of {streamed['sample_rows']:,} rows (the test metrics cover every"
+                                " test row)")
     if transfer:
         from fitwell.engine.transfer import describe
 
