@@ -82,14 +82,10 @@ class DataConfig(Section):
     text: TextConfig | None = None
     sequence: SequenceConfig | None = None
     synthetic: SyntheticConfig | None = None
-    out_of_core: bool | Literal["auto"] = Field(
-        "auto", description="Stream a Parquet file or folder in row groups into memory-mapped blocks"
-                            " (tables larger than memory); auto: when its uncompressed size is over"
-                            " data.memory_budget GiB")
-    memory_budget: float | None = Field(None, gt=0, description="GiB a table may take in memory before"
-                                        " data.out_of_core: auto streams it; default a quarter of RAM")
-    sample_rows: int = Field(100_000, ge=100, description="Out of core: rows of a seeded sample that fit"
-                             " the preprocessing and feed the audit and the report")
+    out_of_core: bool | Literal["auto"] = Field("auto", description="Stream a Parquet table into memory"
+                                                " maps; auto: when it is over data.memory_budget GiB")
+    memory_budget: float | None = Field(None, gt=0, description="Default a quarter of RAM")
+    sample_rows: int = Field(100_000, ge=100, description="Out of core: the sample preprocessing fits on")
 
 
 class AuditConfig(Section):
@@ -263,13 +259,9 @@ class TrainConfig(Section):
                                    " it for scoring and the report")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
-    devices: int = Field(1, ge=1, description="Processes on this machine (one per GPU; on a CPU each"
-                         " takes its share of the cores): data parallel, each takes its share of every"
-                         " batch. fitwell starts them itself, or torchrun / srun does")
-    num_nodes: int = Field(1, ge=1, description="Machines; more than one needs a launcher on each"
-                           " (torchrun, or SLURM: fitwell slurm writes the script)")
-    strategy: Literal["auto", "ddp"] = Field("auto", description="How several processes share the"
-                                             " model: ddp (auto) replicates it")
+    devices: int = Field(1, ge=1, description="Data-parallel processes on this machine (one per GPU)")
+    num_nodes: int = Field(1, ge=1, description="Machines (a launcher on each: torchrun, fitwell slurm)")
+    strategy: Literal["auto", "ddp"] = Field("auto", description="auto = ddp (the model replicated)")
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     deterministic: bool = False
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
