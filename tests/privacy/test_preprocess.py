@@ -14,6 +14,7 @@ from fitwell.privacy.preprocess import (
     release_bounds,
     release_categories,
     release_median,
+    release_sum,
 )
 
 
@@ -85,6 +86,14 @@ def test_releases_are_random_but_bounded():
     medians = {release_median(values, 0, 20, 0.01) for _ in range(8)}
     assert len(medians) > 1 and all(abs(m - 10) < 2.0 for m in medians)  # noise from a secure source
     assert release_bounds(values, 1.0) == (4.0, 16.0)  # powers of two around 99% of N(10, 1)
+
+
+def test_a_sum_over_a_very_wide_released_range_still_releases():
+    # the standard deviation sums squares over [0, reach]: bounds near 2^41 make reach near 2^82
+    values = np.random.default_rng(0).random(500)
+    for high in (1.0, 1e12, 2.0 ** 82, 1e200):
+        noisy = release_sum(values, 0.0, high, 0.05)
+        assert np.isfinite(noisy) and abs(noisy - values.sum()) < 1e4 * max(1.0, high)
 
 
 def test_private_preprocessing_refuses_what_it_cannot_release():

@@ -268,9 +268,12 @@ def _numbers(dp):
 def release_sum(values: np.ndarray, low: float, high: float, epsilon: float) -> float:
     dp = _opendp()
     space = _numbers(dp)
+    # explicit search bounds: OpenDP's own search for the scale overflows on wide ranges (a sum of
+    # squares over released bounds near 2^41 reaches 2^82) and walks into negative scales
+    upper = min(1e300, 1e3 * max(1.0, abs(low), abs(high)) / epsilon)
     measure = dp.binary_search_chain(
         lambda s: space >> dp.t.then_clamp((low, high)) >> dp.t.then_sum() >> dp.m.then_laplace(s),
-        d_in=1, d_out=epsilon)
+        d_in=1, d_out=epsilon, bounds=(0.0, upper))
     return float(measure([float(v) for v in values]))
 
 
