@@ -34,6 +34,11 @@ def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[s
         return train_model(config, overrides, data=data, resume=resume, callbacks=callbacks, console=console,
                            started_at=started_at, **options)
     resolved = resumed_config(resume, overrides) if resume is not None else load_run_config(config, overrides)
+    if resolved.data.task == "reinforcement":
+        from fitwell.tasks.reinforcement import train_policy
+
+        return train_policy(config, overrides, resume=resume, callbacks=callbacks, console=console,
+                            started_at=started_at)
     if resolved.ensemble is not None and resume is None:
         from fitwell.ensemble import fit_ensemble
 

@@ -141,7 +141,9 @@ def train(
                     started_at=command_started_at())
     if run is None:  # another process of a run torchrun started: rank 0 reports
         return
-    if run.metrics:
+    if run.task == "reinforcement":
+        out.print(_metrics_table(f"final evaluation ({run.metrics['episodes']} episodes)", run.metrics))
+    elif run.metrics:
         out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     else:  # split.test 0
         out.print(f"no test split: fitwell evaluate {run.path} --data FILE scores your test file",
@@ -298,16 +300,27 @@ def ensemble_command(
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
-    data: Path = typer.Option(..., "--data", help="CSV/Parquet/JSONL rows to predict."),
+    data: Path | None = typer.Option(None, "--data", help="CSV/Parquet/JSONL rows to predict (a"
+                                     " reinforcement run: observations, a column per number)."),
     out: Path | None = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
     tta: int | None = typer.Option(None, "--tta", help="Test-time augmentation: average over N augmented"
                                    " copies (default: the run's augment.tta)."),
+    episodes: int | None = typer.Option(None, "--episodes", min=1, help="A reinforcement run: play N"
+                                        " episodes of its policy and print their returns."),
 ):
-    """Predict labels (and class probabilities) or values for new rows."""
+    """Predict labels (and class probabilities) or values for new rows; a reinforcement run's
+    actions for observations, or its returns over --episodes N."""
     from fitwell.serve import load_run
 
+    if episodes is None and data is None:
+        raise UserError("give --data FILE (rows to predict), or --episodes N for a reinforcement run")
     loaded = load_run(run_dir)
-    predictions = loaded.predict(data) if tta is None else loaded.predict(data, tta=tta)
+    if episodes is not None:
+        predictions = episode_returns(loaded, episodes)
+    elif tta is None:
+        predictions = loaded.predict(data)
+    else:
+        predictions = loaded.predict(data, tta=tta)
     if out is None:
         predictions.to_csv(sys.stdout, index=False)
         return
@@ -319,6 +332,19 @@ def predict(
         raise UserError(f"--out {out}: cannot write there ({err.strerror or err}); give a path in a folder"
                         " you can write to") from err
     Console(stderr=True).print(f"wrote {len(predictions)} predictions to {out}", soft_wrap=True)
+
+
+def episode_returns(loaded, episodes: int):
+    """``--episodes N``: a table of each episode's return, the mean +- std on stderr."""
+    import numpy as np
+    import pandas as pd
+
+    if getattr(loaded, "task", None) != "reinforcement":
+        raise UserError("--episodes is for a reinforcement run (task: reinforcement); give --data FILE")
+    returns = loaded.rollout(episodes)
+    Console(stderr=True).print(f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over"
+                               f" {episodes} episodes", soft_wrap=True, highlight=False)
+    return pd.DataFrame({"episode": range(1, episodes + 1), "return": returns})
 
 
 @app.command()
@@ -472,7 +498,10 @@ def report(
     """(Re)write RUN/report.html: config, audit, curves, test plots, importance, bias, doctor."""
     from fitwell.track.report import write_report
 
-    Console().print(f"report: {write_report(run_dir)}", soft_wrap=True, highlight=False)
+    renderer = None
+    if (run_dir / "policy.zip").exists():  # a reinforcement run
+        from fitwell.tasks.rl_report import render_policy_run as renderer
+    Console().print(f"report: {write_report(run_dir, renderer)}", soft_wrap=True, highlight=False)
 
 
 runs_app = typer.Typer(help="List runs, or compare two.", no_args_is_help=False)

@@ -45,6 +45,8 @@ def resolve_defaults(config: RunConfig) -> RunConfig:
         values["data.image"] = {"column": "image"}
     if config.model.name == "minilm" and config.data.text is not None and config.data.text.tokenizer is None:
         values["data.text.tokenizer"] = "minilm"
+    if config.data.task == "reinforcement" and config.tune is not None and config.tune.metric == "val_loss":
+        values["tune.metric"] = "val_mean_return"  # the default metric, read for a reinforcement run
     return replace_values(config, values)
 
 

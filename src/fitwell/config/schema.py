@@ -19,11 +19,13 @@ from fitwell.config.loop import (  # noqa: F401  (resolve_mode and LOWER_IS_BETT
     resolve_mode,
 )
 from fitwell.config.privacy import PrivacyConfig, privacy_conflicts
+from fitwell.config.scoring import CalibrationConfig, ExplainConfig, MonitorConfig  # noqa: F401
 from fitwell.config.search import EnsembleConfig, TuneConfig
 from fitwell.config.section import Section
+from fitwell.config.tasks import EnvConfig, RLConfig, move_task_key, task_conflicts
 from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS
 
-Task = Literal["auto", "binary", "multiclass", "regression"]
+Task = Literal["auto", "binary", "multiclass", "regression", "reinforcement"]
 ColumnKind = Literal["numeric", "categorical", "boolean", "id", "drop"]
 
 # Metrics logged every epoch for each task (prefixed ``train_``/``val_``); a monitor must be one.
@@ -31,6 +33,7 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("loss", "accuracy", "roc_auc"),
     "multiclass": ("loss", "accuracy"),
     "regression": ("loss", "rmse", "mae", "r2"),
+    "reinforcement": ("mean_return", "std_return"),
 }
 class SplitConfig(Section):
     """How rows are divided into train / validation / test."""
@@ -302,41 +305,6 @@ class TrackConfig(Section):
     report: bool = Field(True, description="Write report.html at the end of the run")
 
 
-class CalibrationConfig(Section):
-    """Probability calibration of classifiers, fitted on the validation split."""
-
-    method: Literal["none", "temperature"] = "none"
-    bins: int = Field(10, ge=2, description="Bins of the saved reliability curve")
-
-
-class ExplainConfig(Section):
-    """Explanations computed on the test split at the end of training."""
-
-    permutation: bool = False
-    repeats: int = Field(5, ge=1)
-
-
-class MonitorConfig(Section):
-    """Drift thresholds of ``fitwell monitor`` (and the server's ``/drift``). A feature drifts when
-    its change is both significant (p < ``p_value``) and large enough to matter (an effect size
-    over its threshold): at large n a test alone flags every harmless wobble."""
-
-    p_value: float = Field(0.01, gt=0, lt=1, description="Significance level of the KS / chi-square tests")
-    wasserstein: float = Field(0.1, gt=0, description="Numbers: Wasserstein distance over the training"
-                                                      " standard deviation")
-    psi: float = Field(0.2, gt=0, description="Numbers: population stability index on training deciles")
-    categories: float = Field(0.05, gt=0, le=1, description="Categories: total variation distance of"
-                                                            " the category shares")
-    missing: float = Field(0.05, gt=0, le=1, description="Change in the share of missing values")
-    new_categories: float = Field(0.01, gt=0, le=1, description="Share of rows with a category training"
-                                                                " never saw")
-    performance: float = Field(0.02, ge=0, description="With labels: alert when the primary metric is"
-                                                       " worse than the test split's by more than this and"
-                                                       " its 95% interval excludes the test value")
-
-
-
-
 class RunConfig(Section):
     """A whole run."""
 
@@ -359,12 +327,18 @@ class RunConfig(Section):
     tune: TuneConfig | None = None
     ensemble: EnsembleConfig | None = None
     privacy: PrivacyConfig | None = Field(None, description="Differentially private training to a budget")
+    env: EnvConfig | None = Field(None, description="task reinforcement: the Gymnasium environment")
+    rl: RLConfig | None = Field(None, description="task reinforcement: algorithm, steps, evaluation")
+
+    _task_key = model_validator(mode="before")(move_task_key)
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RunConfig:
         if self.privacy is not None and (problems := privacy_conflicts(self)):
             raise ValueError("a private run (privacy section) cannot keep: " + "; ".join(problems))
-        if self.data.task != "auto":
+        if problems := task_conflicts(self):
+            raise ValueError("; ".join(problems))
+        if self.data.task not in ("auto", "reinforcement"):
             check_monitors(self, self.data.task)
         if self.calibration.method != "none" and self.split.val == 0:
             raise ValueError("calibration.method: temperature scaling is fitted on the validation"

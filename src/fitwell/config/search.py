@@ -46,7 +46,8 @@ class TuneConfig(Section):
     direction: Literal["auto", "minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "auto"
     trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="Seconds for the whole study")
-    sampler: Literal["tpe", "random", "grid", "gp", "cmaes", "nsga2", "qmc"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes", "nsga2", "qmc", "rl"] = Field(
+        "tpe", description="rl: a REINFORCE controller over the categorical choices (architecture search)")
     pruner: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
     percentile: float = Field(25.0, gt=0, lt=100)
     startup_trials: int = Field(5, ge=0, description="Trials before pruning and model-based sampling")

@@ -1,15 +1,17 @@
-"""Load any finished run directory: a single model's or an ensemble's."""
+"""Load any finished run directory: a single model's, an ensemble's or a reinforcement policy's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleRun
+from fitwell.tasks.reinforcement import PolicyRun, load_policy
 from fitwell.track.bundle import Run
 
 
-def load_run(path: str | Path) -> Run | EnsembleRun:
-    """Load a finished run directory: a Run, or an EnsembleRun for a ``fitwell ensemble`` run.
+def load_run(path: str | Path) -> Run | EnsembleRun | PolicyRun:
+    """Load a finished run directory: a Run, an EnsembleRun for a ``fitwell ensemble`` run, or a
+    PolicyRun for a reinforcement run.
 
     Example:
         >>> run = load_run("runs/wine-20261123-101500-000")  # doctest: +SKIP
@@ -17,4 +19,6 @@ def load_run(path: str | Path) -> Run | EnsembleRun:
     """
     if (Path(path) / ENSEMBLE_FILE).exists():
         return EnsembleRun(path)
+    if (Path(path) / "policy.zip").exists():
+        return load_policy(path)
     return Run(path)

@@ -1,7 +1,10 @@
 """``report.html``: one self-contained page per run (inline SVG plots, no scripts or fonts from the
 network) with the config, the audit, learning curves, the test split's confusion matrix, ROC,
 precision-recall and reliability curves or residual plots, feature importance, the bias table
-and the doctor's findings."""
+and the doctor's findings. ``page``, ``plot`` and ``new_figure`` also build other tasks' pages.
+
+Why this module is long: one page, one section function each, sharing the SVG helpers.
+"""
 
 from __future__ import annotations
 
@@ -65,13 +68,15 @@ def _svg(figure) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(width: float = 5.0, height: float = 3.4):
+def new_figure(width: float = 5.0, height: float = 3.4):
+    """A Matplotlib figure sized for the report (no pyplot state)."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _plot(title: str, figure) -> str:
+def plot(title: str, figure) -> str:
+    """A Matplotlib figure as an inline SVG with its caption."""
     return f"<figure>{_svg(figure)}<figcaption>{html.escape(title)}</figcaption></figure>"
 
 
@@ -95,7 +100,8 @@ def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _missing(text: str) -> str:
+def missing(text: str) -> str:
+    """A greyed sentence saying what a section lacks."""
     return f"<p class=missing>{html.escape(text)}</p>"
 
 
@@ -119,14 +125,14 @@ def _read_json(path: Path) -> Any:
 
 def _curves(history: list[dict]) -> str:
     if not history:
-        return _missing("no per-epoch history in this run")
+        return missing("no per-epoch history in this run")
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     plots = []
 
     def series(key):
         return [row.get(key, np.nan) if row.get(key) is not None else np.nan for row in history]
 
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         if any(np.isfinite(series(key))):
@@ -134,30 +140,30 @@ def _curves(history: list[dict]) -> str:
     ax.set(xlabel="epoch", ylabel="loss", title="loss")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    plots.append(_plot("training and validation loss", fig))
+    plots.append(plot("training and validation loss", fig))
     metrics = [k for k in history[-1] if k.startswith("val_") and k != "val_loss"]
     if metrics:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         for key in metrics:
             ax.plot(epochs, series(key), marker=".", label=key[4:])
         ax.set(xlabel="epoch", title="validation metrics")
         ax.legend()
-        plots.append(_plot("validation metrics per epoch", fig))
+        plots.append(plot("validation metrics per epoch", fig))
     if "lr" in history[-1]:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.plot(epochs, series("lr"), marker=".")
         ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
-        plots.append(_plot("learning rate in force each epoch", fig))
+        plots.append(plot("learning rate in force each epoch", fig))
     if any("grad_norm" in row for row in history):
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.plot(epochs, series("grad_norm"), marker=".", label="mean")
         ax.plot(epochs, series("grad_norm_max"), marker=".", label="max")
         ax.set(xlabel="epoch", ylabel="gradient norm", title="gradient norm", yscale="log")
         ax.legend()
-        plots.append(_plot("total gradient norm before clipping", fig))
+        plots.append(plot("total gradient norm before clipping", fig))
     return f"<div class=plots>{''.join(plots)}</div>"
 
 
@@ -172,7 +178,7 @@ def _classification(predictions: pd.DataFrame, classes: list, reliability: dict 
     proba = predictions[[f"proba_{c}" for c in classes]].to_numpy(dtype=float)
     plots = []
     matrix = confusion_matrix(truth, guess, labels=labels)
-    fig = _figure(4.6, 4.0)
+    fig = new_figure(4.6, 4.0)
     ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Blues")
     ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
@@ -181,9 +187,9 @@ def _classification(predictions: pd.DataFrame, classes: list, reliability: dict 
         for j in range(len(labels)):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    plots.append(_plot("confusion matrix on the test split", fig))
+    plots.append(plot("confusion matrix on the test split", fig))
     positives = [1] if len(labels) == 2 else range(len(labels))
-    roc, pr = _figure(), _figure()
+    roc, pr = new_figure(), new_figure()
     ax_roc, ax_pr = roc.add_subplot(), pr.add_subplot()
     for k in positives:
         is_k = (truth == labels[k]).astype(int)
@@ -198,14 +204,14 @@ def _classification(predictions: pd.DataFrame, classes: list, reliability: dict 
     ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall (test)")
     ax_roc.legend(fontsize=8)
     ax_pr.legend(fontsize=8)
-    plots += [_plot("ROC curve, one-vs-rest per class" if len(labels) > 2 else "ROC curve", roc),
-              _plot("precision-recall curve", pr)]
+    plots += [plot("ROC curve, one-vs-rest per class" if len(labels) > 2 else "ROC curve", roc),
+              plot("precision-recall curve", pr)]
     index = np.array([labels.index(t) if t in labels else -1 for t in truth])
     keep = index >= 0
     curves = {"model": reliability_curve(index[keep], proba[keep], 10)}
     if reliability and "uncalibrated" in reliability:
         curves = {"uncalibrated": reliability["uncalibrated"], "calibrated": reliability["calibrated"]}
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect")
     for name, curve in curves.items():
@@ -213,7 +219,7 @@ def _classification(predictions: pd.DataFrame, classes: list, reliability: dict 
         ax.plot(*zip(*points, strict=True), marker="o", label=f"{name} (ECE {curve['ece']:.3f})")
     ax.set(xlabel="confidence", ylabel="accuracy", title="reliability (test)")
     ax.legend(fontsize=8)
-    plots.append(_plot("reliability curve of the top-class probability", fig))
+    plots.append(plot("reliability curve of the top-class probability", fig))
     return f"<div class=plots>{''.join(plots)}</div>"
 
 
@@ -222,44 +228,44 @@ def _regression(predictions: pd.DataFrame) -> str:
     guess = predictions["prediction"].to_numpy(dtype=float)
     residual = truth - guess
     plots = []
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.scatter(truth, guess, s=10, alpha=0.7)
     low, high = float(min(truth.min(), guess.min())), float(max(truth.max(), guess.max()))
     ax.plot([low, high], [low, high], "k--", linewidth=0.8)
     ax.set(xlabel="true", ylabel="predicted", title="predicted vs true (test)")
-    plots.append(_plot("predicted against true values", fig))
-    fig = _figure()
+    plots.append(plot("predicted against true values", fig))
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.scatter(guess, residual, s=10, alpha=0.7)
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set(xlabel="predicted", ylabel="residual (true - predicted)", title="residuals (test)")
-    plots.append(_plot("residuals against predictions", fig))
-    fig = _figure()
+    plots.append(plot("residuals against predictions", fig))
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.hist(residual, bins=30)
     ax.set(xlabel="residual", ylabel="rows", title="residual distribution (test)")
-    plots.append(_plot("distribution of residuals", fig))
+    plots.append(plot("distribution of residuals", fig))
     return f"<div class=plots>{''.join(plots)}</div>"
 
 
 def _importance(importance: dict | None) -> str:
     if not importance:
-        return _missing("not computed for this run; set explain.permutation: true to measure how much the"
+        return missing("not computed for this run; set explain.permutation: true to measure how much the"
                         " test score drops when each column is shuffled")
     rows = importance["importances"][:25]
-    fig = _figure(5.5, max(2.0, 0.28 * len(rows) + 0.8))
+    fig = new_figure(5.5, max(2.0, 0.28 * len(rows) + 0.8))
     ax = fig.add_subplot()
     names = [r["column"] for r in rows][::-1]
     ax.barh(names, [r["mean"] for r in rows][::-1], xerr=[r["std"] for r in rows][::-1])
     ax.set(xlabel=f"drop in test {importance['metric']} when shuffled", title="permutation importance")
-    return (f"<div class=plots>{_plot('permutation importance on the test split', fig)}</div>"
+    return (f"<div class=plots>{plot('permutation importance on the test split', fig)}</div>"
             + html_table(rows, ["column", "mean", "std"]))
 
 
 def _bias(fairness: dict | None) -> str:
     if not fairness:
-        return _missing("no bias audit: name the columns to compare groups by in data.sensitive")
+        return missing("no bias audit: name the columns to compare groups by in data.sensitive")
     parts = []
     for column, table in fairness["columns"].items():
         parts.append(f"<h3>{html.escape(column)}</h3>")
@@ -277,7 +283,7 @@ def _bias(fairness: dict | None) -> str:
 
 def _audit(audit: dict | None) -> str:
     if not audit:
-        return _missing("no audit in this run (audit.enabled is false)")
+        return missing("no audit in this run (audit.enabled is false)")
     counts = audit["counts"]
     columns = [{k: c.get(k, "") for k in ("name", "role", "kind", "missing", "distinct", "outliers_iqr",
                                           "outliers_z", "alone_score")} for c in audit["columns"]]
@@ -334,7 +340,7 @@ def render(run_path: str | Path) -> str:
     task = metrics.get("task") or data.get("task", "?")
     test = metrics.get("test", {})
     summary = [html_table([{"metric": k, "test": v} for k, v in test.items()]) if test
-               else _missing("the test split was not scored (the run failed or was a tuning trial)")]
+               else missing("the test split was not scored (the run failed or was a tuning trial)")]
     facts = {"task": task, "rows": data.get("rows"), "split": metrics.get("split") or data.get("split"),
              "epochs": metrics.get("epochs"), "best epoch": metrics.get("best_epoch"),
              "stopped": metrics.get("stop_reason") or ("ran all epochs" if metrics else "did not finish"),
@@ -343,7 +349,7 @@ def render(run_path: str | Path) -> str:
     summary.insert(0, html_table([{"": k, "value": v} for k, v in facts.items() if v is not None]))
     summary[:0] = [PRIVATE_PAGE] if metrics.get("privacy") else []  # the page itself is not private
     if doctor is None:
-        doctor_html = _missing("the doctor has not examined this run")
+        doctor_html = missing("the doctor has not examined this run")
     elif doctor["findings"]:
         doctor_html = _findings(doctor["findings"])
     else:
@@ -357,7 +363,7 @@ def render(run_path: str | Path) -> str:
             classes = data.get("classes") or sorted(predictions["target"].unique().tolist())
             evaluation = _classification(predictions, classes, _read_json(path / "reliability.json"))
     else:
-        evaluation = _missing("no test predictions in this run")
+        evaluation = missing("no test predictions in this run")
     config_text = (path / "config.yaml").read_text()
     body = {
         "summary": ("Summary", "".join(summary)),
@@ -371,24 +377,31 @@ def render(run_path: str | Path) -> str:
         "config": ("Config", f"<pre>{html.escape(config_text)}</pre>"),
     }
     body = with_privacy(body, metrics.get("privacy"), _read_json(path / "privacy_audit.json"), html_table)
+    return page(path.name, body)
+
+
+def page(name: str, body: dict[str, tuple[str, str]]) -> str:
+    """The report page of run ``name``: ``body`` maps a section id to (title, inner HTML)."""
     nav = "".join(f"<a href='#{key}'>{title}</a>" for key, (title, _) in body.items())
     sections = "".join(f"<section id={key}><h2>{title}</h2>{content}</section>"
                        for key, (title, content) in body.items())
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<title>fitwell run {html.escape(path.name)}</title><style>{CSS}</style></head>"
-            f"<body><h1>{html.escape(path.name)}</h1><nav>{nav}</nav>"
+            f"<title>fitwell run {html.escape(name)}</title><style>{CSS}</style></head>"
+            f"<body><h1>{html.escape(name)}</h1><nav>{nav}</nav>"
             f"{sections}{CHECK_SCRIPT}</body></html>")
 
 
-def write_report(run_path: str | Path) -> Path:
-    """Write ``report.html`` into the run directory (atomically) and return its path.
+
+def write_report(run_path: str | Path, renderer=None) -> Path:
+    """Write ``report.html`` into the run directory (atomically) and return its path;
+    ``renderer(path) -> html`` replaces the supervised page (a reinforcement run's).
 
     Example:
         >>> write_report("runs/breast_cancer-20261123-193553-539")  # doctest: +SKIP
         PosixPath('runs/breast_cancer-20261123-193553-539/report.html')
     """
     path = Path(run_path)
-    text = render(path)
+    text = render(path) if renderer is None else renderer(path)
     out = path / "report.html"
     tmp = out.with_name(".report.html.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -12,7 +12,7 @@ from fitwell.errors import UserError
 from fitwell.track.loggers import flatten
 from fitwell.track.run_dir import resumable
 
-PRIMARY = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}
+PRIMARY = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2", "reinforcement": "mean_return"}
 
 
 def _json(path: Path) -> dict:

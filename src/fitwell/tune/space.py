@@ -131,6 +131,10 @@ def _sampler(tune: TuneConfig, seed: int):
         return samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
     if tune.sampler == "nsga2":
         return samplers.NSGAIISampler(seed=seed)
+    if tune.sampler == "rl":
+        from fitwell.tune.rl_sampler import build_rl_sampler
+
+        return build_rl_sampler(seed)
     return samplers.QMCSampler(seed=seed)
 
 

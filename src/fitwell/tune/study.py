@@ -170,6 +170,8 @@ class Objective:
         primary = next((n for n in names if n not in EXTRA_OBJECTIVES), "val_loss")
         if config.ensemble is not None:
             return self._ensemble_trial(trial, params, names)
+        if config.data.task == "reinforcement":
+            return self._policy_trial(trial, params, primary)
         multi = len(names) > 1
         if config.privacy is not None:  # a private trial: its released (noised) score is the value
             params = {**params, "privacy.release_metric": primary}
@@ -202,6 +204,17 @@ class Objective:
                 out.append(score if name == primary else float(runs[0].summary["validation"][name]))
         return out
 
+
+    def _policy_trial(self, trial, params: dict, metric: str):
+        """A reinforcement trial: its last evaluation's mean return, the evaluations reported to
+        the pruner as they come (as RL Zoo prunes)."""
+        from fitwell.tasks.reinforcement import train_policy
+
+        overrides = {**params, "track.runs_dir": str(self.folder), "track.name": f"trial-{trial.number}",
+                     "track.overwrite": True}
+        source = {k: v for k, v in self.source.items() if k != "tune"}
+        run = train_policy(source, overrides, trial=trial)
+        return float(run.summary["validation"][metric])
 
     def _ensemble_trial(self, trial, params: dict, names: list[str]):
         """A trial of an ensemble config: fit it (members reused from earlier trials when their
@@ -361,6 +374,11 @@ def finish(config: RunConfig, study, folder: Path, data, say, mean_trials: float
         say(f"refitting trial {best.number}'s ensemble; scoring the test split once")
         overrides = {k: v for k, v in overrides.items() if k != "train.progress"}
         final = fit_ensemble(source, overrides, data=data)
+    elif config.data.task == "reinforcement":
+        from fitwell.tasks.reinforcement import train_policy
+
+        say(f"retraining trial {best.number}; its final evaluation plays episodes no trial saw")
+        final = train_policy(source, {k: v for k, v in overrides.items() if not k.startswith("train.")})
     else:
         say(f"retraining trial {best.number} on {'train+validation' if merge else 'train'};"
             " scoring the test split once")

@@ -1,0 +1,76 @@
+"""Config sections of the tasks beyond labels: reinforcement learning's environment and algorithm.
+
+One rule for every task: the task is ``data.task`` (``binary``, ``multiclass``, ``regression``,
+``reinforcement``); a top-level ``task:`` key is the same key, moved there on load, so
+``task: reinforcement`` and ``data: {task: reinforcement}`` are one config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fitwell.config.section import Section
+
+RL_ALGORITHMS = ("ppo", "a2c", "dqn", "sac", "td3")
+
+
+class EnvConfig(Section):
+    """The Gymnasium environment a reinforcement run trains on."""
+
+    id: str = Field(description="A Gymnasium id (CartPole-v1) or module:Class for your own gymnasium.Env")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of gymnasium.make / Class")
+    num_envs: int = Field(1, ge=1, description="Copies stepped side by side (a vectorised env)")
+    max_episode_steps: int | None = Field(None, ge=1, description="Truncate episodes at this length")
+
+
+class RLConfig(Section):
+    """The algorithm (Stable-Baselines3) and its schedule of steps, evaluations and checkpoints."""
+
+    algorithm: Literal["ppo", "a2c", "dqn", "sac", "td3"] = "ppo"
+    steps: int = Field(100_000, ge=1, description="Environment steps in all (over every env copy)")
+    eval_episodes: int = Field(100, ge=1, description="Episodes of the final evaluation (mean +- std return)")
+    eval_every: int = Field(10_000, ge=1, description="Steps between evaluations during training (each"
+                                                      " logged as val_mean_return; what tune prunes on)")
+    eval_during: int = Field(10, ge=1, description="Episodes of each evaluation during training")
+    checkpoint_every: int = Field(10_000, ge=1, description="Steps between checkpoints (--resume)")
+    deterministic_eval: bool = Field(True, description="Evaluate the policy's most likely action")
+    policy: str = Field("auto", description="An SB3 policy name; auto: CnnPolicy for image observations,"
+                                            " MultiInputPolicy for dicts, else MlpPolicy")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the SB3 algorithm (n_steps, gamma, batch_size...);"
+                                          " 'lin_0.001' is a rate falling linearly to 0 (as in RL Zoo)")
+    gif_frames: int = Field(200, ge=0, description="Frames of the report's rollout GIF (0: none)")
+
+
+def move_task_key(raw: Any) -> Any:
+    """A top-level ``task:`` is ``data.task``; both given and different is an error."""
+    if not isinstance(raw, dict) or "task" not in raw:
+        return raw
+    raw = dict(raw)
+    task = raw.pop("task")
+    data = dict(raw.get("data") or {})
+    if data.get("task") not in (None, "auto", task):
+        raise ValueError(f"task: {task!r} and data.task: {data['task']!r} disagree; they are one key,"
+                         " give it once")
+    data["task"] = task
+    raw["data"] = data
+    return raw
+
+
+def task_conflicts(config: Any) -> list[str]:
+    """What a config's task cannot go with: a reinforcement run needs ``env`` and has no table."""
+    reinforcement = config.data.task == "reinforcement"
+    problems = []
+    if reinforcement and config.env is None:
+        problems.append("task reinforcement needs an env section, e.g. env: {id: CartPole-v1}")
+    if not reinforcement and (config.env is not None or config.rl is not None):
+        problems.append("the env and rl sections belong to a reinforcement run; add task: reinforcement")
+    if reinforcement:
+        table = (("data.source", config.data.source), ("data.target", config.data.target),
+                 ("ensemble", config.ensemble), ("privacy", config.privacy))
+        used = [name for name, value in table if value]
+        if used:
+            problems.append(f"a reinforcement run learns from its env, not a table: drop {', '.join(used)}")
+    return problems
