@@ -39,7 +39,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, str(value) if isinstance(value, int) else f"{value:.4f}")
     return table
 
 
@@ -142,7 +142,7 @@ def train(
     if run is None:  # another process of a run torchrun started: rank 0 reports
         return
     if run.task == "reinforcement":
-        out.print(_metrics_table(f"final evaluation ({run.metrics['episodes']} episodes)", run.metrics))
+        out.print(_metrics_table("final evaluation", run.metrics))
     elif run.metrics:
         out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     else:  # split.test 0

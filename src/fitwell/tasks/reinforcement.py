@@ -154,7 +154,7 @@ def progress_callback(config: RunConfig, run_dir, history: list[dict], trackers,
             row = {"step": steps, "val_mean_return": float(np.mean(returns)),
                    "val_std_return": float(np.std(returns)),
                    "train_episode_return": float(np.mean(episodes)) if episodes else None,
-                   "episodes": self.model._episode_num, "seconds": round(time.monotonic() - started_at, 3)}
+                   "seconds": round(time.monotonic() - started_at, 3)}
             history.append(row)
             write_text(run_dir.history, "".join(f"{_json(r)}\n" for r in history))
             for tracker in trackers:
@@ -267,7 +267,7 @@ def learn(start, model, history: list[dict], callbacks, trial) -> PolicyRun:
     last = history[-1] if history else {}
     summary = {"task": "reinforcement", "algorithm": rl.algorithm, "env": config.env.id, "test": test,
                "validation": {k: v for k, v in last.items() if k.startswith("val_")},
-               "steps": int(model.num_timesteps), "episodes": int(model._episode_num),
+               "steps": int(model.num_timesteps),
                "steps_per_s": round((model.num_timesteps - before) / max(seconds, 1e-9), 1),
                "duration_s": round(time.monotonic() - start.started_at, 3),
                "stop_reason": "train.max_time" if progress.stopped_by_time else None,

@@ -42,7 +42,7 @@ def render_policy_run(path: str | Path) -> str:
     test = summary.get("test", {})
     facts = {"task": "reinforcement", "algorithm": summary.get("algorithm"),
              "environment": summary.get("env"),
-             "steps": summary.get("steps"), "training episodes": summary.get("episodes"),
+             "steps": summary.get("steps"),
              "steps per second": summary.get("steps_per_s"),
              "stopped": summary.get("stop_reason") or "ran all steps",
              "duration": f"{summary['duration_s']:.1f} s" if "duration_s" in summary else None}
