@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from fitwell.config.load import ConfigLike
+from fitwell.config.tasks import UNSUPERVISED
 from fitwell.errors import ConfigError
 from fitwell.run import load_run_config
 
@@ -34,6 +35,12 @@ def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[s
         return train_model(config, overrides, data=data, resume=resume, callbacks=callbacks, console=console,
                            started_at=started_at, **options)
     resolved = resumed_config(resume, overrides) if resume is not None else load_run_config(config, overrides)
+    if resolved.data.task in UNSUPERVISED:
+        from fitwell.tasks.unsupervised import fit_unsupervised
+
+        if resume is not None or callbacks or options:
+            raise ConfigError(f"a {resolved.data.task} run has no training loop to resume, call back or fold")
+        return fit_unsupervised(config, overrides, data=data, console=console, started_at=started_at)
     if resolved.data.task == "reinforcement":
         from fitwell.tasks.reinforcement import train_policy
 

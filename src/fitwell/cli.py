@@ -501,6 +501,8 @@ def report(
     renderer = None
     if (run_dir / "policy.zip").exists():  # a reinforcement run
         from fitwell.tasks.rl_report import render_policy_run as renderer
+    elif (run_dir / "unsupervised.skops").exists():
+        from fitwell.tasks.unsupervised_report import render_unsupervised_run as renderer
     Console().print(f"report: {write_report(run_dir, renderer)}", soft_wrap=True, highlight=False)
 
 

@@ -22,10 +22,19 @@ from fitwell.config.privacy import PrivacyConfig, privacy_conflicts
 from fitwell.config.scoring import CalibrationConfig, ExplainConfig, MonitorConfig  # noqa: F401
 from fitwell.config.search import EnsembleConfig, TuneConfig
 from fitwell.config.section import Section
-from fitwell.config.tasks import EnvConfig, RLConfig, move_task_key, task_conflicts
+from fitwell.config.tasks import (
+    UNSUPERVISED,
+    AnomalyConfig,
+    ClusterConfig,
+    EnvConfig,
+    RLConfig,
+    move_task_key,
+    task_conflicts,
+)
 from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS
 
-Task = Literal["auto", "binary", "multiclass", "regression", "reinforcement"]
+Task = Literal["auto", "binary", "multiclass", "regression", "clustering", "anomaly", "embedding",
+               "reinforcement"]
 ColumnKind = Literal["numeric", "categorical", "boolean", "id", "drop"]
 
 # Metrics logged every epoch for each task (prefixed ``train_``/``val_``); a monitor must be one.
@@ -34,6 +43,7 @@ EPOCH_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("loss", "accuracy"),
     "regression": ("loss", "rmse", "mae", "r2"),
     "reinforcement": ("mean_return", "std_return"),
+    **{task: ("loss",) for task in UNSUPERVISED},  # an autoencoder's reconstruction loss
 }
 class SplitConfig(Section):
     """How rows are divided into train / validation / test."""
@@ -329,6 +339,8 @@ class RunConfig(Section):
     privacy: PrivacyConfig | None = Field(None, description="Differentially private training to a budget")
     env: EnvConfig | None = Field(None, description="task reinforcement: the Gymnasium environment")
     rl: RLConfig | None = Field(None, description="task reinforcement: algorithm, steps, evaluation")
+    cluster: ClusterConfig | None = Field(None, description="task clustering: method and k")
+    anomaly: AnomalyConfig | None = Field(None, description="task anomaly: scoring and threshold")
 
     _task_key = model_validator(mode="before")(move_task_key)
 

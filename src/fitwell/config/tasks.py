@@ -1,19 +1,43 @@
 """Config sections of the tasks beyond labels: reinforcement learning's environment and algorithm.
 
 One rule for every task: the task is ``data.task`` (``binary``, ``multiclass``, ``regression``,
-``reinforcement``); a top-level ``task:`` key is the same key, moved there on load, so
-``task: reinforcement`` and ``data: {task: reinforcement}`` are one config.
+``clustering``, ``anomaly``, ``embedding``, ``reinforcement``); a top-level ``task:`` key is the same
+key, moved there on load, so ``task: reinforcement`` and ``data: {task: reinforcement}`` are one
+config.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from fitwell.config.section import Section
 
 RL_ALGORITHMS = ("ppo", "a2c", "dqn", "sac", "td3")
+UNSUPERVISED = ("clustering", "anomaly", "embedding")
+
+
+class ClusterConfig(Section):
+    """task clustering: the scikit-learn method and the number of clusters."""
+
+    method: Literal["kmeans", "gmm", "hdbscan", "agglomerative"] = "kmeans"
+    k: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", description="auto: the best silhouette (kmeans, agglomerative) or BIC (gmm) from 2 to"
+                            " k_max; hdbscan finds its own")
+    k_max: int = Field(10, ge=2)
+    min_cluster_size: int = Field(5, ge=2, description="hdbscan: the smallest group that is a cluster")
+
+
+class AnomalyConfig(Section):
+    """task anomaly: how rows are scored, and the share of training rows flagged."""
+
+    method: Literal["isolation_forest", "reconstruction"] = Field(
+        "isolation_forest", description="reconstruction: the autoencoder's error (model.name: autoencoder)")
+    contamination: float = Field(0.05, gt=0, lt=0.5, description="Share of training rows above the threshold")
+    label: bool | int | str | None = Field(None, description="With data.target (labels for evaluation): the"
+                                                             " value marking an anomaly; default 1/True, else"
+                                                             " the rarer value")
 
 
 class EnvConfig(Section):
@@ -63,6 +87,11 @@ def task_conflicts(config: Any) -> list[str]:
     """What a config's task cannot go with: a reinforcement run needs ``env`` and has no table."""
     reinforcement = config.data.task == "reinforcement"
     problems = []
+    for section, task in (("cluster", "clustering"), ("anomaly", "anomaly")):
+        if getattr(config, section) is not None and config.data.task != task:
+            problems.append(f"the {section} section belongs to a {task} run; add task: {task}")
+    if config.data.task in UNSUPERVISED and (config.ensemble is not None or config.privacy is not None):
+        problems.append(f"a {config.data.task} run takes no ensemble or privacy section")
     if reinforcement and config.env is None:
         problems.append("task reinforcement needs an env section, e.g. env: {id: CartPole-v1}")
     if not reinforcement and (config.env is not None or config.rl is not None):

@@ -218,6 +218,7 @@ class Preprocessor:
             self.classes_ = None
         else:
             self.target_mean_, self.target_std_ = 0.0, 1.0
+            self.classes_ = None  # classification: set_classes follows; unsupervised: none
 
     def set_classes(self, classes: list) -> Preprocessor:
         """Class labels in output order (taken from every row: labels are not statistics)."""

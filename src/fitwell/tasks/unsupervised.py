@@ -1,0 +1,268 @@
+"""Unsupervised runs on a table: ``clustering`` (k-means, Gaussian mixture, HDBSCAN,
+agglomerative; k chosen by silhouette or BIC), ``anomaly`` (Isolation Forest scores, a threshold
+at the ``anomaly.contamination`` share of training rows) and ``embedding`` (PCA to
+``model.hidden_sizes[-1]`` dimensions).
+
+The run follows the supervised path where it applies: the table is typed, split (``split.*``,
+seeded) and preprocessed with the preprocessing fitted on the training rows only; the method is
+fitted on the training rows and scored on the test rows once; ``data.target``, when given, is
+labels for evaluation only (adjusted Rand, NMI, anomaly ROC AUC) and never an input. The run
+directory holds the config, the preprocessing, the fitted estimators (skops), ``metrics.json``,
+``test_predictions.csv`` with a 2-D PCA map of the test rows, ``report.html`` and the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fitwell.config.load import ConfigLike
+from fitwell.config.schema import RunConfig
+from fitwell.config.tasks import AnomalyConfig, ClusterConfig
+from fitwell.errors import ConfigError, DamagedRun, UserError, did_you_mean
+from fitwell.files import write_json, write_text, write_with
+from fitwell.tasks.clustering import (
+    anomaly_metrics,
+    assign_clusters,
+    cluster_metrics,
+    fit_clusters,
+    fit_isolation_forest,
+)
+
+ESTIMATORS_FILE = "unsupervised.skops"
+
+
+def dense(features) -> np.ndarray:
+    """The number block (scaled numbers, one-hot categories) as the rows' coordinates."""
+    return np.asarray(features.numeric, dtype=np.float64)
+
+
+@dataclass
+class Rows:
+    """The typed table, its split and the preprocessing fitted on the training rows."""
+
+    typed: pd.DataFrame
+    split: Any
+    preprocessor: Any
+    truth: pd.Series | None
+    notes: list[str]
+
+    def part(self, name: str) -> np.ndarray:
+        return dense(self.preprocessor.transform(self.typed.iloc[getattr(self.split, name)]))
+
+    def truth_of(self, name: str):
+        return None if self.truth is None else self.truth.iloc[getattr(self.split, name)].to_numpy()
+
+
+def prepare_rows(config: RunConfig, data: pd.DataFrame | None) -> Rows:
+    from fitwell.data.clean import type_columns
+    from fitwell.data.columns import infer_columns
+    from fitwell.data.prepare import load_frame
+    from fitwell.data.preprocess import Preprocessor
+    from fitwell.data.split import split_rows
+
+    raw = load_frame(config, data)
+    labels = config.data.target
+    if labels is not None and labels not in raw.columns:
+        raise ConfigError(f"data.target: {labels!r} (labels for evaluation only) is not in the data."
+                          f"{did_you_mean(labels, raw.columns)}")
+    plan = infer_columns(raw, labels, config.data.columns, list(config.data.drop))
+    notes: list[str] = list(plan.notes)
+    typed = type_columns(raw, plan, config.data.normalize_strings, notes.append).reset_index(drop=True)
+    split = split_rows(typed, None, config.split, config.data.task, config.seed)
+    preprocessor = Preprocessor(plan, config.preprocess, config.data.task, config.data.normalize_strings)
+    preprocessor.fit(typed.iloc[split.train], None)
+    if preprocessor.code_columns_:
+        notes.append(f"left out {', '.join(preprocessor.code_columns_)}: more categories than"
+                     f" preprocess.onehot_max_categories ({config.preprocess.onehot_max_categories}) have no"
+                     " distance here; raise it to one-hot them")
+    truth = None if labels is None else raw[labels].reset_index(drop=True)
+    return Rows(typed, split, preprocessor, truth, notes)
+
+
+def fit_method(config: RunConfig, X: np.ndarray) -> tuple[dict[str, Any], dict]:
+    """The task's estimators fitted on the training rows ``X``, and what was chosen."""
+    from sklearn.decomposition import PCA
+
+    task = config.data.task
+    if task == "clustering":
+        cluster = config.cluster or ClusterConfig()
+        estimators, _, info = fit_clusters(cluster.method, cluster.k, X, config.seed, cluster.k_max,
+                                           cluster.min_cluster_size)
+        return estimators, info
+    if task == "anomaly":
+        anomaly = config.anomaly or AnomalyConfig()
+        forest, scores = fit_isolation_forest(X, config.seed)
+        threshold = float(np.quantile(scores, 1 - anomaly.contamination))
+        return {"forest": forest}, {"method": anomaly.method, "threshold": threshold,
+                                    "contamination": anomaly.contamination, "label": anomaly.label}
+    size = min(config.model.hidden_sizes[-1], X.shape[1], len(X))
+    pca = PCA(n_components=size, random_state=config.seed).fit(X)
+    return {"pca": pca}, {"method": "pca", "dimensions": size,
+                          "explained_variance": float(pca.explained_variance_ratio_.sum())}
+
+
+def apply_method(task: str, estimators: dict[str, Any], info: dict, X: np.ndarray) -> pd.DataFrame:
+    """What predict returns for rows ``X``: cluster ids, anomaly scores and flags, or embeddings."""
+    if task == "clustering":
+        return pd.DataFrame({"cluster": assign_clusters(estimators, X)})
+    if task == "anomaly":
+        scores = -estimators["forest"].score_samples(X)
+        return pd.DataFrame({"anomaly_score": scores, "anomaly": scores > info["threshold"]})
+    values = estimators["pca"].transform(X)
+    return pd.DataFrame(values, columns=[f"embedding_{i}" for i in range(values.shape[1])])
+
+
+def score(task: str, X: np.ndarray, predicted: pd.DataFrame, info: dict, seed: int, truth) -> dict:
+    if task == "clustering":
+        return cluster_metrics(X, predicted["cluster"].to_numpy(), seed, truth)
+    if task == "anomaly":
+        scores = predicted["anomaly_score"].to_numpy()
+        return anomaly_metrics(scores, info["threshold"], truth, info.get("label"))
+    return {"dimensions": info["dimensions"], "explained_variance": info["explained_variance"]}
+
+
+def fit_unsupervised(config: ConfigLike | None = None,
+                     overrides: Sequence[str] | Mapping[str, Any] | None = None, *,
+                     data: pd.DataFrame | None = None, console=None,
+                     started_at: float | None = None) -> UnsupervisedRun:
+    """Fit a clustering, anomaly or embedding run and return it, scored on the test rows once.
+
+    Example:
+        >>> run = fit_unsupervised({"task": "clustering", "data": {"source": "customers.csv"},
+        ...                         "cluster": {"method": "kmeans", "k": "auto"}})  # doctest: +SKIP
+        >>> run.metrics["silhouette"], run.predict(new_rows)  # doctest: +SKIP
+    """
+    from fitwell.engine.build import seed_everything
+    from fitwell.run import RunStart, config_stem, console_say, guard, load_run_config
+    from fitwell.track.run_dir import RunDir, default_run_name
+
+    say = console_say(console)
+    started_at = time.monotonic() if started_at is None else started_at
+    resolved = load_run_config(config, overrides)
+    if resolved.train.devices * resolved.train.num_nodes > 1:
+        raise ConfigError(f"train.devices: a {resolved.data.task} run fits on one process; drop it")
+    seed_everything(resolved.seed)
+    rows = prepare_rows(resolved, data)
+    for note in rows.notes:
+        say(f"[yellow]data:[/] {note}")
+    track = resolved.track
+    run_dir = RunDir.plan(track.runs_dir, track.name or default_run_name(config_stem(config, "run")),
+                          track.overwrite)
+    start = RunStart(resolved, None, run_dir, say, console, started_at=started_at)
+    with guard(start):
+        return fit_and_write(start, rows)
+
+
+def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
+    from sklearn.decomposition import PCA
+
+    from fitwell.config.load import dump_config
+    from fitwell.track.run_dir import environment
+
+    config, run_dir, say = start.config, start.run_dir, start.say
+    task, seed = config.data.task, config.seed
+    run_dir.make()
+    run_dir.set_status("running")
+    write_text(run_dir.config, dump_config(config))
+    write_json(run_dir.env, environment(seed))
+    rows.preprocessor.save(run_dir.preprocess)
+    train = rows.part("train")
+    say(f"task [bold]{task}[/], {len(rows.typed)} rows -> train {len(train)}, test {len(rows.split.test)};"
+        f" {train.shape[1]} features")
+    start.training_started = True
+    estimators, info = fit_method(config, train)
+    scored = "test" if len(rows.split.test) else "train"
+    X = rows.part(scored)
+    predicted = apply_method(task, estimators, info, X)
+    metrics = score(task, X, predicted, info, seed, rows.truth_of(scored))
+    train_metrics = score(task, train, apply_method(task, estimators, info, train), info, seed,
+                          rows.truth_of("train"))
+    estimators["map"] = PCA(n_components=min(2, train.shape[1]), random_state=seed).fit(train)
+    coordinates = estimators["map"].transform(X)
+    table = predicted.assign(row=getattr(rows.split, scored), map_x=coordinates[:, 0],
+                             map_y=coordinates[:, -1])
+    if rows.truth is not None:
+        table["truth"] = rows.truth_of(scored)
+    write_with(run_dir.test_predictions, lambda tmp: table.to_csv(tmp, index=False))
+    summary = {"task": task, "scored_on": scored, "test": metrics, "train": train_metrics, "fit": info,
+               "rows": {"train": len(train), "val": len(rows.split.val), "test": len(rows.split.test)},
+               "features": int(train.shape[1]), "notes": rows.notes,
+               "duration_s": round(time.monotonic() - start.started_at, 3)}
+    finish_unsupervised_run(start, estimators, summary)
+    return UnsupervisedRun(run_dir.path, config, rows.preprocessor, estimators, summary)
+
+
+def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict) -> None:
+    import skops.io as sio
+
+    from fitwell.run import write_manifest
+    from fitwell.tasks.unsupervised_report import render_unsupervised_run
+    from fitwell.track.report import write_report
+
+    run_dir = start.run_dir
+    write_with(run_dir.path / ESTIMATORS_FILE, lambda tmp: sio.dump(estimators, tmp))
+    write_json(run_dir.path / "unsupervised.json", {"task": summary["task"], "fit": summary["fit"]})
+    write_json(run_dir.metrics, summary)
+    if start.config.track.report:
+        write_report(run_dir.path, render_unsupervised_run)
+    write_manifest(run_dir)
+    run_dir.set_status("completed")
+
+
+@dataclass
+class UnsupervisedRun:
+    """A finished clustering, anomaly or embedding run."""
+
+    path: Path
+    config: RunConfig
+    preprocessor: Any
+    estimators: dict[str, Any]
+    summary: dict
+
+    @property
+    def task(self) -> str:
+        return self.config.data.task
+
+    @property
+    def metrics(self) -> dict:
+        return self.summary.get("test", {})
+
+    def predict(self, data) -> pd.DataFrame:
+        """Cluster ids, anomaly scores and flags, or embeddings of new rows (a DataFrame or a
+        CSV/Parquet/JSONL path), in their order."""
+        from fitwell.data.sources import read_table
+
+        frame = data if isinstance(data, pd.DataFrame) else read_table(Path(data))
+        X = dense(self.preprocessor.transform(frame))
+        return apply_method(self.task, self.estimators, self.summary["fit"], X)
+
+
+def load_unsupervised(path: str | Path) -> UnsupervisedRun:
+    """A finished unsupervised run directory, its artifacts checked against the manifest."""
+    import skops.io as sio
+
+    from fitwell.data.preprocess import Preprocessor
+    from fitwell.run import load_run_config
+    from fitwell.track.run_dir import RunDir
+
+    run_dir = RunDir(path)
+    estimators_path = run_dir.path / ESTIMATORS_FILE
+    run_dir.require(run_dir.config, estimators_path, run_dir.metrics, run_dir.preprocess / "preprocess.skops")
+    run_dir.verify(estimators_path, run_dir.config)
+    untrusted = sio.get_untrusted_types(file=estimators_path)
+    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
+    if foreign:
+        raise DamagedRun(f"{estimators_path} holds types fitwell does not trust: {', '.join(foreign)}")
+    estimators = sio.load(estimators_path, trusted=untrusted)
+    config = load_run_config(run_dir.config)
+    if config.data.task not in ("clustering", "anomaly", "embedding"):
+        raise UserError(f"{run_dir.path} is a {config.data.task} run, not an unsupervised one")
+    return UnsupervisedRun(run_dir.path, config, Preprocessor.load(run_dir.preprocess), estimators,
+                           run_dir.read_json(run_dir.metrics))
