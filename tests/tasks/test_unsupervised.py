@@ -1,0 +1,111 @@
+"""Clustering, anomaly detection and embeddings of a table: the same config, run directory,
+preprocessing and predict as a supervised run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+
+import fitwell
+from fitwell.cli import run_cli
+from fitwell.config.schema import SplitConfig
+from fitwell.data.split import split_rows
+from fitwell.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def blobs(n=600, seed=0):
+    """Four well-separated groups in 5 numbers, a category that follows the group, the group id."""
+    X, group = make_blobs(n_samples=n, centers=4, n_features=5, cluster_std=1.0, center_box=(-12, 12),
+                          random_state=seed)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+    frame["shop"] = np.array(["north", "south", "east", "west"])[group]
+    frame["group"] = group
+    return frame
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm", "agglomerative", "hdbscan"])
+def test_clustering_finds_the_groups_and_predicts_new_rows(tmp_path, method):
+    frame = blobs()
+    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "cluster": {"method": method},
+                         "track": {"runs_dir": str(tmp_path), "name": method}}, data=frame)
+    assert run.metrics["clusters"] == 4 and run.metrics["adjusted_rand"] > 0.95
+    assert run.metrics["silhouette"] > 0.5
+    if method != "hdbscan":
+        assert run.summary["fit"]["k_chosen"] == 4  # k: auto by silhouette (BIC for gmm)
+    new = blobs(n=200, seed=0).drop(columns="group")  # the same centres, other rows
+    loaded = fitwell.load_run(run.path)
+    clusters = loaded.predict(new)["cluster"]
+    truth = blobs(n=200, seed=0)["group"]
+    assert pd.crosstab(clusters, truth).max(axis=1).sum() / len(new) > 0.95  # each cluster one group
+    for name in ("config.yaml", "preprocess/preprocess.skops", "unsupervised.skops", "metrics.json",
+                 "test_predictions.csv", "report.html", "manifest.json"):
+        assert (run.path / name).is_file(), name
+    assert "<svg" in (run.path / "report.html").read_text()
+
+
+def test_the_preprocessing_is_fitted_on_the_training_rows_and_labels_are_never_an_input(tmp_path):
+    frame = blobs()
+    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "cluster": {"k": 4},
+                         "track": {"runs_dir": str(tmp_path)}}, data=frame)
+    assert "group" not in run.preprocessor.input_columns()
+    scaler = run.preprocessor.numeric_.named_transformers_["numeric"]["scale"]
+    split = split_rows(frame, None, SplitConfig(), "clustering", 0)  # the run's seeded split
+    numbers = frame[[f"x{i}" for i in range(5)]]
+    assert np.allclose(scaler.mean_, numbers.iloc[split.train].mean())
+    assert not np.allclose(scaler.mean_, numbers.mean())
+    scored = pd.read_csv(run.path / "test_predictions.csv")["row"]
+    assert sorted(scored) == sorted(split.test)  # scored once, on the test rows
+
+
+def test_anomaly_scores_find_injected_outliers(tmp_path):
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (950, 4))
+    outliers = rng.normal(0, 1, (50, 4)) + rng.choice([-6, 6], (50, 4))
+    frame = pd.DataFrame(np.vstack([normal, outliers]), columns=list("abcd"))
+    frame["is_outlier"] = [False] * 950 + [True] * 50
+    run = fitwell.train({"task": "anomaly", "data": {"target": "is_outlier"},
+                         "anomaly": {"contamination": 0.05}, "split": {"train": 0.6, "val": 0.1, "test": 0.3},
+                         "track": {"runs_dir": str(tmp_path)}}, data=frame)
+    assert run.metrics["roc_auc"] > 0.97 and run.metrics["average_precision"] > 0.8
+    assert 0.02 < run.metrics["flagged_share"] < 0.1
+    flagged = run.predict(pd.DataFrame({"a": [0.1, 9.0], "b": [0.0, -9.0], "c": [0.2, 9.0], "d": [0.0, 9.0]}))
+    assert flagged["anomaly"].tolist() == [False, True]
+    assert flagged["anomaly_score"][1] > flagged["anomaly_score"][0]
+
+
+def test_embeddings_have_the_asked_width(tmp_path):
+    run = fitwell.train({"task": "embedding", "model": {"hidden_sizes": [2]},
+                         "track": {"runs_dir": str(tmp_path)}}, data=blobs().drop(columns="group"))
+    assert run.metrics["dimensions"] == 2 and run.metrics["explained_variance"] > 0.5
+    assert list(run.predict(blobs(50).drop(columns="group")).columns) == ["embedding_0", "embedding_1"]
+
+
+def test_the_shipped_clustering_example_through_the_command_line(tmp_path, capsys):
+    assert run_cli(["train", str(ROOT / "examples" / "wine_clusters.yaml"), f"track.runs_dir={tmp_path}",
+                    "track.name=wine"]) == 0
+    out = capsys.readouterr().out
+    assert "test metrics (clustering)" in out and "adjusted_rand" in out
+    metrics = json.loads((tmp_path / "wine" / "metrics.json").read_text())["test"]
+    assert metrics["adjusted_rand"] > 0.6  # three cultivars; a random grouping scores about 0
+    rows = tmp_path / "rows.csv"
+    from sklearn.datasets import load_wine
+
+    load_wine(as_frame=True).data.head(5).to_csv(rows, index=False)
+    assert run_cli(["predict", str(tmp_path / "wine"), "--data", str(rows)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "cluster"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"task": "anomaly", "cluster": {"k": 3}}, r"the cluster section belongs to a clustering run"),
+    ({"task": "clustering", "data": {"target": "grup"}}, r"data\.target: 'grup'.*group"),
+    ({"task": "clustering", "cluster": {"k": 1}}, r"cluster\.k"),
+])
+def test_a_bad_unsupervised_config_names_the_key(tmp_path, config, message):
+    with pytest.raises(ConfigError, match=message):
+        fitwell.train({**config, "track": {"runs_dir": str(tmp_path)}}, data=blobs())
+    assert not any(tmp_path.iterdir())
