@@ -62,12 +62,8 @@ def test_the_preprocessing_is_fitted_on_the_training_rows_and_labels_are_never_a
     assert sorted(scored) == sorted(split.test)  # scored once, on the test rows
 
 
-def test_anomaly_scores_find_injected_outliers(tmp_path):
-    rng = np.random.default_rng(0)
-    normal = rng.normal(0, 1, (950, 4))
-    outliers = rng.normal(0, 1, (50, 4)) + rng.choice([-6, 6], (50, 4))
-    frame = pd.DataFrame(np.vstack([normal, outliers]), columns=list("abcd"))
-    frame["is_outlier"] = [False] * 950 + [True] * 50
+def test_isolation_forest_scores_find_injected_outliers(tmp_path):
+    frame = outlier_frame()
     run = fitwell.train({"task": "anomaly", "data": {"target": "is_outlier"},
                          "anomaly": {"contamination": 0.05}, "split": {"train": 0.6, "val": 0.1, "test": 0.3},
                          "track": {"runs_dir": str(tmp_path)}}, data=frame)
@@ -109,3 +105,43 @@ def test_a_bad_unsupervised_config_names_the_key(tmp_path, config, message):
     with pytest.raises(ConfigError, match=message):
         fitwell.train({**config, "track": {"runs_dir": str(tmp_path)}}, data=blobs())
     assert not any(tmp_path.iterdir())
+
+
+def outlier_frame():
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (950, 4))
+    outliers = rng.normal(0, 1, (50, 4)) + rng.choice([-6, 6], (50, 4))
+    frame = pd.DataFrame(np.vstack([normal, outliers]), columns=list("abcd"))
+    frame["is_outlier"] = [False] * 950 + [True] * 50
+    return frame
+
+
+@pytest.mark.parametrize("family", ["autoencoder", "denoising_autoencoder", "variational_autoencoder"])
+def test_an_autoencoders_reconstruction_error_finds_injected_outliers(tmp_path, family):
+    frame = outlier_frame()
+    run = fitwell.train({"task": "anomaly", "data": {"target": "is_outlier"},
+                         "model": {"name": family, "hidden_sizes": [16, 2]},
+                         "anomaly": {"method": "reconstruction"},
+                         "train": {"epochs": 40, "lr": 3e-3, "batch_size": 64, "progress": False},
+                         "track": {"runs_dir": str(tmp_path), "name": family}}, data=frame)
+    assert run.metrics["roc_auc"] > 0.97
+    history = [json.loads(line) for line in (run.path / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]  # trained by the loop, early stopping on val
+    loaded = fitwell.load_run(run.path)  # model.safetensors + model.json rebuild the same network
+    rows = frame.drop(columns="is_outlier").tail(60)
+    pd.testing.assert_frame_equal(loaded.predict(rows), run.predict(rows))
+
+
+def test_clusters_and_embeddings_of_an_autoencoders_code(tmp_path):
+    X, group = make_blobs(n_samples=600, centers=4, n_features=8, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+    train = {"epochs": 60, "lr": 3e-3, "progress": False}
+    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "train": train,
+                         "model": {"name": "autoencoder", "hidden_sizes": [32, 3]},
+                         "track": {"runs_dir": str(tmp_path), "name": "clusters"}},
+                        data=frame.assign(group=group))
+    assert run.metrics["adjusted_rand"] > 0.95 and run.summary["fit"]["k_chosen"] == 4
+    run = fitwell.train({"task": "embedding", "train": train,
+                         "model": {"name": "variational_autoencoder", "hidden_sizes": [32, 3]},
+                         "track": {"runs_dir": str(tmp_path), "name": "codes"}}, data=frame)
+    assert run.predict(frame.head(5)).shape == (5, 3)

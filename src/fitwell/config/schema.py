@@ -151,6 +151,7 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = False
     embedding_dim: int = Field(16, gt=0, description="Largest embedding width for coded categories")
+    noise: float | None = Field(None, ge=0, description="denoising_autoencoder: noise std (default 0.2)")
     # Keys of other families; unset (null) means the family's own default. A family ignores keys
     # it does not take, so a tuning space can search model.name across families.
     width: int | None = Field(None, gt=0, description="resmlp: residual width; transformer: token width")

@@ -16,6 +16,7 @@ from fitwell.config.section import Section
 
 RL_ALGORITHMS = ("ppo", "a2c", "dqn", "sac", "td3")
 UNSUPERVISED = ("clustering", "anomaly", "embedding")
+AUTOENCODERS = ("autoencoder", "denoising_autoencoder", "variational_autoencoder")
 
 
 class ClusterConfig(Section):
@@ -90,6 +91,10 @@ def task_conflicts(config: Any) -> list[str]:
     for section, task in (("cluster", "clustering"), ("anomaly", "anomaly")):
         if getattr(config, section) is not None and config.data.task != task:
             problems.append(f"the {section} section belongs to a {task} run; add task: {task}")
+    anomaly = config.anomaly
+    if anomaly is not None and anomaly.method == "reconstruction" and config.model.name not in AUTOENCODERS:
+        problems.append(f"anomaly.method reconstruction scores rows by an autoencoder's error; set model.name"
+                        f" to one of {', '.join(AUTOENCODERS)} (got {config.model.name!r})")
     if config.data.task in UNSUPERVISED and (config.ensemble is not None or config.privacy is not None):
         problems.append(f"a {config.data.task} run takes no ensemble or privacy section")
     if reinforcement and config.env is None:

@@ -387,7 +387,9 @@ class Trainer:
             return {f"val_{name}": math.nan for name in EPOCH_METRICS[self.task]}
         out = output.cpu().numpy()
         y = target.cpu().numpy()
-        if self.task == "regression":
+        if EPOCH_METRICS[self.task] == ("loss",):  # an autoencoder: its reconstruction error is the score
+            metrics = {}
+        elif self.task == "regression":
             decode = self.decode or (lambda v: v)
             metrics = epoch_metrics("regression", decode(y), decode(out.reshape(-1)))
         else:

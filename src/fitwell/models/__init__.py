@@ -1,6 +1,7 @@
 """Model families, picked by ``model.name``."""
 
 from fitwell.models import (  # noqa: F401  (register the families)
+    autoencoder,
     cnn,
     combiner,
     mlp,
@@ -10,6 +11,7 @@ from fitwell.models import (  # noqa: F401  (register the families)
     tabm,
     tabular_transformer,
 )
+from fitwell.models.autoencoder import Autoencoder, ReconstructionLoss
 from fitwell.models.cnn import CNN, ResNet
 from fitwell.models.combiner import Combiner
 from fitwell.models.mlp import MLP
@@ -20,6 +22,7 @@ from fitwell.models.sequence import RNN, SequenceTransformer
 from fitwell.models.tabm import TabM
 from fitwell.models.tabular_transformer import TabularTransformer
 
-__all__ = ["CNN", "MLP", "MODELS", "RNN", "Combiner", "MiniLM", "ResMLP", "ResNet", "SequenceTransformer",
+__all__ = ["CNN", "MLP", "Autoencoder", "ReconstructionLoss",
+           "MODELS", "RNN", "Combiner", "MiniLM", "ResMLP", "ResNet", "SequenceTransformer",
            "TabM", "TabularTransformer", "TimmBackbone", "input_kinds", "minilm_embeddings",
            "model_arguments", "register_model"]

@@ -1,7 +1,11 @@
 """Unsupervised runs on a table: ``clustering`` (k-means, Gaussian mixture, HDBSCAN,
-agglomerative; k chosen by silhouette or BIC), ``anomaly`` (Isolation Forest scores, a threshold
-at the ``anomaly.contamination`` share of training rows) and ``embedding`` (PCA to
-``model.hidden_sizes[-1]`` dimensions).
+agglomerative; k chosen by silhouette or BIC), ``anomaly`` (Isolation Forest scores, or an
+autoencoder's reconstruction error; a threshold at the ``anomaly.contamination`` share of training
+rows) and ``embedding`` (PCA to ``model.hidden_sizes[-1]`` dimensions, or an autoencoder's code).
+
+With ``model.name`` an autoencoder family (dense, denoising, variational), the network is trained
+first, by the same loop as every run (early stopping on the validation rows' reconstruction
+error, checkpoints, history), and the method works on its embeddings.
 
 The run follows the supervised path where it applies: the table is typed, split (``split.*``,
 seeded) and preprocessed with the preprocessing fitted on the training rows only; the method is
@@ -24,7 +28,7 @@ import pandas as pd
 
 from fitwell.config.load import ConfigLike
 from fitwell.config.schema import RunConfig
-from fitwell.config.tasks import AnomalyConfig, ClusterConfig
+from fitwell.config.tasks import AUTOENCODERS, AnomalyConfig, ClusterConfig
 from fitwell.errors import ConfigError, DamagedRun, UserError, did_you_mean
 from fitwell.files import write_json, write_text, write_with
 from fitwell.tasks.clustering import (
@@ -53,8 +57,8 @@ class Rows:
     truth: pd.Series | None
     notes: list[str]
 
-    def part(self, name: str) -> np.ndarray:
-        return dense(self.preprocessor.transform(self.typed.iloc[getattr(self.split, name)]))
+    def part_frame(self, name: str) -> pd.DataFrame:
+        return self.typed.iloc[getattr(self.split, name)]
 
     def truth_of(self, name: str):
         return None if self.truth is None else self.truth.iloc[getattr(self.split, name)].to_numpy()
@@ -86,8 +90,79 @@ def prepare_rows(config: RunConfig, data: pd.DataFrame | None) -> Rows:
     return Rows(typed, split, preprocessor, truth, notes)
 
 
-def fit_method(config: RunConfig, X: np.ndarray) -> tuple[dict[str, Any], dict]:
-    """The task's estimators fitted on the training rows ``X``, and what was chosen."""
+class Representation:
+    """Rows -> the coordinates the method works on: the preprocessed numbers, or an autoencoder's
+    embeddings of them (its reconstruction error too, for anomaly scores)."""
+
+    def __init__(self, preprocessor, network=None):
+        self.preprocessor, self.network = preprocessor, network
+
+    def of(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows' coordinates, and their reconstruction errors (None without an autoencoder)."""
+        features = self.preprocessor.transform(frame)
+        if self.network is None:
+            return dense(features), None
+        coordinates = self._run(features, lambda numeric, codes: self.network.encode(numeric, codes))
+        return coordinates, self.reconstruction_error(features)
+
+    def reconstruction_error(self, features) -> np.ndarray:
+        def error(numeric, codes):
+            return (self.network(numeric, codes) - numeric).pow(2).mean(dim=1, keepdim=True)
+
+        return self._run(features, error).reshape(-1)
+
+    def _run(self, features, apply) -> np.ndarray:
+        import torch
+
+        self.network.eval()
+        numeric, codes = torch.from_numpy(features.numeric), torch.from_numpy(features.codes)
+        with torch.inference_mode():
+            parts = [apply(numeric[i:i + 8192], codes[i:i + 8192]) for i in range(0, len(numeric), 8192)]
+        return torch.cat(parts).double().numpy() if parts else np.zeros((0, 1))
+
+
+def train_autoencoder(start, rows: Rows):
+    """The ``model.name`` autoencoder, trained on the training rows by fitwell's loop (early
+    stopping on the validation rows), saved as ``model.safetensors`` + ``model.json``."""
+    from safetensors.torch import save_file
+
+    from fitwell.data.tensors import TensorData
+    from fitwell.engine.build import build_callbacks, build_trainer, training_threads
+    from fitwell.engine.threads import thread_limit
+    from fitwell.models.autoencoder import ReconstructionLoss
+    from fitwell.models.registry import MODELS, model_arguments, recorded_arguments
+
+    config, pre, name = start.config, rows.preprocessor, start.config.model.name
+    if config.train.batch_size == "auto" or config.train.lr == "auto":
+        raise ConfigError("train.batch_size / train.lr: auto is measured for supervised runs; give numbers")
+    data = {}
+    for part in ("train", "val"):
+        features = pre.transform(rows.typed.iloc[getattr(rows.split, part)])
+        data[part] = TensorData.from_numpy(features.numeric, features.codes, features.numeric.copy())
+    kwargs = model_arguments(name, config.model.model_dump(exclude={"name"}))
+    kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=pre.num_numeric)
+    kwargs = recorded_arguments(name, kwargs)
+    model = MODELS.build(name, key="model.name", **kwargs)
+    callbacks = build_callbacks(config, start.run_dir.path, console=start.console,
+                                started_at=start.started_at)
+    trainer = build_trainer(config, model, ReconstructionLoss(model), config.data.task, len(data["train"]),
+                            callbacks, run_dir=start.run_dir.path)
+    threads, _ = training_threads(config, model, data["train"], "cpu")
+    with thread_limit(threads):
+        state = trainer.fit(data["train"], data["val"] if len(data["val"]) else None)
+    network = trainer.eval_module
+    weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    write_with(start.run_dir.model, lambda tmp: save_file(weights, tmp))
+    write_json(start.run_dir.model_spec, {"name": name, "kwargs": kwargs})
+    start.say(f"{name}: {state.epoch} epochs, validation reconstruction error"
+              f" {state.history[-1].get('val_loss', float('nan')):.4g}" if state.history else name)
+    return network, {"epochs": state.epoch, "best_epoch": state.best_epoch, "stop_reason": state.stop_reason}
+
+
+def fit_method(config: RunConfig, X: np.ndarray, errors: np.ndarray | None = None
+               ) -> tuple[dict[str, Any], dict]:
+    """The task's estimators fitted on the training rows ``X`` (and their reconstruction
+    ``errors`` when an autoencoder made ``X``), and what was chosen."""
     from sklearn.decomposition import PCA
 
     task = config.data.task
@@ -98,24 +173,32 @@ def fit_method(config: RunConfig, X: np.ndarray) -> tuple[dict[str, Any], dict]:
         return estimators, info
     if task == "anomaly":
         anomaly = config.anomaly or AnomalyConfig()
-        forest, scores = fit_isolation_forest(X, config.seed)
+        estimators: dict[str, Any] = {}
+        if anomaly.method == "reconstruction":
+            scores = errors
+        else:
+            estimators["forest"], scores = fit_isolation_forest(X, config.seed)
         threshold = float(np.quantile(scores, 1 - anomaly.contamination))
-        return {"forest": forest}, {"method": anomaly.method, "threshold": threshold,
-                                    "contamination": anomaly.contamination, "label": anomaly.label}
+        return estimators, {"method": anomaly.method, "threshold": threshold,
+                            "contamination": anomaly.contamination, "label": anomaly.label}
+    if errors is not None:  # the autoencoder's code is the embedding
+        return {}, {"method": config.model.name, "dimensions": int(X.shape[1])}
     size = min(config.model.hidden_sizes[-1], X.shape[1], len(X))
     pca = PCA(n_components=size, random_state=config.seed).fit(X)
     return {"pca": pca}, {"method": "pca", "dimensions": size,
                           "explained_variance": float(pca.explained_variance_ratio_.sum())}
 
 
-def apply_method(task: str, estimators: dict[str, Any], info: dict, X: np.ndarray) -> pd.DataFrame:
-    """What predict returns for rows ``X``: cluster ids, anomaly scores and flags, or embeddings."""
+def apply_method(task: str, estimators: dict[str, Any], info: dict, X: np.ndarray,
+                 errors: np.ndarray | None = None) -> pd.DataFrame:
+    """What predict returns for rows ``X`` (and their reconstruction ``errors``): cluster ids,
+    anomaly scores and flags, or embeddings."""
     if task == "clustering":
         return pd.DataFrame({"cluster": assign_clusters(estimators, X)})
     if task == "anomaly":
-        scores = -estimators["forest"].score_samples(X)
+        scores = errors if info["method"] == "reconstruction" else -estimators["forest"].score_samples(X)
         return pd.DataFrame({"anomaly_score": scores, "anomaly": scores > info["threshold"]})
-    values = estimators["pca"].transform(X)
+    values = estimators["pca"].transform(X) if "pca" in estimators else X
     return pd.DataFrame(values, columns=[f"embedding_{i}" for i in range(values.shape[1])])
 
 
@@ -125,7 +208,7 @@ def score(task: str, X: np.ndarray, predicted: pd.DataFrame, info: dict, seed: i
     if task == "anomaly":
         scores = predicted["anomaly_score"].to_numpy()
         return anomaly_metrics(scores, info["threshold"], truth, info.get("label"))
-    return {"dimensions": info["dimensions"], "explained_variance": info["explained_variance"]}
+    return {k: info[k] for k in ("dimensions", "explained_variance") if k in info}
 
 
 def fit_unsupervised(config: ConfigLike | None = None,
@@ -173,16 +256,22 @@ def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
     write_text(run_dir.config, dump_config(config))
     write_json(run_dir.env, environment(seed))
     rows.preprocessor.save(run_dir.preprocess)
-    train = rows.part("train")
-    say(f"task [bold]{task}[/], {len(rows.typed)} rows -> train {len(train)}, test {len(rows.split.test)};"
-        f" {train.shape[1]} features")
+    say(f"task [bold]{task}[/], {len(rows.typed)} rows -> train {len(rows.split.train)}, val"
+        f" {len(rows.split.val)}, test {len(rows.split.test)}")
     start.training_started = True
-    estimators, info = fit_method(config, train)
+    representation, trained = Representation(rows.preprocessor), None
+    if config.model.name in AUTOENCODERS:
+        network, trained = train_autoencoder(start, rows)
+        representation = Representation(rows.preprocessor, network)
+    train, train_errors = representation.of(rows.part_frame("train"))
+    estimators, info = fit_method(config, train, train_errors)
+    if trained:
+        info["autoencoder"] = trained
     scored = "test" if len(rows.split.test) else "train"
-    X = rows.part(scored)
-    predicted = apply_method(task, estimators, info, X)
+    X, errors = representation.of(rows.part_frame(scored))
+    predicted = apply_method(task, estimators, info, X, errors)
     metrics = score(task, X, predicted, info, seed, rows.truth_of(scored))
-    train_metrics = score(task, train, apply_method(task, estimators, info, train), info, seed,
+    train_metrics = score(task, train, apply_method(task, estimators, info, train, train_errors), info, seed,
                           rows.truth_of("train"))
     estimators["map"] = PCA(n_components=min(2, train.shape[1]), random_state=seed).fit(train)
     coordinates = estimators["map"].transform(X)
@@ -196,7 +285,7 @@ def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
                "features": int(train.shape[1]), "notes": rows.notes,
                "duration_s": round(time.monotonic() - start.started_at, 3)}
     finish_unsupervised_run(start, estimators, summary)
-    return UnsupervisedRun(run_dir.path, config, rows.preprocessor, estimators, summary)
+    return UnsupervisedRun(run_dir.path, config, representation, estimators, summary)
 
 
 def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict) -> None:
@@ -222,9 +311,13 @@ class UnsupervisedRun:
 
     path: Path
     config: RunConfig
-    preprocessor: Any
+    representation: Representation
     estimators: dict[str, Any]
     summary: dict
+
+    @property
+    def preprocessor(self):
+        return self.representation.preprocessor
 
     @property
     def task(self) -> str:
@@ -240,8 +333,8 @@ class UnsupervisedRun:
         from fitwell.data.sources import read_table
 
         frame = data if isinstance(data, pd.DataFrame) else read_table(Path(data))
-        X = dense(self.preprocessor.transform(frame))
-        return apply_method(self.task, self.estimators, self.summary["fit"], X)
+        X, errors = self.representation.of(frame)
+        return apply_method(self.task, self.estimators, self.summary["fit"], X, errors)
 
 
 def load_unsupervised(path: str | Path) -> UnsupervisedRun:
@@ -264,5 +357,16 @@ def load_unsupervised(path: str | Path) -> UnsupervisedRun:
     config = load_run_config(run_dir.config)
     if config.data.task not in ("clustering", "anomaly", "embedding"):
         raise UserError(f"{run_dir.path} is a {config.data.task} run, not an unsupervised one")
-    return UnsupervisedRun(run_dir.path, config, Preprocessor.load(run_dir.preprocess), estimators,
-                           run_dir.read_json(run_dir.metrics))
+    network = None
+    if config.model.name in AUTOENCODERS:
+        from safetensors.torch import load_file
+
+        from fitwell.models.registry import rebuild_model
+
+        run_dir.require(run_dir.model, run_dir.model_spec)
+        run_dir.verify(run_dir.model, run_dir.model_spec)
+        network = rebuild_model(run_dir.read_json(run_dir.model_spec))
+        network.load_state_dict(load_file(run_dir.model), strict=True)
+    representation = Representation(Preprocessor.load(run_dir.preprocess), network)
+    summary = run_dir.read_json(run_dir.metrics)
+    return UnsupervisedRun(run_dir.path, config, representation, estimators, summary)
