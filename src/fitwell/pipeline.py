@@ -85,6 +85,20 @@ def start_from_weights(start: RunStart, model: torch.nn.Module) -> dict:
     return report
 
 
+def pretrain(start: RunStart, model: torch.nn.Module, spec: dict) -> dict:
+    """``pretrain``: the network's backbone learns the rows' numbers first (fitwell.engine.pretrain)."""
+    from fitwell.engine.pretrain import pretrain_backbone
+    from fitwell.models.registry import rebuild_model
+
+    def network(width: int):
+        torch.manual_seed(start.config.seed)
+        return rebuild_model({"name": spec["name"], "kwargs": {**spec["kwargs"], "out_features": width}})
+
+    prepared = start.prepared
+    return pretrain_backbone(start.config, prepared.preprocessor, model, prepared.train, prepared.val,
+                             start.run_dir.path / "pretrain", network, start.console, start.say)
+
+
 def resume_from(path: str | Path, say) -> tuple[RunDir, dict]:
     """The run directory (checked by ``run.resumed_config``) and its newest readable checkpoint."""
     run_dir = RunDir(path)
@@ -198,6 +212,8 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
         open_run(start, audit=score_test)
         if start.config.transfer.weights:
             write_json(start.run_dir.path / "transfer.json", start_from_weights(start, model))
+        if start.config.pretrain is not None:
+            write_json(start.run_dir.path / "pretrain.json", pretrain(start, model, spec))
         measured = {} if rank else measure_auto(start.config, model, loss_fn, prepared.train,
                                                 device_of(fabric), start.run_dir.path, start.say)
         if start.fabric is not None:  # rank 0 measured; every rank trains with its values

@@ -27,6 +27,7 @@ from fitwell.config.tasks import (
     AnomalyConfig,
     ClusterConfig,
     EnvConfig,
+    PretrainConfig,
     RLConfig,
     move_task_key,
     task_conflicts,
@@ -342,6 +343,7 @@ class RunConfig(Section):
     rl: RLConfig | None = Field(None, description="task reinforcement: algorithm, steps, evaluation")
     cluster: ClusterConfig | None = Field(None, description="task clustering: method and k")
     anomaly: AnomalyConfig | None = Field(None, description="task anomaly: scoring and threshold")
+    pretrain: PretrainConfig | None = Field(None, description="Self-supervised pretraining, then fine-tuning")
 
     _task_key = model_validator(mode="before")(move_task_key)
 

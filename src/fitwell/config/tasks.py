@@ -69,6 +69,23 @@ class RLConfig(Section):
     gif_frames: int = Field(200, ge=0, description="Frames of the report's rollout GIF (0: none)")
 
 
+class PretrainConfig(Section):
+    """Self-supervised pretraining of a supervised run's network before it learns the labels:
+    rebuild the numbers of every row -- the training rows and ``source``'s unlabelled ones --
+    from a corrupted copy, then fine-tune (the ``transfer`` keys: freezing, gradual unfreezing,
+    discriminative rates)."""
+
+    objective: Literal["masked_features", "denoising"] = Field(
+        "masked_features", description="masked_features: a share of each row's numbers replaced by"
+                                       " another row's (as VIME / SCARF); denoising: Gaussian noise")
+    source: str | None = Field(None, description="A CSV/Parquet/JSONL table of unlabelled rows (the"
+                                                 " same input columns; a target column is ignored)")
+    epochs: int = Field(50, ge=1)
+    mask_share: float = Field(0.3, gt=0, lt=1, description="masked_features: share of numbers replaced")
+    noise: float = Field(0.3, gt=0, description="denoising: noise std (numbers are standardised)")
+    lr: float | None = Field(None, gt=0, description="Default: train.lr")
+
+
 def move_task_key(raw: Any) -> Any:
     """A top-level ``task:`` is ``data.task``; both given and different is an error."""
     if not isinstance(raw, dict) or "task" not in raw:
@@ -95,6 +112,15 @@ def task_conflicts(config: Any) -> list[str]:
     if anomaly is not None and anomaly.method == "reconstruction" and config.model.name not in AUTOENCODERS:
         problems.append(f"anomaly.method reconstruction scores rows by an autoencoder's error; set model.name"
                         f" to one of {', '.join(AUTOENCODERS)} (got {config.model.name!r})")
+    if config.pretrain is not None:
+        others = (("transfer.weights", config.transfer.weights), ("privacy", config.privacy),
+                  ("ensemble", config.ensemble))
+        clash = [name for name, value in others if value]
+        if config.data.task in (*UNSUPERVISED, "reinforcement"):
+            clash.append(f"task {config.data.task}")
+        if clash:
+            problems.append(f"pretrain starts a supervised network from its own weights; it cannot go with"
+                            f" {', '.join(clash)}")
     if config.data.task in UNSUPERVISED and (config.ensemble is not None or config.privacy is not None):
         problems.append(f"a {config.data.task} run takes no ensemble or privacy section")
     if reinforcement and config.env is None:
