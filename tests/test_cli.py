@@ -171,3 +171,10 @@ def test_the_console_command_imports_what_it_needs_up_front(argv, expected):
     done = subprocess.run([sys.executable, "-c", WARM_PROBE, *argv], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == expected.split()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_validates(path):
+    from fitwell.config.load import load_config
+
+    load_config(path)

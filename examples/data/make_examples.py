@@ -6,7 +6,10 @@ files in the repository are exactly what this prints). Run: python examples/data
 - trends.csv: 600 noisy series of 5 to 30 readings that rise, fall or stay flat.
 - patients.parquet: 24,000 made-up hospital patients (age, BMI, blood pressure, cholesterol,
   glucose, smoking, region, visits, income; a few values missing) and whether they were
-  readmitted (about 1 in 5), from a known logistic model -- the private-training example's table.
+  readmitted (about 1 in 5), from a known logistic model -- the private-training example's table
+  and the pretraining example's unlabelled rows.
+- patients_labelled.csv: 400 other patients from the same model (seed 1), the pretraining
+  example's few labelled rows.
 """
 
 from pathlib import Path
@@ -76,6 +79,8 @@ def patients(rows: int = 24_000, seed: int = 0) -> pd.DataFrame:
 
 if __name__ == "__main__":
     patients().to_parquet(HERE / "patients.parquet", index=False)
+    patients(400, seed=1).to_csv(HERE / "patients_labelled.csv", index=False)
     reviews().to_csv(HERE / "reviews.csv", index=False)
     trends().to_csv(HERE / "trends.csv", index=False)
-    print(f"wrote {HERE / 'reviews.csv'}, {HERE / 'trends.csv'} and {HERE / 'patients.parquet'}")
+    print(f"wrote {HERE / 'reviews.csv'}, {HERE / 'trends.csv'}, {HERE / 'patients.parquet'} and"
+          f" {HERE / 'patients_labelled.csv'}")

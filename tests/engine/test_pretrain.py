@@ -61,3 +61,13 @@ def test_pretraining_refuses_what_it_cannot_go_with(few_labels, extra, message):
     labelled, unlabelled, config = few_labels
     with pytest.raises(ConfigError, match=message):
         fitwell.train({**config, "pretrain": {"epochs": 1}, **extra}, data=labelled)
+
+
+def test_the_shipped_pretraining_example_runs(tmp_path, capsys):
+    from fitwell.cli import run_cli
+
+    code = run_cli(["train", "examples/patients_pretrain.yaml", f"track.runs_dir={tmp_path}", "track.name=ex",
+                    "pretrain.epochs=2", "train.epochs=3", "train.progress=false", "track.report=false"])
+    assert code == 0, capsys.readouterr().out
+    record = json.loads((tmp_path / "ex" / "pretrain.json").read_text())
+    assert record["unlabelled_rows"] == 24_000 and record["backbone_loaded_share"] == 1.0
