@@ -145,3 +145,18 @@ def test_clusters_and_embeddings_of_an_autoencoders_code(tmp_path):
                          "model": {"name": "variational_autoencoder", "hidden_sizes": [32, 3]},
                          "track": {"runs_dir": str(tmp_path), "name": "codes"}}, data=frame)
     assert run.predict(frame.head(5)).shape == (5, 3)
+
+
+def test_tune_searches_the_clustering_and_scores_the_best_once(tmp_path):
+    from fitwell.tune.study import tune
+
+    config = {"task": "clustering", "data": {"target": "group"}, "cluster": {"method": "kmeans"},
+              "tune": {"trials": 4, "sampler": "grid", "space": {"cluster.k": {"type": "categorical",
+                                                                               "choices": [2, 3, 4, 6]}}},
+              "track": {"runs_dir": str(tmp_path)}}
+    summary = tune(config, data=blobs(), study="k")
+    assert summary["metric"] == ["val_silhouette"] and summary["directions"] == ["maximize"]
+    assert summary["best_params"] == {"cluster.k": 4}  # the seeded data has four groups
+    assert summary["test"]["adjusted_rand"] > 0.95  # the refitted best, scored on the test rows once
+    trial = json.loads((tmp_path / "k" / "trial-0" / "metrics.json").read_text())
+    assert trial["test"] == {} and "val_silhouette" in trial["validation"]

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from fitwell.config.section import Section
 from fitwell.registry import SCHEDULES
 
-LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "median_ae")
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "log_loss", "mape", "brier", "ece", "median_ae", "davies_bouldin")
 
 
 def resolve_mode(mode: str, monitor: str) -> Literal["min", "max"]:

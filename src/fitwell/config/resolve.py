@@ -45,9 +45,27 @@ def resolve_defaults(config: RunConfig) -> RunConfig:
         values["data.image"] = {"column": "image"}
     if config.model.name == "minilm" and config.data.text is not None and config.data.text.tokenizer is None:
         values["data.text.tokenizer"] = "minilm"
-    if config.data.task == "reinforcement" and config.tune is not None and config.tune.metric == "val_loss":
-        values["tune.metric"] = "val_mean_return"  # the default metric, read for a reinforcement run
+    if config.tune is not None and config.tune.metric == "val_loss":  # the default, read for the task
+        metric = default_tune_metric(config)
+        if metric != "val_loss":
+            values["tune.metric"] = metric
     return replace_values(config, values)
+
+
+def default_tune_metric(config: RunConfig) -> str:
+    """``tune.metric`` when left at val_loss: what the task's runs report on their validation rows."""
+    from fitwell.config.tasks import AUTOENCODERS
+
+    task, autoencoder = config.data.task, config.model.name in AUTOENCODERS
+    if task == "reinforcement":
+        return "val_mean_return"
+    if task == "clustering":
+        return "val_silhouette"
+    if task == "anomaly":
+        return "val_roc_auc" if config.data.target else "val_loss"
+    if task == "embedding":
+        return "val_loss" if autoencoder else "val_explained_variance"
+    return "val_loss"
 
 
 def resolve_data(config: RunConfig, task: str, target: str) -> RunConfig:

@@ -156,7 +156,9 @@ def train_autoencoder(start, rows: Rows):
     write_json(start.run_dir.model_spec, {"name": name, "kwargs": kwargs})
     start.say(f"{name}: {state.epoch} epochs, validation reconstruction error"
               f" {state.history[-1].get('val_loss', float('nan')):.4g}" if state.history else name)
-    return network, {"epochs": state.epoch, "best_epoch": state.best_epoch, "stop_reason": state.stop_reason}
+    losses = [row["val_loss"] for row in state.history if row.get("val_loss") is not None]
+    return network, {"epochs": state.epoch, "best_epoch": state.best_epoch, "stop_reason": state.stop_reason,
+                     "val_loss": min(losses) if losses else None}
 
 
 def fit_method(config: RunConfig, X: np.ndarray, errors: np.ndarray | None = None
@@ -214,8 +216,9 @@ def score(task: str, X: np.ndarray, predicted: pd.DataFrame, info: dict, seed: i
 def fit_unsupervised(config: ConfigLike | None = None,
                      overrides: Sequence[str] | Mapping[str, Any] | None = None, *,
                      data: pd.DataFrame | None = None, console=None,
-                     started_at: float | None = None) -> UnsupervisedRun:
-    """Fit a clustering, anomaly or embedding run and return it, scored on the test rows once.
+                     started_at: float | None = None, score_test: bool = True) -> UnsupervisedRun:
+    """Fit a clustering, anomaly or embedding run and return it, scored on the validation rows and
+    on the test rows once (``score_test=False``, a tuning trial: never on the test rows).
 
     Example:
         >>> run = fit_unsupervised({"task": "clustering", "data": {"source": "customers.csv"},
@@ -240,10 +243,23 @@ def fit_unsupervised(config: ConfigLike | None = None,
                           track.overwrite)
     start = RunStart(resolved, None, run_dir, say, console, started_at=started_at)
     with guard(start):
-        return fit_and_write(start, rows)
+        return fit_and_write(start, rows, score_test)
 
 
-def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
+def validation_scores(config: RunConfig, rows: Rows, representation, estimators, info: dict) -> dict:
+    """The method's scores on the validation rows, ``val_``-named (what ``fitwell tune`` compares)."""
+    if not len(rows.split.val):
+        return {}
+    X, errors = representation.of(rows.part_frame("val"))
+    predicted = apply_method(config.data.task, estimators, info, X, errors)
+    found = score(config.data.task, X, predicted, info, config.seed, rows.truth_of("val"))
+    out = {f"val_{k}": v for k, v in found.items() if isinstance(v, (int, float))}
+    if (info.get("autoencoder") or {}).get("val_loss") is not None:
+        out["val_loss"] = info["autoencoder"]["val_loss"]
+    return out
+
+
+def fit_and_write(start, rows: Rows, score_test: bool = True) -> UnsupervisedRun:
     from sklearn.decomposition import PCA
 
     from fitwell.config.load import dump_config
@@ -267,7 +283,7 @@ def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
     estimators, info = fit_method(config, train, train_errors)
     if trained:
         info["autoencoder"] = trained
-    scored = "test" if len(rows.split.test) else "train"
+    scored = "test" if score_test and len(rows.split.test) else "val" if len(rows.split.val) else "train"
     X, errors = representation.of(rows.part_frame(scored))
     predicted = apply_method(task, estimators, info, X, errors)
     metrics = score(task, X, predicted, info, seed, rows.truth_of(scored))
@@ -280,7 +296,9 @@ def fit_and_write(start, rows: Rows) -> UnsupervisedRun:
     if rows.truth is not None:
         table["truth"] = rows.truth_of(scored)
     write_with(run_dir.test_predictions, lambda tmp: table.to_csv(tmp, index=False))
-    summary = {"task": task, "scored_on": scored, "test": metrics, "train": train_metrics, "fit": info,
+    summary = {"task": task, "scored_on": scored, "test": metrics if scored == "test" else {},
+               "validation": validation_scores(config, rows, representation, estimators, info),
+               "train": train_metrics, "fit": info,
                "rows": {"train": len(train), "val": len(rows.split.val), "test": len(rows.split.test)},
                "features": int(train.shape[1]), "notes": rows.notes,
                "duration_s": round(time.monotonic() - start.started_at, 3)}

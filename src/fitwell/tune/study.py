@@ -18,11 +18,13 @@ from typing import Any
 
 from fitwell.config.load import ConfigLike, dump_config
 from fitwell.config.schema import RunConfig, check_monitor, resolve_mode
+from fitwell.config.tasks import UNSUPERVISED
 from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
 from fitwell.files import write_text
 from fitwell.run import config_stem, console_say, load_run_config, owned_folder
 from fitwell.tune.space import build_pruner, build_sampler, check_space, suggest
+from fitwell.tune.task_trials import check_task_metrics, refit_best, task_trial
 
 EXTRA_OBJECTIVES = ("num_params", "latency_ms")
 
@@ -99,6 +101,9 @@ def check_tune(config: RunConfig, task: str | None = None) -> None:
                     raise ConfigError(f"tune.metric: {name!r} is not reported by an ensemble for a {task}"
                                       f" task; reported: {', '.join(known)}")
         return
+    if config.data.task in UNSUPERVISED:
+        check_task_metrics(config.data.task, metrics_of(config))
+        return
     if task is not None:
         for i, name in enumerate(metrics_of(config)):
             if name not in EXTRA_OBJECTIVES:
@@ -170,8 +175,8 @@ class Objective:
         primary = next((n for n in names if n not in EXTRA_OBJECTIVES), "val_loss")
         if config.ensemble is not None:
             return self._ensemble_trial(trial, params, names)
-        if config.data.task == "reinforcement":
-            return self._policy_trial(trial, params, primary)
+        if config.data.task == "reinforcement" or config.data.task in UNSUPERVISED:
+            return task_trial(config.data.task, trial, params, primary, self.source, self.folder, self.data)
         multi = len(names) > 1
         if config.privacy is not None:  # a private trial: its released (noised) score is the value
             params = {**params, "privacy.release_metric": primary}
@@ -204,17 +209,6 @@ class Objective:
                 out.append(score if name == primary else float(runs[0].summary["validation"][name]))
         return out
 
-
-    def _policy_trial(self, trial, params: dict, metric: str):
-        """A reinforcement trial: its last evaluation's mean return, the evaluations reported to
-        the pruner as they come (as RL Zoo prunes)."""
-        from fitwell.tasks.reinforcement import train_policy
-
-        overrides = {**params, "track.runs_dir": str(self.folder), "track.name": f"trial-{trial.number}",
-                     "track.overwrite": True}
-        source = {k: v for k, v in self.source.items() if k != "tune"}
-        run = train_policy(source, overrides, trial=trial)
-        return float(run.summary["validation"][metric])
 
     def _ensemble_trial(self, trial, params: dict, names: list[str]):
         """A trial of an ensemble config: fit it (members reused from earlier trials when their
@@ -346,7 +340,6 @@ def finish(config: RunConfig, study, folder: Path, data, say, mean_trials: float
     the test split once, write the summary and plots."""
     import optuna
 
-    from fitwell.pipeline import train
     from fitwell.tune.report import write_outputs
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -368,21 +361,7 @@ def finish(config: RunConfig, study, folder: Path, data, say, mean_trials: float
 
         return finish_private(config, study, best, folder, data, say, mean_trials, metrics_of(config),
                               directions_of(config))
-    if config.ensemble is not None:
-        from fitwell.ensemble import fit_ensemble
-
-        say(f"refitting trial {best.number}'s ensemble; scoring the test split once")
-        overrides = {k: v for k, v in overrides.items() if k != "train.progress"}
-        final = fit_ensemble(source, overrides, data=data)
-    elif config.data.task == "reinforcement":
-        from fitwell.tasks.reinforcement import train_policy
-
-        say(f"retraining trial {best.number}; its final evaluation plays episodes no trial saw")
-        final = train_policy(source, {k: v for k, v in overrides.items() if not k.startswith("train.")})
-    else:
-        say(f"retraining trial {best.number} on {'train+validation' if merge else 'train'};"
-            " scoring the test split once")
-        final = train(source, overrides, data=data, merge_val=merge)
+    final = refit_best(config, best.number, source, overrides, data, say, merge)
     summary = {
         "study": study.study_name, "metric": metrics_of(config), "directions": directions_of(config),
         "best_trial": best.number, "best_params": params,
