@@ -38,9 +38,10 @@ def train(config: ConfigLike | None = None, overrides: Sequence[str] | Mapping[s
     if resolved.data.task in UNSUPERVISED:
         from fitwell.tasks.unsupervised import fit_unsupervised
 
-        if resume is not None or callbacks or options:
-            raise ConfigError(f"a {resolved.data.task} run has no training loop to resume, call back or fold")
-        return fit_unsupervised(config, overrides, data=data, console=console, started_at=started_at)
+        if options:
+            raise ConfigError(f"a {resolved.data.task} run is not split into folds")
+        return fit_unsupervised(config, overrides, data=data, console=console, started_at=started_at,
+                                resume=resume, callbacks=callbacks)
     if resolved.data.task == "reinforcement":
         from fitwell.tasks.reinforcement import train_policy
 

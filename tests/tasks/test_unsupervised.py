@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 from sklearn.datasets import make_blobs
 
 import fitwell
 from fitwell.cli import run_cli
 from fitwell.config.schema import SplitConfig
 from fitwell.data.split import split_rows
+from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +163,32 @@ def test_tune_searches_the_clustering_and_scores_the_best_once(tmp_path):
     assert summary["test"]["adjusted_rand"] > 0.95  # the refitted best, scored on the test rows once
     trial = json.loads((tmp_path / "k" / "trial-0" / "metrics.json").read_text())
     assert trial["test"] == {} and "val_silhouette" in trial["validation"]
+
+
+class StopAfter(Callback):
+    """Stands for a crash after ``epochs`` epochs (after that epoch's checkpoint)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer, state):
+        if state.epoch >= self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_an_autoencoder_run_stopped_mid_training_resumes_exactly(tmp_path):
+    frame = outlier_frame()
+    config = {"task": "anomaly", "data": {"target": "is_outlier"}, "anomaly": {"method": "reconstruction"},
+              "model": {"name": "denoising_autoencoder", "hidden_sizes": [16, 2]},
+              "train": {"epochs": 8, "lr": 3e-3, "batch_size": 64, "progress": False,
+                        "early_stopping": {"enabled": False}, "checkpoint_max_overhead": 0},
+              "track": {"runs_dir": str(tmp_path), "loggers": ["csv"]}}
+    whole = fitwell.train(config, {"track.name": "whole"}, data=frame)
+    with pytest.raises(KeyboardInterrupt):
+        fitwell.train(config, {"track.name": "broken"}, data=frame, callbacks=[StopAfter(3)])
+    resumed = fitwell.train(None, resume=tmp_path / "broken", data=frame)
+    before, after = (load_file(r.path / "model.safetensors") for r in (whole, resumed))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the noise draws resumed too
+    assert resumed.metrics == whole.metrics
+    logged = [pd.read_csv(path / "metrics.csv") for path in (tmp_path / "broken", whole.path)]
+    assert logged[0]["val_loss"].tolist() == logged[1]["val_loss"].tolist()  # tracked once per epoch

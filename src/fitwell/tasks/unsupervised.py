@@ -38,13 +38,9 @@ from fitwell.tasks.clustering import (
     fit_clusters,
     fit_isolation_forest,
 )
+from fitwell.tasks.representation import Representation, train_autoencoder
 
 ESTIMATORS_FILE = "unsupervised.skops"
-
-
-def dense(features) -> np.ndarray:
-    """The number block (scaled numbers, one-hot categories) as the rows' coordinates."""
-    return np.asarray(features.numeric, dtype=np.float64)
 
 
 @dataclass
@@ -64,7 +60,9 @@ class Rows:
         return None if self.truth is None else self.truth.iloc[getattr(self.split, name)].to_numpy()
 
 
-def prepare_rows(config: RunConfig, data: pd.DataFrame | None) -> Rows:
+def prepare_rows(config: RunConfig, data: pd.DataFrame | None, preprocessor=None) -> Rows:
+    """Type and split the table; fit the preprocessing on the training rows (``preprocessor``: a
+    resumed run's, already fitted)."""
     from fitwell.data.clean import type_columns
     from fitwell.data.columns import infer_columns
     from fitwell.data.prepare import load_frame
@@ -80,85 +78,15 @@ def prepare_rows(config: RunConfig, data: pd.DataFrame | None) -> Rows:
     notes: list[str] = list(plan.notes)
     typed = type_columns(raw, plan, config.data.normalize_strings, notes.append).reset_index(drop=True)
     split = split_rows(typed, None, config.split, config.data.task, config.seed)
-    preprocessor = Preprocessor(plan, config.preprocess, config.data.task, config.data.normalize_strings)
-    preprocessor.fit(typed.iloc[split.train], None)
+    if preprocessor is None:
+        preprocessor = Preprocessor(plan, config.preprocess, config.data.task, config.data.normalize_strings)
+        preprocessor.fit(typed.iloc[split.train], None)
     if preprocessor.code_columns_:
         notes.append(f"left out {', '.join(preprocessor.code_columns_)}: more categories than"
                      f" preprocess.onehot_max_categories ({config.preprocess.onehot_max_categories}) have no"
                      " distance here; raise it to one-hot them")
     truth = None if labels is None else raw[labels].reset_index(drop=True)
     return Rows(typed, split, preprocessor, truth, notes)
-
-
-class Representation:
-    """Rows -> the coordinates the method works on: the preprocessed numbers, or an autoencoder's
-    embeddings of them (its reconstruction error too, for anomaly scores)."""
-
-    def __init__(self, preprocessor, network=None):
-        self.preprocessor, self.network = preprocessor, network
-
-    def of(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """The rows' coordinates, and their reconstruction errors (None without an autoencoder)."""
-        features = self.preprocessor.transform(frame)
-        if self.network is None:
-            return dense(features), None
-        coordinates = self._run(features, lambda numeric, codes: self.network.encode(numeric, codes))
-        return coordinates, self.reconstruction_error(features)
-
-    def reconstruction_error(self, features) -> np.ndarray:
-        def error(numeric, codes):
-            return (self.network(numeric, codes) - numeric).pow(2).mean(dim=1, keepdim=True)
-
-        return self._run(features, error).reshape(-1)
-
-    def _run(self, features, apply) -> np.ndarray:
-        import torch
-
-        self.network.eval()
-        numeric, codes = torch.from_numpy(features.numeric), torch.from_numpy(features.codes)
-        with torch.inference_mode():
-            parts = [apply(numeric[i:i + 8192], codes[i:i + 8192]) for i in range(0, len(numeric), 8192)]
-        return torch.cat(parts).double().numpy() if parts else np.zeros((0, 1))
-
-
-def train_autoencoder(start, rows: Rows):
-    """The ``model.name`` autoencoder, trained on the training rows by fitwell's loop (early
-    stopping on the validation rows), saved as ``model.safetensors`` + ``model.json``."""
-    from safetensors.torch import save_file
-
-    from fitwell.data.tensors import TensorData
-    from fitwell.engine.build import build_callbacks, build_trainer, training_threads
-    from fitwell.engine.threads import thread_limit
-    from fitwell.models.autoencoder import ReconstructionLoss
-    from fitwell.models.registry import MODELS, model_arguments, recorded_arguments
-
-    config, pre, name = start.config, rows.preprocessor, start.config.model.name
-    if config.train.batch_size == "auto" or config.train.lr == "auto":
-        raise ConfigError("train.batch_size / train.lr: auto is measured for supervised runs; give numbers")
-    data = {}
-    for part in ("train", "val"):
-        features = pre.transform(rows.typed.iloc[getattr(rows.split, part)])
-        data[part] = TensorData.from_numpy(features.numeric, features.codes, features.numeric.copy())
-    kwargs = model_arguments(name, config.model.model_dump(exclude={"name"}))
-    kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=pre.num_numeric)
-    kwargs = recorded_arguments(name, kwargs)
-    model = MODELS.build(name, key="model.name", **kwargs)
-    callbacks = build_callbacks(config, start.run_dir.path, console=start.console,
-                                started_at=start.started_at)
-    trainer = build_trainer(config, model, ReconstructionLoss(model), config.data.task, len(data["train"]),
-                            callbacks, run_dir=start.run_dir.path)
-    threads, _ = training_threads(config, model, data["train"], "cpu")
-    with thread_limit(threads):
-        state = trainer.fit(data["train"], data["val"] if len(data["val"]) else None)
-    network = trainer.eval_module
-    weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    write_with(start.run_dir.model, lambda tmp: save_file(weights, tmp))
-    write_json(start.run_dir.model_spec, {"name": name, "kwargs": kwargs})
-    start.say(f"{name}: {state.epoch} epochs, validation reconstruction error"
-              f" {state.history[-1].get('val_loss', float('nan')):.4g}" if state.history else name)
-    losses = [row["val_loss"] for row in state.history if row.get("val_loss") is not None]
-    return network, {"epochs": state.epoch, "best_epoch": state.best_epoch, "stop_reason": state.stop_reason,
-                     "val_loss": min(losses) if losses else None}
 
 
 def fit_method(config: RunConfig, X: np.ndarray, errors: np.ndarray | None = None
@@ -215,35 +143,43 @@ def score(task: str, X: np.ndarray, predicted: pd.DataFrame, info: dict, seed: i
 
 def fit_unsupervised(config: ConfigLike | None = None,
                      overrides: Sequence[str] | Mapping[str, Any] | None = None, *,
-                     data: pd.DataFrame | None = None, console=None,
-                     started_at: float | None = None, score_test: bool = True) -> UnsupervisedRun:
+                     data: pd.DataFrame | None = None, console=None, started_at: float | None = None,
+                     score_test: bool = True, resume: str | Path | None = None,
+                     callbacks: Sequence[Any] = ()) -> UnsupervisedRun:
     """Fit a clustering, anomaly or embedding run and return it, scored on the validation rows and
     on the test rows once (``score_test=False``, a tuning trial: never on the test rows).
+    ``resume``: continue an autoencoder run's training from its checkpoint (the same ``data``);
+    ``callbacks``: fitwell callbacks for the autoencoder's loop.
 
     Example:
         >>> run = fit_unsupervised({"task": "clustering", "data": {"source": "customers.csv"},
         ...                         "cluster": {"method": "kmeans", "k": "auto"}})  # doctest: +SKIP
         >>> run.metrics["silhouette"], run.predict(new_rows)  # doctest: +SKIP
     """
+    from fitwell.data.preprocess import Preprocessor
     from fitwell.engine.build import seed_everything
-    from fitwell.run import RunStart, config_stem, console_say, guard, load_run_config
+    from fitwell.run import RunStart, config_stem, console_say, guard, load_run_config, resumed_config
     from fitwell.track.run_dir import RunDir, default_run_name
 
     say = console_say(console)
     started_at = time.monotonic() if started_at is None else started_at
-    resolved = load_run_config(config, overrides)
+    if resume is not None:
+        resolved, run_dir = resumed_config(resume, overrides), RunDir(resume)
+        say(f"resuming [bold]{run_dir.path}[/]: the autoencoder continues from its checkpoint")
+    else:
+        resolved = load_run_config(config, overrides)
+        track = resolved.track
+        run_dir = RunDir.plan(track.runs_dir, track.name or default_run_name(config_stem(config, "run")),
+                              track.overwrite)
     if resolved.train.devices * resolved.train.num_nodes > 1:
         raise ConfigError(f"train.devices: a {resolved.data.task} run fits on one process; drop it")
     seed_everything(resolved.seed)
-    rows = prepare_rows(resolved, data)
+    rows = prepare_rows(resolved, data, Preprocessor.load(run_dir.preprocess) if resume is not None else None)
     for note in rows.notes:
         say(f"[yellow]data:[/] {note}")
-    track = resolved.track
-    run_dir = RunDir.plan(track.runs_dir, track.name or default_run_name(config_stem(config, "run")),
-                          track.overwrite)
-    start = RunStart(resolved, None, run_dir, say, console, started_at=started_at)
+    start = RunStart(resolved, None, run_dir, say, console, started_at=started_at, resumed=resume is not None)
     with guard(start):
-        return fit_and_write(start, rows, score_test)
+        return fit_and_write(start, rows, score_test, callbacks)
 
 
 def validation_scores(config: RunConfig, rows: Rows, representation, estimators, info: dict) -> dict:
@@ -259,26 +195,31 @@ def validation_scores(config: RunConfig, rows: Rows, representation, estimators,
     return out
 
 
-def fit_and_write(start, rows: Rows, score_test: bool = True) -> UnsupervisedRun:
+def fit_and_write(start, rows: Rows, score_test: bool = True, callbacks=()) -> UnsupervisedRun:
     from sklearn.decomposition import PCA
 
     from fitwell.config.load import dump_config
+    from fitwell.track.loggers import build_trackers
     from fitwell.track.run_dir import environment
 
     config, run_dir, say = start.config, start.run_dir, start.say
     task, seed = config.data.task, config.seed
-    run_dir.make()
-    run_dir.set_status("running")
-    write_text(run_dir.config, dump_config(config))
-    write_json(run_dir.env, environment(seed))
-    rows.preprocessor.save(run_dir.preprocess)
+    if not start.resumed:
+        run_dir.make()
+        run_dir.set_status("running")
+        write_text(run_dir.config, dump_config(config))
+        write_json(run_dir.env, environment(seed))
+        rows.preprocessor.save(run_dir.preprocess)
+    trackers = build_trackers(config.track, run_dir.path)
     say(f"task [bold]{task}[/], {len(rows.typed)} rows -> train {len(rows.split.train)}, val"
         f" {len(rows.split.val)}, test {len(rows.split.test)}")
     start.training_started = True
     representation, trained = Representation(rows.preprocessor), None
-    if config.model.name in AUTOENCODERS:
-        network, trained = train_autoencoder(start, rows)
+    if config.model.name in AUTOENCODERS:  # the trackers log its epochs
+        network, trained = train_autoencoder(start, rows, [*callbacks, *trackers])
         representation = Representation(rows.preprocessor, network)
+    else:
+        start_trackers(trackers, config)
     train, train_errors = representation.of(rows.part_frame("train"))
     estimators, info = fit_method(config, train, train_errors)
     if trained:
@@ -302,11 +243,20 @@ def fit_and_write(start, rows: Rows, score_test: bool = True) -> UnsupervisedRun
                "rows": {"train": len(train), "val": len(rows.split.val), "test": len(rows.split.test)},
                "features": int(train.shape[1]), "notes": rows.notes,
                "duration_s": round(time.monotonic() - start.started_at, 3)}
-    finish_unsupervised_run(start, estimators, summary)
+    finish_unsupervised_run(start, estimators, summary, trackers)
     return UnsupervisedRun(run_dir.path, config, representation, estimators, summary)
 
 
-def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict) -> None:
+def start_trackers(trackers, config: RunConfig) -> None:
+    """A run without a training loop starts its trackers itself (their own start hook)."""
+    from types import SimpleNamespace
+
+    for tracker in trackers:
+        tracker.on_fit_start(SimpleNamespace(config=config.model_dump(mode="json")),
+                             SimpleNamespace(history=[]))
+
+
+def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict, trackers=()) -> None:
     import skops.io as sio
 
     from fitwell.run import write_manifest
@@ -319,6 +269,8 @@ def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict) ->
     write_json(run_dir.metrics, summary)
     if start.config.track.report:
         write_report(run_dir.path, render_unsupervised_run)
+    for tracker in trackers:
+        tracker.finish(summary)
     write_manifest(run_dir)
     run_dir.set_status("completed")
 
