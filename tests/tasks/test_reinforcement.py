@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import fitwell
@@ -127,6 +128,8 @@ def test_a_custom_environment_by_module_and_class(tmp_path, monkeypatch):
     ({"env": None}, r"needs an env section"),
     ({"data": {"source": "table.csv"}}, r"drop data\.source"),
     ({"data": {"task": "binary"}}, r"task: 'reinforcement' and data\.task: 'binary' disagree"),
+    ({"rl": {"algorithm": "a2c"}, "train": {"batch_size": 64}}, r"train\.batch_size: A2C has no batch size"),
+    ({"train": {"schedule": {"name": "step"}}}, r"train\.schedule\.name: 'step' has no"),
 ])
 def test_a_bad_reinforcement_config_names_the_key(tmp_path, change, key):
     config = {"task": "reinforcement", "env": {"id": "CartPole-v1"}, "rl": {"steps": 100},
@@ -152,3 +155,21 @@ def test_tune_searches_a_reinforcement_run_and_scores_the_best_once(tmp_path):
     assert summary["test"]["episodes"] == 5 and summary["trials"] == 3
     trial = json.loads((tmp_path / "rl-study" / "trial-0" / "metrics.json").read_text())
     assert trial["test"] == {} and "val_mean_return" in trial["validation"]  # trials never play test episodes
+
+
+def test_the_train_keys_that_map_shape_the_algorithm(tmp_path):
+    config = {"task": "reinforcement", "env": {"id": "CartPole-v1"},
+              "rl": {"steps": 512, "eval_every": 256, "eval_during": 2, "eval_episodes": 2, "gif_frames": 0,
+                     "hyperparameters": {"n_steps": 128}},
+              "train": {"optimizer": "sgd", "lr": 0.02, "weight_decay": 1e-4, "batch_size": 32,
+                        "schedule": {"name": "linear"}},
+              "model": {"hidden_sizes": [16], "activation": "tanh"},
+              "track": {"runs_dir": str(tmp_path)}}
+    model = fitwell.train(config).model
+    optimizer = model.policy.optimizer
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["weight_decay"] == 1e-4
+    assert model.batch_size == 32 and model.lr_schedule(1.0) == pytest.approx(0.02)
+    assert optimizer.param_groups[0]["lr"] < 0.02 * 0.5  # fell linearly over the run
+    layers = model.policy.mlp_extractor.policy_net
+    assert [m.out_features for m in layers if hasattr(m, "out_features")] == [16]
+    assert any(isinstance(m, torch.nn.Tanh) for m in layers)

@@ -63,8 +63,9 @@ def hyperparameter(key: str, value: Any) -> Any:
 
 
 def algorithm_arguments(config: RunConfig, cls) -> dict[str, Any]:
-    """SB3 arguments from ``rl.hyperparameters``, ``train.lr`` / ``train.batch_size`` and
-    ``model.hidden_sizes`` / ``model.activation`` where they differ from fitwell's defaults."""
+    """SB3 arguments from ``rl.hyperparameters``, the ``train.*`` keys that map
+    (``train_arguments``) and ``model.hidden_sizes`` / ``model.activation``, where they differ
+    from fitwell's defaults."""
     import torch
 
     rl = config.rl or RLConfig()
@@ -73,16 +74,11 @@ def algorithm_arguments(config: RunConfig, cls) -> dict[str, Any]:
     for key in sorted(set(arguments) - known):
         raise ConfigError(f"rl.hyperparameters.{key}: not an argument of Stable-Baselines3's {cls.__name__};"
                           f" known: {', '.join(sorted(known))}")
-    defaults, train = TrainConfig(), config.train
-    for name, value, argument in (("lr", train.lr, "learning_rate"),
-                                  ("batch_size", train.batch_size, "batch_size")):
-        if value == getattr(defaults, name):
-            continue
-        if value == "auto" or argument not in known:
-            raise ConfigError(f"train.{name}: {value!r} does not apply to {cls.__name__}; set"
-                              f" rl.hyperparameters ({', '.join(sorted(known))})")
-        if argument in arguments:
-            raise ConfigError(f"train.{name} and rl.hyperparameters.{argument} both set it; give it once")
+    for argument, value in train_arguments(config, cls.__name__, known).items():
+        if argument in arguments and argument != "policy_kwargs":
+            raise ConfigError(f"train.* and rl.hyperparameters.{argument} both set {argument}; give it once")
+        if argument == "policy_kwargs":
+            value = {**value, **(arguments.get("policy_kwargs") or {})}
         arguments[argument] = value
     model, model_defaults = config.model, ModelConfig()
     if (model.hidden_sizes, model.activation) != (model_defaults.hidden_sizes, model_defaults.activation):
@@ -94,6 +90,53 @@ def algorithm_arguments(config: RunConfig, cls) -> dict[str, Any]:
         policy.setdefault("activation_fn", getattr(torch.nn, ACTIVATIONS[model.activation]))
         arguments["policy_kwargs"] = policy
     return arguments
+
+
+class CosineSchedule:
+    """``train.schedule.name: cosine`` for SB3: from ``start`` down to ``end`` over the run."""
+
+    def __init__(self, start: float, end: float):
+        self.start, self.end = start, end
+
+    def __call__(self, progress_remaining: float) -> float:
+        import math
+
+        return self.end + 0.5 * (self.start - self.end) * (1 + math.cos(math.pi * (1 - progress_remaining)))
+
+
+def train_arguments(config: RunConfig, algorithm: str, known: set[str]) -> dict[str, Any]:
+    """The ``train.*`` keys changed from fitwell's defaults, as SB3 arguments: ``lr`` (through
+    ``schedule``: linear or cosine over the run), ``batch_size``, ``optimizer``, ``weight_decay``."""
+    import torch
+
+    defaults, train = TrainConfig(), config.train
+    out: dict[str, Any] = {}
+    if train.lr == "auto" or train.batch_size == "auto":
+        raise ConfigError("train.lr / train.batch_size: auto is measured for supervised runs; give numbers")
+    if train.lr != defaults.lr or train.schedule.name != "none":
+        schedules = {"none": lambda: train.lr, "linear": lambda: LinearSchedule(train.lr),
+                     "cosine": lambda: CosineSchedule(train.lr, train.schedule.min_lr)}
+        if train.schedule.name not in schedules:
+            raise ConfigError(f"train.schedule.name: {train.schedule.name!r} has no reinforcement-learning"
+                              " form; use linear or cosine (over the run's steps), or"
+                              " rl.hyperparameters.learning_rate")
+        out["learning_rate"] = schedules[train.schedule.name]()
+    if train.batch_size != defaults.batch_size:
+        if "batch_size" not in known:
+            raise ConfigError(f"train.batch_size: {algorithm} has no batch size (it learns from whole"
+                              " rollouts); drop it, or set its own rl.hyperparameters")
+        out["batch_size"] = train.batch_size
+    if train.optimizer != defaults.optimizer or train.weight_decay != defaults.weight_decay:
+        classes = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+        if train.optimizer not in classes:
+            raise ConfigError(f"train.optimizer: {train.optimizer!r} has no SB3 form; use"
+                              f" {', '.join(classes)}")
+        options: dict[str, Any] = {"weight_decay": train.weight_decay} if train.weight_decay else {}
+        if train.optimizer == "sgd":
+            options.update(momentum=train.momentum, nesterov=train.nesterov)
+        out["policy_kwargs"] = {"optimizer_class": getattr(torch.optim, classes[train.optimizer]),
+                                "optimizer_kwargs": options}
+    return out
 
 
 def policy_name(rl: RLConfig, space) -> str:
