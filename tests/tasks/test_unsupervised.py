@@ -192,3 +192,25 @@ def test_an_autoencoder_run_stopped_mid_training_resumes_exactly(tmp_path):
     assert resumed.metrics == whole.metrics
     logged = [pd.read_csv(path / "metrics.csv") for path in (tmp_path / "broken", whole.path)]
     assert logged[0]["val_loss"].tolist() == logged[1]["val_loss"].tolist()  # tracked once per epoch
+
+
+def test_the_reports_map_can_be_umap(tmp_path):
+    pytest.importorskip("umap", reason="explain.map umap needs the umap extra (pip install 'fitwell[umap]')")
+    run = fitwell.train({"task": "clustering", "cluster": {"k": 4}, "explain": {"map": "umap"},
+                         "track": {"runs_dir": str(tmp_path)}}, data=blobs().drop(columns="group"))
+    table = pd.read_csv(run.path / "test_predictions.csv")
+    centres = table.groupby("cluster")[["map_x", "map_y"]].mean()
+    spread = table.groupby("cluster")[["map_x", "map_y"]].std().max().max()
+    points = centres.to_numpy()
+    gaps = [np.linalg.norm(a - b) for i, a in enumerate(points) for b in points[i + 1:]]
+    assert min(gaps) > 2 * spread  # the four groups stay apart on the map
+    assert "2-D UMAP map" in (run.path / "report.html").read_text()
+
+
+def test_umap_without_its_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'fitwell\[umap\]'"):
+        fitwell.train({"task": "clustering", "cluster": {"k": 4}, "explain": {"map": "umap"},
+                       "track": {"runs_dir": str(tmp_path)}}, data=blobs().drop(columns="group"))

@@ -21,6 +21,8 @@ class ExplainConfig(Section):
 
     permutation: bool = False
     repeats: int = Field(5, ge=1)
+    map: Literal["pca", "umap"] = Field("pca", description="Unsupervised runs: the report's 2-D map of the"
+                                                          " rows; umap needs pip install 'fitwell[umap]'")
 
 
 class MonitorConfig(Section):

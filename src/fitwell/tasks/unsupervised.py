@@ -12,7 +12,8 @@ seeded) and preprocessed with the preprocessing fitted on the training rows only
 fitted on the training rows and scored on the test rows once; ``data.target``, when given, is
 labels for evaluation only (adjusted Rand, NMI, anomaly ROC AUC) and never an input. The run
 directory holds the config, the preprocessing, the fitted estimators (skops), ``metrics.json``,
-``test_predictions.csv`` with a 2-D PCA map of the test rows, ``report.html`` and the manifest.
+``test_predictions.csv`` with a 2-D map of the test rows (PCA, or UMAP: ``explain.map``), ``report.html``
+and the manifest.
 """
 
 from __future__ import annotations
@@ -196,7 +197,6 @@ def validation_scores(config: RunConfig, rows: Rows, representation, estimators,
 
 
 def fit_and_write(start, rows: Rows, score_test: bool = True, callbacks=()) -> UnsupervisedRun:
-    from sklearn.decomposition import PCA
 
     from fitwell.config.load import dump_config
     from fitwell.track.loggers import build_trackers
@@ -230,8 +230,7 @@ def fit_and_write(start, rows: Rows, score_test: bool = True, callbacks=()) -> U
     metrics = score(task, X, predicted, info, seed, rows.truth_of(scored))
     train_metrics = score(task, train, apply_method(task, estimators, info, train, train_errors), info, seed,
                           rows.truth_of("train"))
-    estimators["map"] = PCA(n_components=min(2, train.shape[1]), random_state=seed).fit(train)
-    coordinates = estimators["map"].transform(X)
+    coordinates = map_rows(config.explain.map, train, X, seed)
     table = predicted.assign(row=getattr(rows.split, scored), map_x=coordinates[:, 0],
                              map_y=coordinates[:, -1])
     if rows.truth is not None:
@@ -241,10 +240,27 @@ def fit_and_write(start, rows: Rows, score_test: bool = True, callbacks=()) -> U
                "validation": validation_scores(config, rows, representation, estimators, info),
                "train": train_metrics, "fit": info,
                "rows": {"train": len(train), "val": len(rows.split.val), "test": len(rows.split.test)},
-               "features": int(train.shape[1]), "notes": rows.notes,
+               "features": int(train.shape[1]), "notes": rows.notes, "map": config.explain.map,
                "duration_s": round(time.monotonic() - start.started_at, 3)}
     finish_unsupervised_run(start, estimators, summary, trackers)
     return UnsupervisedRun(run_dir.path, config, representation, estimators, summary)
+
+
+def map_rows(method: str, train: np.ndarray, X: np.ndarray, seed: int) -> np.ndarray:
+    """2-D coordinates of rows ``X`` for the report, the map fitted on the training rows: PCA, or
+    UMAP (McInnes et al. 2018; the ``umap`` extra)."""
+    if train.shape[1] < 2:
+        return np.repeat(X[:, :1], 2, axis=1)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError as err:
+            raise ConfigError("explain.map: umap needs the umap-learn package: pip install 'fitwell[umap]'"
+                              " (or explain.map: pca)") from err
+        return umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit(train).transform(X)
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit(train).transform(X)
 
 
 def start_trackers(trackers, config: RunConfig) -> None:

@@ -28,7 +28,7 @@ def k_search(fit: dict) -> str:
                 " wins)", figure)
 
 
-def rows_map(table: pd.DataFrame, task: str) -> str:
+def rows_map(table: pd.DataFrame, task: str, method: str = "pca") -> str:
     figure = new_figure(5.2, 4.0)
     axes = figure.subplots()
     if task == "clustering":
@@ -46,9 +46,9 @@ def rows_map(table: pd.DataFrame, task: str) -> str:
         axes.legend(loc="best", fontsize=7)
     else:
         axes.scatter(table["map_x"], table["map_y"], s=8)
-    axes.set_xlabel("first principal component")
-    axes.set_ylabel("second principal component")
-    return plot("The scored rows on the training rows' first two principal components", figure)
+    axes.set_xlabel(f"{method} 1")
+    axes.set_ylabel(f"{method} 2")
+    return plot(f"The scored rows on a 2-D {method} map fitted on the training rows", figure)
 
 
 def render_unsupervised_run(path: str | Path) -> str:
@@ -65,7 +65,8 @@ def render_unsupervised_run(path: str | Path) -> str:
                            "train": summary.get("train", {}).get(n, "")} for n in names])
     predictions = path / "test_predictions.csv"
     table = pd.read_csv(predictions) if predictions.exists() else None
-    plots = [rows_map(table, task)] if table is not None else []
+    method = "UMAP" if summary.get("map") == "umap" else "PCA"
+    plots = [rows_map(table, task, method)] if table is not None else []
     if task == "clustering":
         plots.insert(0, k_search(fit))
         sizes = table["cluster"].value_counts().sort_index() if table is not None else pd.Series(dtype=int)
