@@ -34,7 +34,7 @@ def blobs(n=600, seed=0):
 @pytest.mark.parametrize("method", ["kmeans", "gmm", "agglomerative", "hdbscan"])
 def test_clustering_finds_the_groups_and_predicts_new_rows(tmp_path, method):
     frame = blobs()
-    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "cluster": {"method": method},
+    run = fitwell.train({"task": "clustering", "data": {"labels": "group"}, "cluster": {"method": method},
                          "track": {"runs_dir": str(tmp_path), "name": method}}, data=frame)
     assert run.metrics["clusters"] == 4 and run.metrics["adjusted_rand"] > 0.95
     assert run.metrics["silhouette"] > 0.5
@@ -53,7 +53,7 @@ def test_clustering_finds_the_groups_and_predicts_new_rows(tmp_path, method):
 
 def test_the_preprocessing_is_fitted_on_the_training_rows_and_labels_are_never_an_input(tmp_path):
     frame = blobs()
-    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "cluster": {"k": 4},
+    run = fitwell.train({"task": "clustering", "data": {"labels": "group"}, "cluster": {"k": 4},
                          "track": {"runs_dir": str(tmp_path)}}, data=frame)
     assert "group" not in run.preprocessor.input_columns()
     scaler = run.preprocessor.numeric_.named_transformers_["numeric"]["scale"]
@@ -67,7 +67,7 @@ def test_the_preprocessing_is_fitted_on_the_training_rows_and_labels_are_never_a
 
 def test_isolation_forest_scores_find_injected_outliers(tmp_path):
     frame = outlier_frame()
-    run = fitwell.train({"task": "anomaly", "data": {"target": "is_outlier"},
+    run = fitwell.train({"task": "anomaly", "data": {"labels": "is_outlier"},
                          "anomaly": {"contamination": 0.05}, "split": {"train": 0.6, "val": 0.1, "test": 0.3},
                          "track": {"runs_dir": str(tmp_path)}}, data=frame)
     assert run.metrics["roc_auc"] > 0.97 and run.metrics["average_precision"] > 0.8
@@ -101,7 +101,8 @@ def test_the_shipped_clustering_example_through_the_command_line(tmp_path, capsy
 
 @pytest.mark.parametrize("config, message", [
     ({"task": "anomaly", "cluster": {"k": 3}}, r"the cluster section belongs to a clustering run"),
-    ({"task": "clustering", "data": {"target": "grup"}}, r"data\.target: 'grup'.*group"),
+    ({"task": "clustering", "data": {"labels": "grup"}}, r"data\.labels: 'grup'.*group"),
+    ({"task": "clustering", "data": {"target": "group"}}, r"data\.target: a clustering run has no target"),
     ({"task": "clustering", "cluster": {"k": 1}}, r"cluster\.k"),
 ])
 def test_a_bad_unsupervised_config_names_the_key(tmp_path, config, message):
@@ -122,7 +123,7 @@ def outlier_frame():
 @pytest.mark.parametrize("family", ["autoencoder", "denoising_autoencoder", "variational_autoencoder"])
 def test_an_autoencoders_reconstruction_error_finds_injected_outliers(tmp_path, family):
     frame = outlier_frame()
-    run = fitwell.train({"task": "anomaly", "data": {"target": "is_outlier"},
+    run = fitwell.train({"task": "anomaly", "data": {"labels": "is_outlier"},
                          "model": {"name": family, "hidden_sizes": [16, 2]},
                          "anomaly": {"method": "reconstruction"},
                          "train": {"epochs": 40, "lr": 3e-3, "batch_size": 64, "progress": False},
@@ -139,7 +140,7 @@ def test_clusters_and_embeddings_of_an_autoencoders_code(tmp_path):
     X, group = make_blobs(n_samples=600, centers=4, n_features=8, random_state=0)
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
     train = {"epochs": 60, "lr": 3e-3, "progress": False}
-    run = fitwell.train({"task": "clustering", "data": {"target": "group"}, "train": train,
+    run = fitwell.train({"task": "clustering", "data": {"labels": "group"}, "train": train,
                          "model": {"name": "autoencoder", "hidden_sizes": [32, 3]},
                          "track": {"runs_dir": str(tmp_path), "name": "clusters"}},
                         data=frame.assign(group=group))
@@ -153,7 +154,7 @@ def test_clusters_and_embeddings_of_an_autoencoders_code(tmp_path):
 def test_tune_searches_the_clustering_and_scores_the_best_once(tmp_path):
     from fitwell.tune.study import tune
 
-    config = {"task": "clustering", "data": {"target": "group"}, "cluster": {"method": "kmeans"},
+    config = {"task": "clustering", "data": {"labels": "group"}, "cluster": {"method": "kmeans"},
               "tune": {"trials": 4, "sampler": "grid", "space": {"cluster.k": {"type": "categorical",
                                                                                "choices": [2, 3, 4, 6]}}},
               "track": {"runs_dir": str(tmp_path)}}
@@ -178,7 +179,7 @@ class StopAfter(Callback):
 
 def test_an_autoencoder_run_stopped_mid_training_resumes_exactly(tmp_path):
     frame = outlier_frame()
-    config = {"task": "anomaly", "data": {"target": "is_outlier"}, "anomaly": {"method": "reconstruction"},
+    config = {"task": "anomaly", "data": {"labels": "is_outlier"}, "anomaly": {"method": "reconstruction"},
               "model": {"name": "denoising_autoencoder", "hidden_sizes": [16, 2]},
               "train": {"epochs": 8, "lr": 3e-3, "batch_size": 64, "progress": False,
                         "early_stopping": {"enabled": False}, "checkpoint_max_overhead": 0},

@@ -62,7 +62,7 @@ def default_tune_metric(config: RunConfig) -> str:
     if task == "clustering":
         return "val_silhouette"
     if task == "anomaly":
-        return "val_roc_auc" if config.data.target else "val_loss"
+        return "val_roc_auc" if config.data.labels else "val_loss"
     if task == "embedding":
         return "val_loss" if autoencoder else "val_explained_variance"
     return "val_loss"

@@ -79,6 +79,7 @@ class DataConfig(Section):
         None, description="CSV/Parquet/JSONL path or 'sklearn:<name>'; None when a DataFrame is given"
     )
     target: str | None = Field(None, description="Target column; sklearn datasets default to 'target'")
+    labels: str | None = Field(None, description="clustering / anomaly: known groups, for evaluation only")
     task: Task = "auto"
     columns: dict[str, ColumnKind] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)

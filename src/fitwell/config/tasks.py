@@ -36,7 +36,7 @@ class AnomalyConfig(Section):
     method: Literal["isolation_forest", "reconstruction"] = Field(
         "isolation_forest", description="reconstruction: the autoencoder's error (model.name: autoencoder)")
     contamination: float = Field(0.05, gt=0, lt=0.5, description="Share of training rows above the threshold")
-    label: bool | int | str | None = Field(None, description="With data.target (labels for evaluation): the"
+    label: bool | int | str | None = Field(None, description="With data.labels (for evaluation only): the"
                                                              " value marking an anomaly; default 1/True, else"
                                                              " the rarer value")
 
@@ -121,6 +121,13 @@ def task_conflicts(config: Any) -> list[str]:
         if clash:
             problems.append(f"pretrain starts a supervised network from its own weights; it cannot go with"
                             f" {', '.join(clash)}")
+    if config.data.task in UNSUPERVISED and config.data.target is not None:
+        problems.append(f"data.target: a {config.data.task} run has no target to predict; to score it against"
+                        f" known groups, give {config.data.target!r} as data.labels (for evaluation only,"
+                        " never an input)")
+    if config.data.labels is not None and config.data.task not in ("clustering", "anomaly", "embedding"):
+        problems.append("data.labels: known groups for evaluating a clustering or anomaly run; a supervised"
+                        " run predicts data.target")
     if config.data.task in UNSUPERVISED and (config.ensemble is not None or config.privacy is not None):
         problems.append(f"a {config.data.task} run takes no ensemble or privacy section")
     if reinforcement and config.env is None:

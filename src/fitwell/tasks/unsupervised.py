@@ -9,8 +9,8 @@ error, checkpoints, history), and the method works on its embeddings.
 
 The run follows the supervised path where it applies: the table is typed, split (``split.*``,
 seeded) and preprocessed with the preprocessing fitted on the training rows only; the method is
-fitted on the training rows and scored on the test rows once; ``data.target``, when given, is
-labels for evaluation only (adjusted Rand, NMI, anomaly ROC AUC) and never an input. The run
+fitted on the training rows and scored on the test rows once; ``data.labels``, when given, is
+known groups for evaluation only (adjusted Rand, NMI, anomaly ROC AUC) and never an input. The run
 directory holds the config, the preprocessing, the fitted estimators (skops), ``metrics.json``,
 ``test_predictions.csv`` with a 2-D map of the test rows (PCA, or UMAP: ``explain.map``), ``report.html``
 and the manifest.
@@ -71,9 +71,9 @@ def prepare_rows(config: RunConfig, data: pd.DataFrame | None, preprocessor=None
     from fitwell.data.split import split_rows
 
     raw = load_frame(config, data)
-    labels = config.data.target
+    labels = config.data.labels
     if labels is not None and labels not in raw.columns:
-        raise ConfigError(f"data.target: {labels!r} (labels for evaluation only) is not in the data."
+        raise ConfigError(f"data.labels: {labels!r} (labels for evaluation only) is not in the data."
                           f"{did_you_mean(labels, raw.columns)}")
     plan = infer_columns(raw, labels, config.data.columns, list(config.data.drop))
     notes: list[str] = list(plan.notes)
