@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from safetensors.torch import load_file
 from sklearn.datasets import make_blobs
 
 import fitwell
 from fitwell.cli import run_cli
 from fitwell.config.schema import SplitConfig
 from fitwell.data.split import split_rows
-from fitwell.engine.callbacks import Callback
 from fitwell.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,35 +163,6 @@ def test_tune_searches_the_clustering_and_scores_the_best_once(tmp_path):
     assert trial["test"] == {} and "val_silhouette" in trial["validation"]
 
 
-class StopAfter(Callback):
-    """Stands for a crash after ``epochs`` epochs (after that epoch's checkpoint)."""
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-
-    def on_epoch_end(self, trainer, state):
-        if state.epoch >= self.epochs:
-            raise KeyboardInterrupt
-
-
-def test_an_autoencoder_run_stopped_mid_training_resumes_exactly(tmp_path):
-    frame = outlier_frame()
-    config = {"task": "anomaly", "data": {"labels": "is_outlier"}, "anomaly": {"method": "reconstruction"},
-              "model": {"name": "denoising_autoencoder", "hidden_sizes": [16, 2]},
-              "train": {"epochs": 8, "lr": 3e-3, "batch_size": 64, "progress": False,
-                        "early_stopping": {"enabled": False}, "checkpoint_max_overhead": 0},
-              "track": {"runs_dir": str(tmp_path), "loggers": ["csv"]}}
-    whole = fitwell.train(config, {"track.name": "whole"}, data=frame)
-    with pytest.raises(KeyboardInterrupt):
-        fitwell.train(config, {"track.name": "broken"}, data=frame, callbacks=[StopAfter(3)])
-    resumed = fitwell.train(None, resume=tmp_path / "broken", data=frame)
-    before, after = (load_file(r.path / "model.safetensors") for r in (whole, resumed))
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the noise draws resumed too
-    assert resumed.metrics == whole.metrics
-    logged = [pd.read_csv(path / "metrics.csv") for path in (tmp_path / "broken", whole.path)]
-    assert logged[0]["val_loss"].tolist() == logged[1]["val_loss"].tolist()  # tracked once per epoch
-
-
 def test_the_reports_map_can_be_umap(tmp_path):
     pytest.importorskip("umap", reason="explain.map umap needs the umap extra (pip install 'fitwell[umap]')")
     run = fitwell.train({"task": "clustering", "cluster": {"k": 4}, "explain": {"map": "umap"},
@@ -215,3 +183,24 @@ def test_umap_without_its_extra_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'fitwell\[umap\]'"):
         fitwell.train({"task": "clustering", "cluster": {"k": 4}, "explain": {"map": "umap"},
                        "track": {"runs_dir": str(tmp_path)}}, data=blobs().drop(columns="group"))
+
+
+def test_anomaly_and_embedding_runs_through_the_command_line(tmp_path, capsys):
+    example = ROOT / "examples" / "breast_cancer_anomaly.yaml"
+    assert run_cli(["train", str(example), f"track.runs_dir={tmp_path}", "track.name=anomaly"]) == 0
+    assert "roc_auc" in capsys.readouterr().out
+    from sklearn.datasets import load_breast_cancer
+
+    rows = tmp_path / "rows.csv"
+    load_breast_cancer(as_frame=True).data.head(4).to_csv(rows, index=False)
+    assert run_cli(["predict", str(tmp_path / "anomaly"), "--data", str(rows)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "anomaly_score,anomaly"
+    blobs().drop(columns="group").to_csv(tmp_path / "table.csv", index=False)
+    (tmp_path / "embed.yaml").write_text(f"task: embedding\ndata: {{source: {tmp_path / 'table.csv'}}}\n"
+                                         "model: {name: autoencoder, hidden_sizes: [16, 3]}\n"
+                                         "train: {epochs: 5, progress: false}\n")
+    config = str(tmp_path / "embed.yaml")
+    assert run_cli(["train", config, f"track.runs_dir={tmp_path}", "track.name=codes"]) == 0
+    capsys.readouterr()
+    assert run_cli(["predict", str(tmp_path / "codes"), "--data", str(tmp_path / "table.csv")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "embedding_0,embedding_1,embedding_2"
