@@ -154,6 +154,11 @@ def test_tune_searches_a_reinforcement_run_and_scores_the_best_once(tmp_path):
     assert summary["test"]["episodes"] == 5 and summary["trials"] == 3
     trial = json.loads((tmp_path / "rl-study" / "trial-0" / "metrics.json").read_text())
     assert trial["test"] == {} and "val_mean_return" in trial["validation"]  # trials never play test episodes
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'rl-study' / 'study.db'}"
+    study = optuna.load_study(study_name="rl-study", storage=storage)
+    assert all(len(t.intermediate_values) == 4 for t in study.trials)  # each evaluation went to the pruner
 
 
 def test_the_train_keys_that_map_shape_the_algorithm(tmp_path):
