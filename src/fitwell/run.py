@@ -278,3 +278,19 @@ def finish_run_directory(start: RunStart) -> None:
     write_drift_reference(start)
     write_manifest(start.run_dir)
     start.run_dir.set_status("completed")
+
+
+def finish_task_run(start: RunStart, summary: dict, renderer, trackers=()) -> None:
+    """The last steps of a run of a task beyond labels (reinforcement, clustering, ...):
+    ``metrics.json``, its report page (``renderer(path) -> html``), the trackers' final numbers,
+    the manifest, then the status ``completed``."""
+    from fitwell.track.report import write_report
+
+    run_dir = start.run_dir
+    write_json(run_dir.metrics, summary)
+    if start.config.track.report:
+        write_report(run_dir.path, renderer)
+    for tracker in trackers:
+        tracker.finish(summary)
+    write_manifest(run_dir)
+    run_dir.set_status("completed")

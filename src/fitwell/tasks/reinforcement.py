@@ -323,9 +323,8 @@ def learn(start, model, history: list[dict], callbacks, trial) -> PolicyRun:
 
 def finish_policy_run(start, model, summary: dict, trackers) -> None:
     from fitwell.files import write_with
-    from fitwell.run import write_manifest
+    from fitwell.run import finish_task_run
     from fitwell.tasks.rl_report import render_policy_run
-    from fitwell.track.report import write_report
 
     config, run_dir = start.config, start.run_dir
     rl = config.rl or RLConfig()
@@ -333,13 +332,7 @@ def finish_policy_run(start, model, summary: dict, trackers) -> None:
     if rl.gif_frames:
         summary["rollout_gif"] = record_gif(model, config.env, config.seed, rl.gif_frames,
                                             run_dir.path / "rollout.gif")
-    write_json(run_dir.metrics, summary)
-    if config.track.report:
-        write_report(run_dir.path, render_policy_run)
-    for tracker in trackers:
-        tracker.finish(summary)
-    write_manifest(run_dir)
-    run_dir.set_status("completed")
+    finish_task_run(start, summary, render_policy_run, trackers)
 
 
 @dataclass

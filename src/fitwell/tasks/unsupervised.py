@@ -275,20 +275,13 @@ def start_trackers(trackers, config: RunConfig) -> None:
 def finish_unsupervised_run(start, estimators: dict[str, Any], summary: dict, trackers=()) -> None:
     import skops.io as sio
 
-    from fitwell.run import write_manifest
+    from fitwell.run import finish_task_run
     from fitwell.tasks.unsupervised_report import render_unsupervised_run
-    from fitwell.track.report import write_report
 
     run_dir = start.run_dir
     write_with(run_dir.path / ESTIMATORS_FILE, lambda tmp: sio.dump(estimators, tmp))
     write_json(run_dir.path / "unsupervised.json", {"task": summary["task"], "fit": summary["fit"]})
-    write_json(run_dir.metrics, summary)
-    if start.config.track.report:
-        write_report(run_dir.path, render_unsupervised_run)
-    for tracker in trackers:
-        tracker.finish(summary)
-    write_manifest(run_dir)
-    run_dir.set_status("completed")
+    finish_task_run(start, summary, render_unsupervised_run, trackers)
 
 
 @dataclass
