@@ -16,6 +16,7 @@ a rollout GIF where the env renders, ``report.html`` and the manifest.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ def progress_callback(config: RunConfig, run_dir, history: list[dict], trackers,
                    "train_episode_return": float(np.mean(episodes)) if episodes else None,
                    "seconds": round(time.monotonic() - started_at, 3)}
             history.append(row)
-            write_text(run_dir.history, "".join(f"{_json(r)}\n" for r in history))
+            write_text(run_dir.history, "".join(f"{json.dumps(r)}\n" for r in history))
             for tracker in trackers:
                 tracker.log(row, steps)
             say(f"step {steps}: mean return {row['val_mean_return']:.2f} +- {row['val_std_return']:.2f}"
@@ -213,12 +214,6 @@ def progress_callback(config: RunConfig, run_dir, history: list[dict], trackers,
                                              f" {row['val_mean_return']:.4g})")
 
     return Progress()
-
-
-def _json(row: dict) -> str:
-    import json
-
-    return json.dumps(row)
 
 
 def plan_run(config: ConfigLike | None, overrides, resume, stem: str):
@@ -271,6 +266,8 @@ def train_policy(config: ConfigLike | None = None,
 
 
 def learn(start, model, history: list[dict], callbacks, trial) -> PolicyRun:
+    from types import SimpleNamespace
+
     from fitwell.config.load import dump_config
     from fitwell.track.loggers import build_trackers
     from fitwell.track.run_dir import environment
@@ -285,10 +282,8 @@ def learn(start, model, history: list[dict], callbacks, trial) -> PolicyRun:
         say(f"task [bold]reinforcement[/]: {rl.algorithm.upper()} on {config.env.id}, {rl.steps} steps,"
             f" {config.env.num_envs} env(s)")
     else:
-        write_text(run_dir.history, "".join(f"{_json(r)}\n" for r in history))
+        write_text(run_dir.history, "".join(f"{json.dumps(r)}\n" for r in history))
     trackers = build_trackers(config.track, run_dir.path)
-    from types import SimpleNamespace
-
     for tracker in trackers:  # the trackers' own start hook, with what a supervised loop gives it
         tracker.on_fit_start(SimpleNamespace(config=config.model_dump(mode="json")),
                              SimpleNamespace(history=history))
