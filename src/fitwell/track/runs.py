@@ -12,7 +12,8 @@ from fitwell.errors import UserError
 from fitwell.track.loggers import flatten
 from fitwell.track.run_dir import resumable
 
-PRIMARY = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2", "reinforcement": "mean_return"}
+PRIMARY = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2", "reinforcement": "mean_return",
+           "clustering": "silhouette", "anomaly": "roc_auc", "embedding": "explained_variance"}
 
 
 def _json(path: Path) -> dict:
