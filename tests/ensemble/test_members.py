@@ -241,3 +241,19 @@ def test_a_member_deadline_is_shared_out_between_the_folds():
     ends = [model.deadline - started for model in bag.estimators]
     np.testing.assert_allclose(ends, [0.5, 1.0, 1.5, 2.0], atol=0.1)  # fold i of 4 stops at i/4 of the way
     assert oof.shape == (3000, 2)
+
+
+def test_folds_fitted_side_by_side_give_the_same_bag():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    from fitwell.ensemble.members import bag_folds
+
+    X, y = xor_of_category_and_number(2000)
+    estimator = HistGradientBoostingClassifier(max_iter=30, random_state=0)
+    one = bag_folds(estimator, X, y, StratifiedKFold(3), None, "predict_proba", {}, 2)
+    side_by_side = bag_folds(estimator, X, y, StratifiedKFold(3), None, "predict_proba", {}, 2, workers=2,
+                             openmp_threads=1)
+    np.testing.assert_array_equal(one[0], side_by_side[0])  # out-of-fold predictions, in fold order
+    for a, b in zip(one[1].estimators, side_by_side[1].estimators, strict=True):
+        np.testing.assert_array_equal(a.predict_proba(X[:50]), b.predict_proba(X[:50]))

@@ -26,7 +26,7 @@ from fitwell.data.prepare import PreparedData
 from fitwell.ensemble.budget import MemberBudget
 from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss, selection_metric
 from fitwell.ensemble.features import TreeFeatures
-from fitwell.ensemble.members import TREE_KINDS, bag_folds, build_member
+from fitwell.ensemble.members import TREE_KINDS, bag_folds, build_member, openmp_limit, openmp_plan
 from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
 from fitwell.ensemble.tables import (
     describe_wrapping,
@@ -351,10 +351,11 @@ def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes
     method = "predict" if task == "regression" else "predict_proba"
     params = {} if weight is None else {"sample_weight": weight}
     started = time.perf_counter()
-    with _openmp_threads(spec.kind):
+    threads, workers = openmp_plan(spec.kind)
+    with openmp_limit(threads):
         if config.ensemble.final == "bag":
             oof, fitted = bag_folds(estimator, views["train"][view], y["train"], splitter, groups, method,
-                                    params, num_classes)
+                                    params, num_classes, workers=workers, openmp_threads=threads)
         else:
             oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
                                     groups=groups, method=method, params=params)
@@ -373,21 +374,3 @@ def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes
         outs = {part: member.calibrator.predict_proba(out) if len(out) else out for part, out in outs.items()}
         outs["test_uncalibrated"] = raw_test
     return member, outs, seconds
-
-
-def _openmp_threads(kind: str):
-    """HistGradientBoosting on one OpenMP thread when PyTorch's and scikit-learn's OpenMP runtimes
-    are both loaded: with scikit-learn's loaded first, its 2-thread fits on a 2-core machine took
-    1.03 s (400 rows) and 2.2 s (50,000 rows) against 0.15 s and 1.3 s on one thread
-    (docs/benchmarks.md, "OpenMP"); otherwise on the cores other processes leave free, since its
-    threads spin while they wait for a busy core."""
-    from contextlib import nullcontext
-
-    if kind != "hist_gradient_boosting":
-        return nullcontext()
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    from fitwell.engine.threads import free_cores
-
-    runtimes = {info["filepath"] for info in threadpool_info() if info["internal_api"] == "openmp"}
-    return threadpool_limits(1 if len(runtimes) > 1 else free_cores(), "openmp")

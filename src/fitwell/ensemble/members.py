@@ -333,27 +333,66 @@ def aligned_proba(estimator, proba: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def bag_folds(estimator, X: np.ndarray, y: np.ndarray, splitter, groups, method: str, params: dict,
-              num_classes: int) -> tuple[np.ndarray, FoldBag]:
+              num_classes: int, workers: int = 1, openmp_threads: int | None = None
+              ) -> tuple[np.ndarray, FoldBag]:
     """Fit a clone on each fold's other rows: the out-of-fold predictions, and the FoldBag of the
     k fitted models (every model saw (k-1)/k of the rows; no refit). A member with a ``deadline``
-    gives fold i of k the time up to i/k of the way to it, so late folds are not starved."""
+    gives fold i of k the time up to i/k of the way to it, so late folds are not starved.
+    ``workers`` > 1 fits that many folds side by side on threads (for a one-thread estimator;
+    each thread holds ``openmp_threads``, an OpenMP setting being per thread); the result is the
+    same as one at a time."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from sklearn.base import clone
 
-    oof, models = None, []
     deadline = estimator.get_params().get("deadline")
     started, folds = time.monotonic(), splitter.get_n_splits(X, y, groups)
-    for fold, (rest, held) in enumerate(splitter.split(X, y, groups)):
+
+    def fit(fold: int, rest: np.ndarray, held: np.ndarray):
         model = clone(estimator)
         if deadline is not None:
             model.set_params(deadline=started + (deadline - started) * (fold + 1) / folds)
-        model.fit(X[rest], y[rest], **{k: np.asarray(v)[rest] for k, v in params.items()})
-        predicted = getattr(model, method)(X[held])
+        with openmp_limit(openmp_threads if workers > 1 else None):
+            model.fit(X[rest], y[rest], **{k: np.asarray(v)[rest] for k, v in params.items()})
+            predicted = getattr(model, method)(X[held])
         if method == "predict_proba":
             predicted = aligned_proba(model, predicted, num_classes)
-        if oof is None:
-            oof = np.zeros((len(y), *np.shape(predicted)[1:]))
+        return model, held, predicted
+
+    splits = [(fold, rest, held) for fold, (rest, held) in enumerate(splitter.split(X, y, groups))]
+    if workers > 1 and len(splits) > 1:
+        with ThreadPoolExecutor(min(workers, len(splits))) as pool:
+            results = list(pool.map(lambda split: fit(*split), splits))
+    else:
+        results = [fit(*split) for split in splits]
+    oof = np.zeros((len(y), *np.shape(results[0][2])[1:]))
+    for _, held, predicted in results:
         oof[held] = predicted
-        models.append(model)
-    return oof, FoldBag(models, num_classes)
+    return oof, FoldBag([model for model, _, _ in results], num_classes)
+
+
+def openmp_plan(kind: str) -> tuple[int | None, int]:
+    """OpenMP threads per fit (None: no limit) and folds fitted side by side for a member:
+    HistGradientBoosting on one thread when PyTorch's and scikit-learn's OpenMP runtimes are both
+    loaded (2 threads were up to 7x slower then; docs/benchmarks.md, "OpenMP"), its folds side by
+    side on the free cores (1.3-1.4x on 2 cores); otherwise on the free cores, one fold at a time."""
+    if kind != "hist_gradient_boosting":
+        return None, 1
+    from threadpoolctl import threadpool_info
+
+    from fitwell.engine.threads import free_cores
+
+    runtimes = {info["filepath"] for info in threadpool_info() if info["internal_api"] == "openmp"}
+    return (1, free_cores()) if len(runtimes) > 1 else (free_cores(), 1)
+
+
+def openmp_limit(threads: int | None):
+    """OpenMP held to ``threads`` in this thread (None: as it is)."""
+    from contextlib import nullcontext
+
+    if threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads, "openmp")
