@@ -113,7 +113,8 @@ def train(
                                             " to report (ensemble.time_limit, or train.max_time)."),
     preset: str | None = typer.Option(None, "--preset", help="fast, good or best (fitwell/presets);"
                                       " a table without a config uses good."),
-    task: str | None = typer.Option(None, "--task", help="binary, multiclass or regression (data.task)."),
+    task: str | None = typer.Option(None, "--task", help="binary, multiclass or regression (data.task);"
+                                    " clustering, anomaly or embedding for a table without --target."),
 ):
     """Train from CONFIG -- or from a table with --target -- and score the test split once; or
     continue a run with --resume."""
@@ -168,10 +169,15 @@ def command_line_config(config: Path, overrides, target, time_limit, preset, tas
 
     values = dict(parse_overrides(overrides))
     table = config.suffix.lower() in DATA_SUFFIXES or config.is_dir()
-    if table:
+    unsupervised = task in ("clustering", "anomaly", "embedding")
+    if table and unsupervised:  # no target, no preset: the task's own defaults
+        values["__config__"] = {"data": {"source": str(config)}, "task": task}
+        task = None
+    elif table:
         if target is None:
             raise UserError(f"{config} is a table, not a config: say which column to predict with"
-                            " --target COL (or give a YAML config)")
+                            " --target COL, or --task clustering | anomaly | embedding (or give a YAML"
+                            " config)")
         private = any(key == "privacy" or key.startswith("privacy.") for key in values)
         # a private run trains one network (a preset's ensemble is not accounted), and so does a
         # table larger than memory (streamed; the ensemble's boosting members would load it whole)

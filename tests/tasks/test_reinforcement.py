@@ -41,6 +41,11 @@ def test_the_shipped_example_learns_cartpole_and_its_run_holds_what_a_run_holds(
     assert run_cli(["predict", str(path), "--episodes", "3"]) == 0
     returns = pd.read_csv(io.StringIO(capsys.readouterr().out))["return"]
     assert len(returns) == 3 and returns.mean() > 50
+    capsys.readouterr()
+    assert run_cli(["evaluate", str(path), "--data", str(path / "config.yaml")]) == 2  # no rows to score
+    assert "--episodes N" in "".join(capsys.readouterr())
+    assert run_cli(["export", str(path)]) == 2
+    assert "policy.zip" in "".join(capsys.readouterr())
     loaded = load_run(path)  # what fitwell predict and fitwell serve load
     actions = loaded.predict(pd.DataFrame(np.zeros((4, 4))))
     assert list(actions.columns) == ["action"] and set(actions["action"]) <= {0, 1}

@@ -204,3 +204,14 @@ def test_anomaly_and_embedding_runs_through_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(["predict", str(tmp_path / "codes"), "--data", str(tmp_path / "table.csv")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "embedding_0,embedding_1,embedding_2"
+
+
+def test_a_table_and_a_task_are_enough_and_evaluate_scores_other_rows(tmp_path, capsys):
+    blobs().to_csv(tmp_path / "table.csv", index=False)
+    assert run_cli(["train", str(tmp_path / "table.csv"), "--task", "clustering",
+                    f"track.runs_dir={tmp_path}", "track.name=groups", "data.labels=group"]) == 0
+    capsys.readouterr()
+    blobs(n=300, seed=0).to_csv(tmp_path / "more.csv", index=False)
+    assert run_cli(["evaluate", str(tmp_path / "groups"), "--data", str(tmp_path / "more.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "adjusted_rand" in out and "silhouette" in out  # the labels column was in the file

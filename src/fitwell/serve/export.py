@@ -30,6 +30,12 @@ def export_onnx(run_path, out: Path | None = None) -> Path:
     from fitwell.files import write_with
 
     run = load_run(run_path)
+    task = getattr(run, "task", None)
+    if task in ("reinforcement", "clustering", "anomaly", "embedding"):
+        kept = "policy.zip (Stable-Baselines3's format)" if task == "reinforcement" else \
+            "unsupervised.skops and model.safetensors"
+        raise UserError(f"{run.path} is a {task} run: fitwell export writes a supervised model's ONNX graph;"
+                        f" this run's model is in {kept}, and fitwell predict serves it")
     pre = run.preprocessor
     if pre.inputs:
         kinds = ", ".join(block.key for block in pre.inputs)

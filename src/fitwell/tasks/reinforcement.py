@@ -349,6 +349,10 @@ class PolicyRun:
         seed = self.config.seed + 7 if seed is None else seed
         return play_episodes(self.model, self.config.env, seed, episodes, deterministic)
 
+    def evaluate(self, data) -> dict:
+        raise UserError(f"{self.path} is a reinforcement run: it is scored on episodes, not labelled rows;"
+                        f" play it with fitwell predict {self.path} --episodes N")
+
     def predict(self, observations, deterministic: bool = True):
         """The policy's actions for a table of observations (a row each, the flattened observation)."""
         import pandas as pd

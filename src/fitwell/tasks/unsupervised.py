@@ -316,6 +316,19 @@ class UnsupervisedRun:
         return apply_method(self.task, self.estimators, self.summary["fit"], X, errors)
 
 
+    def evaluate(self, data) -> dict:
+        """The run's scores on other rows (a DataFrame or a file); with the ``data.labels`` column
+        present, against those known groups too."""
+        from fitwell.data.sources import read_table
+
+        frame = data if isinstance(data, pd.DataFrame) else read_table(Path(data))
+        labels = self.config.data.labels
+        truth = frame[labels].to_numpy() if labels and labels in frame.columns else None
+        X, errors = self.representation.of(frame)
+        predicted = apply_method(self.task, self.estimators, self.summary["fit"], X, errors)
+        return score(self.task, X, predicted, self.summary["fit"], self.config.seed, truth)
+
+
 def load_unsupervised(path: str | Path) -> UnsupervisedRun:
     """A finished unsupervised run directory, its artifacts checked against the manifest."""
     import skops.io as sio
