@@ -399,9 +399,11 @@ def serve(
 
     settings = ServeSettings(max_rows=max_rows, max_body_bytes=int(max_body_mb * 1024 * 1024),
                              api_key_env=api_key_env, batch_window_ms=batch_window_ms, runtime=runtime)
-    Console(stderr=True).print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)", soft_wrap=True,
-                               highlight=False)
-    run_server(run_dir, host=host, port=port, settings=settings)
+    def announce():
+        Console(stderr=True).print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)", soft_wrap=True,
+                                   highlight=False)
+
+    run_server(run_dir, host=host, port=port, settings=settings, announce=announce)
 
 
 @app.command()

@@ -46,6 +46,8 @@ def test_the_shipped_example_learns_cartpole_and_its_run_holds_what_a_run_holds(
     assert "--episodes N" in "".join(capsys.readouterr())
     assert run_cli(["export", str(path)]) == 2
     assert "policy.zip" in "".join(capsys.readouterr())
+    assert run_cli(["serve", str(path)]) == 2  # refused before it binds a port
+    assert "fitwell predict" in "".join(capsys.readouterr())
     loaded = load_run(path)  # what fitwell predict and fitwell serve load
     actions = loaded.predict(pd.DataFrame(np.zeros((4, 4))))
     assert list(actions.columns) == ["action"] and set(actions["action"]) <= {0, 1}

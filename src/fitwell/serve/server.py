@@ -40,6 +40,9 @@ from fitwell.serve.telemetry import Telemetry
 def build_app(run_path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """The FastAPI app serving the run at ``run_path``."""
     run = load_run(run_path)
+    if run.task in ("reinforcement", "clustering", "anomaly", "embedding"):
+        raise UserError(f"{run.path} is a {run.task} run; fitwell serve serves supervised runs so far --"
+                        f" use fitwell predict {run.path} (or fitwell.load_run(...).predict in your own app)")
     columns = column_schema(run.preprocessor)
     plan = run.preprocessor.plan  # raw columns training did not use may come along, unused
     ignored = {**plan.dropped, plan.target: "the target"}
@@ -320,9 +323,12 @@ def request_body_doc(rows_adapter: TypeAdapter) -> dict:
 
 
 def serve(run_path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings = ServeSettings(),
-          log_level: str = "warning") -> None:
-    """Run the server until interrupted (binds 127.0.0.1 unless ``host`` says otherwise)."""
+          log_level: str = "warning", announce=None) -> None:
+    """Run the server until interrupted (binds 127.0.0.1 unless ``host`` says otherwise);
+    ``announce()`` is called once the run has loaded, before the server starts."""
     import uvicorn
 
     app = build_app(run_path, settings)
+    if announce is not None:
+        announce()
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
