@@ -71,13 +71,13 @@ def fit_clusters(method: str, k: int | str, X: np.ndarray, seed: int, k_max: int
     from sklearn.neighbors import KNeighborsClassifier
 
     info: dict[str, Any] = {"method": method}
+    rows = fit_rows(method, X, seed)
     if method == "hdbscan":
         k = None
     elif k == "auto":
-        k, info["k_scores"], info["k_criterion"] = choose_k(method, fit_rows(method, X, seed), k_max, seed)
+        k, info["k_scores"], info["k_criterion"] = choose_k(method, rows, k_max, seed)
     info["k_chosen"] = k
     model = build_clusterer(method, k, seed, min_cluster_size)
-    rows = fit_rows(method, X, seed)
     labels = np.asarray(model.fit_predict(rows))
     estimators: dict[str, Any] = {"clusterer": model}
     if method in ("agglomerative", "hdbscan"):
