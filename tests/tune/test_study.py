@@ -98,6 +98,7 @@ def test_two_workers_share_one_study(tune_config, tmp_path):
 
 def test_pruning_stops_bad_trials_early(tune_config, tmp_path):
     path = tune_config({"trials": 10, "pruner": "median", "startup_trials": 2, "metric": "val_loss",
+                        "seed": 0,  # the sampler's seed: otherwise the worker's pid seeds it
                         "space": {"train.lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}},
                        train={"epochs": 12, "optimizer": "sgd", "early_stopping": {"enabled": False}})
     tune(path)
