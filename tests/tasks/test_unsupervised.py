@@ -215,3 +215,14 @@ def test_a_table_and_a_task_are_enough_and_evaluate_scores_other_rows(tmp_path, 
     assert run_cli(["evaluate", str(tmp_path / "groups"), "--data", str(tmp_path / "more.csv")]) == 0
     out = capsys.readouterr().out
     assert "adjusted_rand" in out and "silhouette" in out  # the labels column was in the file
+
+
+def test_a_gaussian_mixture_picks_its_covariance_and_k_by_bic(tmp_path):
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True)
+    run = fitwell.train({"task": "clustering", "data": {"labels": "cultivar"}, "cluster": {"method": "gmm"},
+                         "track": {"runs_dir": str(tmp_path)}}, data=wine.data.assign(cultivar=wine.target))
+    # 124 training rows x 13 numbers: full covariances cost too many parameters; diagonal ones win
+    assert run.summary["fit"]["covariance_type"] == "diag" and run.summary["fit"]["k_chosen"] == 3
+    assert run.metrics["adjusted_rand"] > 0.6

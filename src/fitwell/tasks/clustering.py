@@ -28,32 +28,43 @@ def silhouette(X: np.ndarray, labels: np.ndarray, seed: int) -> float:
                                   random_state=seed))
 
 
-def build_clusterer(method: str, k: int | None, seed: int, min_cluster_size: int = 5):
+COVARIANCES = ("full", "diag")  # a Gaussian mixture's covariance types, chosen by BIC with k
+
+
+def build_clusterer(method: str, k: int | None, seed: int, min_cluster_size: int = 5,
+                    covariance: str = "full"):
     from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
     from sklearn.mixture import GaussianMixture
 
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=4, random_state=seed)
     if method == "gmm":
-        return GaussianMixture(n_components=k, covariance_type="full", n_init=2, random_state=seed)
+        return GaussianMixture(n_components=k, covariance_type=covariance, n_init=2, random_state=seed)
     if method == "agglomerative":
         return AgglomerativeClustering(n_clusters=k, linkage="ward")
     return HDBSCAN(min_cluster_size=min_cluster_size, copy=True)
 
 
+def mixture_bic(X: np.ndarray, k: int, seed: int) -> tuple[float, str]:
+    """The lowest BIC of a k-component Gaussian mixture over the covariance types, and its type: a
+    full covariance per component is k * d(d+1)/2 numbers, too many for a small wide table."""
+    found = {cov: float(build_clusterer("gmm", k, seed, covariance=cov).fit(X).bic(X)) for cov in COVARIANCES}
+    best = min(found, key=found.get)
+    return found[best], best
+
+
 def choose_k(method: str, X: np.ndarray, k_max: int, seed: int) -> tuple[int, dict[int, float], str]:
-    """The k with the best silhouette (kmeans, agglomerative) or the lowest BIC (gmm), 2..k_max."""
+    """The k with the best silhouette (kmeans, agglomerative) or the lowest BIC (gmm, over its
+    covariance types too), 2..k_max."""
     top = min(k_max, len(X) - 1)
     if top < 2:
         raise DataError(f"{len(X)} training rows cannot be split into 2 or more clusters")
     scores: dict[int, float] = {}
     for k in range(2, top + 1):
-        model = build_clusterer(method, k, seed)
         if method == "gmm":
-            model.fit(X)
-            scores[k] = float(model.bic(X))
+            scores[k] = mixture_bic(X, k, seed)[0]
         else:
-            scores[k] = silhouette(X, model.fit_predict(X), seed)
+            scores[k] = silhouette(X, build_clusterer(method, k, seed).fit_predict(X), seed)
     if method == "gmm":
         return min(scores, key=scores.get), scores, "bic"
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
@@ -77,7 +88,11 @@ def fit_clusters(method: str, k: int | str, X: np.ndarray, seed: int, k_max: int
     elif k == "auto":
         k, info["k_scores"], info["k_criterion"] = choose_k(method, rows, k_max, seed)
     info["k_chosen"] = k
-    model = build_clusterer(method, k, seed, min_cluster_size)
+    covariance = "full"
+    if method == "gmm":
+        info["bic"], covariance = mixture_bic(rows, k, seed)
+        info["covariance_type"] = covariance
+    model = build_clusterer(method, k, seed, min_cluster_size, covariance)
     labels = np.asarray(model.fit_predict(rows))
     estimators: dict[str, Any] = {"clusterer": model}
     if method in ("agglomerative", "hdbscan"):
