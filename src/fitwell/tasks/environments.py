@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fitwell.config.tasks import EnvConfig
-from fitwell.errors import ConfigError
+from fitwell.errors import ConfigError, did_you_mean
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share a seed with the training envs
 
@@ -42,9 +42,8 @@ def env_factory(config: EnvConfig, render_mode: str | None = None) -> Callable[[
     import gymnasium as gym
 
     if ":" not in config.id and config.id not in gym.registry:
-        close = sorted(gym.registry, key=lambda name: _distance(name.lower(), config.id.lower()))[:5]
-        raise ConfigError(f"env.id: {config.id!r} is not a registered Gymnasium environment (did you mean"
-                          f" {', '.join(close)}?); for your own env give module:Class")
+        raise ConfigError(f"env.id: {config.id!r} is not a registered Gymnasium environment."
+                          f"{did_you_mean(config.id, gym.registry)} For your own env give module:Class")
 
     def make():
         options = dict(config.kwargs)
@@ -58,16 +57,6 @@ def env_factory(config: EnvConfig, render_mode: str | None = None) -> Callable[[
         return gym.make(config.id, max_episode_steps=config.max_episode_steps, **options)
 
     return make
-
-
-def _distance(a: str, b: str) -> int:
-    """Edit distance, for the suggestion on an unknown id."""
-    row = list(range(len(b) + 1))
-    for i, char in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (char != other))
-    return row[-1]
 
 
 def build_vec_env(config: EnvConfig, seed: int, copies: int | None = None):

@@ -172,8 +172,11 @@ def progress_callback(config: RunConfig, run_dir, history: list[dict], trackers,
 
     rl = config.rl or RLConfig()
 
+    saved = max((int(p.stem[5:]) for p in run_dir.checkpoints.glob("step-*.ckpt")), default=0)
+
     class Progress(BaseCallback):
         stopped_by_time = False
+        last_saved = saved  # the newest checkpoint's step (a resumed run's, at first)
 
         def _on_step(self) -> bool:
             limit = config.train.max_time
@@ -187,9 +190,9 @@ def progress_callback(config: RunConfig, run_dir, history: list[dict], trackers,
             last = history[-1]["step"] if history else 0
             if steps and steps // rl.eval_every > last // rl.eval_every:
                 self.evaluate(steps)
-            saved = max((int(p.stem[5:]) for p in run_dir.checkpoints.glob("step-*.ckpt")), default=0)
-            if steps and steps // rl.checkpoint_every > saved // rl.checkpoint_every:
+            if steps and steps // rl.checkpoint_every > self.last_saved // rl.checkpoint_every:
                 write_checkpoint(run_dir.checkpoints, self.model, history)
+                self.last_saved = steps
 
         def evaluate(self, steps: int) -> None:
             returns = play_episodes(self.model, config.env, config.seed + 1 + steps, rl.eval_during,
