@@ -79,3 +79,20 @@ class ResampleConfig(Section):
     ratio: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = Field(
         "auto", description="Wanted minority/majority ratio after resampling; auto = balanced")
     k_neighbors: int = Field(5, ge=1, description="smote/adasyn: neighbours interpolated between")
+
+
+def sharding_conflicts(config) -> list[str]:
+    """What ``train.strategy: fsdp`` cannot keep: the sharded copy trains, so what holds the
+    module's own parameters (an averaged copy, frozen layers, a penalty over them, a mid-epoch
+    snapshot) would see stale weights; fp16 needs a sharded gradient scaler."""
+    train = config.train
+    if train.strategy != "fsdp":
+        return []
+    found = [(train.averaging is not None, "train.averaging (EMA/SWA keep a full copy of the weights)"),
+             (config.transfer.freeze != "none", "transfer.freeze (set it to none)"),
+             (bool(train.l1 or train.l2), "train.l1 / train.l2 (use train.weight_decay)"),
+             (train.checkpoint_every_steps is not None, "train.checkpoint_every_steps (checkpoints are"
+                                                        " gathered at epoch ends)"),
+             (train.precision in ("16-mixed", "bf16-true"), f"train.precision {train.precision} (use"
+                                                            " 32-true or bf16-mixed)")]
+    return [f"train.strategy fsdp cannot keep {what}" for bad, what in found if bad]

@@ -17,6 +17,7 @@ from fitwell.config.loop import (  # noqa: F401  (resolve_mode and LOWER_IS_BETT
     ResampleConfig,
     ScheduleConfig,
     resolve_mode,
+    sharding_conflicts,
 )
 from fitwell.config.privacy import PrivacyConfig, privacy_conflicts
 from fitwell.config.scoring import CalibrationConfig, ExplainConfig, MonitorConfig  # noqa: F401
@@ -277,7 +278,9 @@ class TrainConfig(Section):
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     devices: int = Field(1, ge=1, description="Data-parallel processes on this machine (one per GPU)")
     num_nodes: int = Field(1, ge=1, description="Machines (a launcher on each: torchrun, fitwell slurm)")
-    strategy: Literal["auto", "ddp"] = Field("auto", description="auto = ddp (the model replicated)")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="auto = ddp (the model replicated); fsdp: parameters, gradients and optimizer"
+                            " state sharded over the processes (FSDP2)")
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     deterministic: bool = False
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -352,7 +355,7 @@ class RunConfig(Section):
     def _check_monitor(self) -> RunConfig:
         if self.privacy is not None and (problems := privacy_conflicts(self)):
             raise ValueError("a private run (privacy section) cannot keep: " + "; ".join(problems))
-        if problems := task_conflicts(self):
+        if problems := task_conflicts(self) + sharding_conflicts(self):
             raise ValueError("; ".join(problems))
         if self.data.task not in ("auto", "reinforcement"):
             check_monitors(self, self.data.task)

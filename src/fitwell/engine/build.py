@@ -194,7 +194,8 @@ def build_trainer(config: RunConfig, model: torch.nn.Module, loss_fn, task: str,
                    clip_grad_norm=train.clip_grad_norm, clip_grad_value=train.clip_grad_value,
                    accumulate_batches=train.accumulate_batches, decode=decode,
                    config=config.model_dump(mode="json"), device_data=train.device_data,
-                   run_dir=run_dir, augment=augment, privacy=privacy)
+                   run_dir=run_dir, augment=augment, privacy=privacy, shard=train.strategy == "fsdp",
+                   precision=train.precision)
 
 
 def measure_auto(config: RunConfig, model: torch.nn.Module, loss_fn, data: TensorData,

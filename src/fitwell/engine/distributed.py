@@ -10,6 +10,7 @@ average is the gradient of the mean over the whole batch -- the update a single 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,9 @@ def join(train) -> Any:
     for name in ("lightning_fabric", "lightning.fabric"):  # its start-up banner on every rank
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        fabric = Fabric(accelerator=train.accelerator, devices=devices, num_nodes=nodes,
-                        strategy="ddp" if train.strategy == "auto" else train.strategy,
-                        precision=train.precision)
+        sharded = train.strategy == "fsdp"  # Fabric starts the group; the Trainer shards (engine.sharding)
+        fabric = Fabric(accelerator=train.accelerator, devices=devices, num_nodes=nodes, strategy="ddp",
+                        precision="32-true" if sharded else train.precision)
     except Exception as err:  # Fabric's MisconfigurationException and ValueError
         raise ConfigError(f"train.devices / train.strategy / train.accelerator: {err}") from err
     fabric.launch()
@@ -137,6 +138,16 @@ class World:
         if self.outgoing is not None:
             self.outgoing.copy_(loss.detach().reshape(1) * rows)
         return loss * (rows * self.size / batch_rows)
+
+    def total_norms(self, norms: torch.Tensor, p: float) -> torch.Tensor:
+        """Norms of whole tensors from each rank's norms of its shards (``p``-norms; inf: the max)."""
+        import torch.distributed as dist
+
+        if math.isinf(p):
+            values = norms.to(self.device, torch.float64)
+            dist.all_reduce(values, op=dist.ReduceOp.MAX)
+            return values.float()
+        return self.sum(norms.to(self.device, torch.float64) ** p) ** (1.0 / p)
 
     def gather_rows(self, part: torch.Tensor, n: int) -> torch.Tensor:
         """Every rank's ``rows(n)`` share of outputs, concatenated in row order on every rank."""

@@ -82,6 +82,8 @@ class Trainer:
         augment: a BatchAugment applied to training batches only (``fitwell.data.augment``).
         privacy: a ``fitwell.privacy.dpsgd.PrivateTraining`` (also among the callbacks): DP-SGD
             on Poisson-sampled batches instead of the shuffled slices.
+        shard: on several processes, shard the network with FSDP2 (``fitwell.engine.sharding``)
+            instead of replicating it with DDP; ``precision`` is then its mixed-precision policy.
 
     Example:
         >>> trainer = Trainer(model, loss, opt, task="binary", epochs=5, batch_size=64)  # doctest: +SKIP
@@ -96,7 +98,8 @@ class Trainer:
                  clip_grad_value: float | None = None, accumulate_batches: int = 1,
                  decode: Callable[[np.ndarray], np.ndarray] | None = None,
                  config: dict | None = None, device_data: bool = True, run_dir: Any = None,
-                 augment: Any = None, privacy: Any = None):
+                 augment: Any = None, privacy: Any = None, shard: bool = False,
+                 precision: str = "32-true"):
         self.module = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -116,11 +119,19 @@ class Trainer:
         self.data_device = self.device if device_data else torch.device("cpu")
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
         self.world = World.of(fabric, seed)  # several processes: each trains its share of a batch
+        self.sharded = shard and self.world is not None
         if self.world is not None and self.world.rank > 0:  # rank 0 alone writes files and logs
-            self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)]
+            self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)
+                              or (self.sharded and getattr(cb, "every_rank_when_sharded", False))]
         self.privacy = privacy
         self.train_loss = loss_fn
-        if self.wrapped:
+        self._gathered_optimizer: dict = {}  # sharded: the full optimizer state at the last epoch's end
+        if self.sharded:  # a sharded copy trains; ``model`` gets its weights at every epoch's end
+            from fitwell.engine.sharding import shard as shard_model
+
+            self.model, self.wrapped = shard_model(model, optimizer, self.device, precision), False
+            self._backward = torch.Tensor.backward
+        elif self.wrapped:
             self.model, self.optimizer = fabric.setup(model, optimizer)
             self._backward = fabric.backward
             if self.world is not None and _plain_precision(fabric):  # Fabric's wrappers would only cost
@@ -170,6 +181,8 @@ class Trainer:
                 train_loss = self._train_epoch(train, state) if self.privacy is None else \
                     self.privacy.epoch(self, train, state)
                 state.epoch += 1
+                if self.sharded:
+                    self._gather()
                 self.epoch_lrs = [group["lr"] for group in self.optimizer.param_groups]  # in force
                 self._end_of_epoch_schedules(state)
                 row: dict[str, float] = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss}
@@ -191,7 +204,17 @@ class Trainer:
             raise
         for cb in self.callbacks:
             cb.on_fit_end(self, state)
+        if self.sharded:  # from here rank 0 alone scores, with the full weights in ``module``
+            self.model, self.world, self.sharded = self.module.to(self.device), None, False
         return state
+
+    def _gather(self) -> None:
+        """Sharded: the full weights into ``module`` and the full optimizer state (rank 0)."""
+        from fitwell.engine.sharding import gather
+
+        weights, self._gathered_optimizer = gather(self.model, self.optimizer)
+        if weights:
+            self.module.load_state_dict(weights)
 
     def batches_per_epoch(self, n: int) -> int:
         if self.privacy is not None:  # its own steps: Poisson samples (DP-SGD) or slices (DP-FTRL)
@@ -332,7 +355,7 @@ class Trainer:
             self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.clip_grad_norm,
                                        clip_val=self.clip_grad_value)
             return
-        params = [p for p in self.module.parameters() if p.grad is not None]
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
         if self.clip_grad_norm is not None:
@@ -376,7 +399,11 @@ class Trainer:
             output = self.predict_output(data)
         else:  # each rank predicts its share; every rank gets all rows, so all decide alike
             low, high = self.world.rows(len(data))
-            part = self.predict_output(data.select(np.arange(low, high)))
+            if self.sharded:  # the same forward calls on every rank (each gathers the weights)
+                rows = np.minimum(np.arange(low, low + -(-len(data) // self.world.size)), len(data) - 1)
+                part = self.predict_output(data.select(rows), module=self.model)[:high - low]
+            else:
+                part = self.predict_output(data.select(np.arange(low, high)))
             output = self.world.gather_rows(part.to(self.world.device), len(data)).to(self.device)
         target = data.target.to(output.device)
         with torch.inference_mode():
@@ -403,7 +430,7 @@ class Trainer:
         return {
             "version": 2,
             "model": clone_state(self.module.state_dict()),
-            "optimizer": clone_state(self.optimizer.state_dict()),
+            "optimizer": clone_state(self._gathered_optimizer if self.sharded else self.optimizer.state_dict()),
             "schedule": None if self.schedule is None else clone_state(self.schedule.state_dict()),
             "averaging": None if self.averaging is None else clone_state(self.averaging.state_dict()),
             "scaler": clone_state(_scaler_state(self.fabric)),
@@ -416,7 +443,12 @@ class Trainer:
 
     def _restore(self, checkpoint: dict, state: TrainState) -> None:
         self.module.load_state_dict(checkpoint["model"], strict=True)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.sharded:  # the full checkpoint, sharded: each rank keeps its part
+            from fitwell.engine.sharding import restore
+
+            restore(self.model, self.optimizer, checkpoint["model"], checkpoint["optimizer"])
+        else:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.schedule is not None and checkpoint.get("schedule") is not None:
             self.schedule.load_state_dict(checkpoint["schedule"])
         if self.averaging is not None and checkpoint.get("averaging") is not None:

@@ -1,0 +1,91 @@
+"""Model parallel (``train.strategy: fsdp``): FSDP2 on 2 real CPU processes (gloo) trains the
+weights one process trains, and its checkpoint resumes on 1 process and on 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import fitwell
+from fitwell.config import load_config
+from fitwell.engine.checkpoint import load_checkpoint
+from fitwell.engine.sharding import units
+from fitwell.errors import ConfigError
+from tests.distributed.test_ddp import PLAIN, cli, start_killable, table, weights_gap  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+
+
+def history(path) -> list[dict]:
+    return [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_sharded_processes_killed_then_resumed_on_two_or_one_train_the_weights_of_one(write_config, tmp_path,
+                                                                                        table):
+    """2 FSDP processes SIGKILLed after their second checkpoint resume on 2 (sharded) and on 1:
+    both end with the weights and curves of an unbroken single process (the checkpoint is the
+    file one process writes; the gradient norms summed from shards are the whole gradient's)."""
+    train = {"epochs": 6, "batch_size": 32, "lr": 0.002, "checkpoint_max_overhead": 0, "clip_grad_norm": 1.0,
+             "early_stopping": {"enabled": False}}
+    config = write_config({"data": {"source": str(table), "target": "y"}, "model": PLAIN, "seed": 1,
+                           "train": train, "track": {"report": False}})
+    unbroken = fitwell.train(config, {"track.name": "unbroken"})
+    runs = tmp_path / "runs"
+    job = start_killable(["train", str(config), "train.devices=2", "train.strategy=fsdp", "track.name=killed",
+                          "-q"], tmp_path)
+    checkpoints = runs / "killed" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "prev.ckpt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    saved = load_checkpoint(checkpoints)[0]
+    assert saved["trainer"]["epoch"] < train["epochs"], "the run finished before it was killed"
+    single = load_checkpoint(unbroken.path / "checkpoints")[0]  # the same layout as one process's
+    assert {i: s["exp_avg"].shape for i, s in saved["optimizer"]["state"].items()} == {
+        i: s["exp_avg"].shape for i, s in single["optimizer"]["state"].items()}
+    shutil.copytree(runs / "killed", runs / "killed-on-one")
+    for name, more in (("killed", []), ("killed-on-one", ["train.devices=1"])):
+        resumed = cli("train", "--resume", str(runs / name), *more, "-q", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert weights_gap(unbroken.path, runs / name) < 1e-5
+        for ours, theirs in zip(history(runs / name), history(unbroken.path), strict=True):
+            for key in ("train_loss", "val_loss", "grad_norm"):
+                assert ours.get(key) == pytest.approx(theirs.get(key), rel=1e-4), (name, key)
+    assert fitwell.load_run(runs / "killed").config.train.strategy == "fsdp"
+
+
+def test_what_fsdp_shards_on_its_own():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 8)
+            self.attention = nn.MultiheadAttention(8, 2)  # reads out_proj.weight itself
+            self.head = nn.Linear(8, 1)
+            self.norm = nn.LayerNorm(8)
+
+    block = Block()
+    assert units(block) == [block.embed, block.head]
+
+
+def test_what_fsdp_cannot_keep_is_refused():
+    base = {"data": {"source": "x.csv"}, "train": {"strategy": "fsdp", "devices": 2}}
+    assert load_config(base).train.strategy == "fsdp"
+    for key, value, words in (("train.averaging", {"kind": "ema"}, "averaging"),
+                              ("train.l2", 0.01, "weight_decay"),
+                              ("train.checkpoint_every_steps", 5, "epoch ends"),
+                              ("train.precision", "16-mixed", "bf16-mixed")):
+        section, name = key.split(".")
+        config = {**base, "train": {**base["train"], name: value}}
+        with pytest.raises(ConfigError, match=f"fsdp cannot keep.*{words}"):
+            load_config(config)
+    with pytest.raises(ConfigError, match="transfer.freeze"):
+        load_config({**base, "transfer": {"weights": "w.safetensors", "freeze": "backbone"}})
