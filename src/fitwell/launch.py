@@ -31,8 +31,13 @@ def needs_launch(config: RunConfig) -> bool:
 
 
 def train_on_processes(resolved: RunConfig, config: ConfigLike | None, *, resume=None, data=None,
-                       callbacks=(), console=None, started_at: float | None = None):
-    """Train ``resolved`` on ``train.devices`` local processes; return rank 0's finished Run."""
+                       callbacks=(), console=None, started_at: float | None = None, score_test: bool = True,
+                       callback_factory: tuple | None = None):
+    """Train ``resolved`` on ``train.devices`` local processes; return rank 0's finished Run.
+
+    ``callback_factory``: ``(function, args)``, picklable, called in every process for the run's
+    callbacks (a tuning trial's pruning: rank 0 reports to the study's storage); ``score_test``
+    False leaves the test split unscored (a trial)."""
     from fitwell.engine.distributed import launch
     from fitwell.track.bundle import Run
 
@@ -55,7 +60,7 @@ def train_on_processes(resolved: RunConfig, config: ConfigLike | None, *, resume
         failure = str(Path(folder) / "failure")
         overrides = {key: _get(resolved, key) for key in PROCESS_KEYS} if resume is not None else None
         job = (None if resume is not None else resolved, overrides, resume, console is not None,
-               started_at, failure)
+               started_at, failure, score_test, callback_factory)
         try:
             path = launch(run_on_process, job, train.devices)
         except Exception as err:
@@ -63,7 +68,8 @@ def train_on_processes(resolved: RunConfig, config: ConfigLike | None, *, resume
     return Run(path)
 
 
-def run_on_process(config, overrides, resume, show: bool, started_at, failure: str) -> str | None:
+def run_on_process(config, overrides, resume, show: bool, started_at, failure: str, score_test: bool = True,
+                   callback_factory: tuple | None = None) -> str | None:
     """One process of a launched run: train (rank 0 shows progress); a user error is written to
     ``failure.<rank>`` for the launching process and ends this one with exit code 2."""
     from rich.console import Console
@@ -73,7 +79,9 @@ def run_on_process(config, overrides, resume, show: bool, started_at, failure: s
     rank = int(os.environ.get("RANK", "0"))
     console = Console(stderr=True) if show and rank == 0 else None
     try:
-        run = train(config, overrides, resume=resume, console=console, started_at=started_at)
+        callbacks = [] if callback_factory is None else callback_factory[0](*callback_factory[1])
+        run = train(config, overrides, resume=resume, console=console, started_at=started_at,
+                    callbacks=callbacks, score_test=score_test)
     except (UserError, TrainingFailed) as err:
         Path(f"{failure}.{rank}").write_text(json.dumps({"kind": type(err).__name__, "message": str(err)}))
         sys.exit(2)

@@ -12,7 +12,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -35,15 +34,6 @@ def weights_gap(a, b) -> float:
     first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert first.keys() == second.keys()
     return max(float((first[k] - second[k]).abs().max()) for k in first)
-
-
-@pytest.fixture
-def table(tmp_path):
-    features, target = make_classification(1500, 10, n_informative=5, random_state=0)
-    frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(10)]).assign(y=target)
-    path = tmp_path / "table.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 def test_two_processes_train_the_weights_of_one(write_config, tmp_path):

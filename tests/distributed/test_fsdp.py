@@ -18,9 +18,9 @@ from fitwell.config import load_config
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.engine.sharding import units
 from fitwell.errors import ConfigError
-from tests.distributed.test_ddp import PLAIN, cli, start_killable, table, weights_gap  # noqa: F401
+from tests.distributed.test_ddp import PLAIN, cli, start_killable, weights_gap
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
 
 
 def history(path) -> list[dict]:

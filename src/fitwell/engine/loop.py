@@ -430,7 +430,8 @@ class Trainer:
         return {
             "version": 2,
             "model": clone_state(self.module.state_dict()),
-            "optimizer": clone_state(self._gathered_optimizer if self.sharded else self.optimizer.state_dict()),
+            "optimizer": clone_state(self._gathered_optimizer if self.sharded
+                                     else self.optimizer.state_dict()),
             "schedule": None if self.schedule is None else clone_state(self.schedule.state_dict()),
             "averaging": None if self.averaging is None else clone_state(self.averaging.state_dict()),
             "scaler": clone_state(_scaler_state(self.fabric)),

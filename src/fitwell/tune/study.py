@@ -41,13 +41,35 @@ class PruneOnPlateau(Callback):
     def on_validation_end(self, trainer, state, metrics):
         import optuna
 
-        value = metrics.get(self.monitor)
-        if value is None or math.isnan(value):
+        value, prune = metrics.get(self.monitor), False
+        if self.trial is not None and value is not None and not math.isnan(value):  # rank 0 asks
+            self.trial.report(value, state.epoch)
+            prune = self.trial.should_prune()
+            if prune:
+                self.trial.set_user_attr("pruned_at_epoch", state.epoch)
+        if trainer.world is not None:  # a trial on several processes: every rank stops together
+            prune = trainer.world.agree(prune)[0]
+        if not prune:
             return
-        self.trial.report(value, state.epoch)
-        if self.trial.should_prune():
-            self.trial.set_user_attr("pruned_at_epoch", state.epoch)
-            raise optuna.TrialPruned(f"pruned at epoch {state.epoch} ({self.monitor} {value:.4g})")
+        reason = f"pruned at epoch {state.epoch} ({self.monitor} {value:.4g})"
+        if trainer.world is None:
+            raise optuna.TrialPruned(reason)
+        state.should_stop, state.stop_reason = True, reason
+
+
+def pruning_on_processes(url: str, study: str, trial_id: int, monitor: str, tune: dict) -> list[Callback]:
+    """The callbacks of one process of a trial trained on several (``launch.run_on_process``):
+    rank 0 reports to the study's storage and asks its pruner; the others follow its answer."""
+    import optuna
+
+    from fitwell.config.search import TuneConfig
+
+    if int(os.environ.get("RANK", "0")):
+        return [PruneOnPlateau(None, monitor)]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = optuna.load_study(study_name=study, storage=open_storage(url),
+                               pruner=build_pruner(TuneConfig.model_validate(tune)))
+    return [PruneOnPlateau(optuna.trial.Trial(loaded, trial_id), monitor)]
 
 
 def metrics_of(config: RunConfig) -> list[str]:
@@ -157,8 +179,9 @@ def open_storage(url: str):
 class Objective:
     """Trains one trial (or its k folds) and returns the objective value(s)."""
 
-    def __init__(self, source: dict, folder: Path, data=None):
+    def __init__(self, source: dict, folder: Path, data=None, storage: tuple[str, str] | None = None):
         self.source, self.folder, self.data = source, folder, data
+        self.storage = storage  # (url, study name): where a trial on several processes reports
         self.members: dict = {}  # fitted ensemble members, reused by trials that do not change them
 
     def __call__(self, trial):
@@ -188,7 +211,11 @@ class Objective:
                          "track.overwrite": True, "train.progress": False}
             callbacks = [] if multi or tune.cv else [PruneOnPlateau(trial, primary)]
             source = {k: v for k, v in self.source.items() if k != "tune"}
-            run = train(source, overrides, data=self.data, callbacks=callbacks, score_test=False, fold=fold)
+            if config.train.devices * config.train.num_nodes > 1 and fold is None:
+                run = self._trial_on_processes(trial, source, overrides, primary if callbacks else None)
+            else:
+                run = train(source, overrides, data=self.data, callbacks=callbacks, score_test=False,
+                            fold=fold)
             runs.append(run)
             released = (run.summary.get("privacy") or {}).get("validation")
             values.append(released[primary] if released else run.summary["validation"].get(primary, math.nan))
@@ -209,6 +236,25 @@ class Objective:
                 out.append(score if name == primary else float(runs[0].summary["validation"][name]))
         return out
 
+
+    def _trial_on_processes(self, trial, source: dict, overrides: dict, monitor: str | None):
+        """A trial that is itself a data-parallel run: its processes are started here, rank 0
+        reports each epoch to the study's storage, and a pruned run stops on every rank."""
+        import optuna
+
+        from fitwell.launch import train_on_processes
+
+        factory = None
+        if monitor is not None and self.storage is not None:
+            url, study = self.storage
+            tune = self.source["tune"]
+            factory = (pruning_on_processes, (url, study, trial._trial_id, monitor, tune))  # optuna's own id
+        run = train_on_processes(load_run_config(source, overrides), None, data=self.data, score_test=False,
+                                 callback_factory=factory)
+        reason = run.summary.get("stop_reason") or ""
+        if reason.startswith("pruned"):
+            raise optuna.TrialPruned(reason)
+        return run
 
     def _ensemble_trial(self, trial, params: dict, names: list[str]):
         """A trial of an ensemble config: fit it (members reused from earlier trials when their
@@ -275,7 +321,8 @@ def _work(source: dict, folder: str, url: str, name: str, trials: int, timeout: 
     done = len(study.get_trials(deepcopy=False, states=states))
     if done >= trials:
         return
-    study.optimize(Objective(source, Path(folder), data), n_trials=trials - done, timeout=timeout,
+    study.optimize(Objective(source, Path(folder), data, (url, name)), n_trials=trials - done,
+                   timeout=timeout,
                    callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)],
                    catch=(), gc_after_trial=False)
 

@@ -48,8 +48,6 @@ def task_trial(task: str, trial, params: dict, metric: str, source: dict, folder
 
 def refit_best(config, number: int, source: dict, overrides: dict, data, say, merge: bool):
     """Train the best trial's configuration again, the way its task trains, and score it once."""
-    from fitwell.pipeline import train
-
     if config.ensemble is not None:
         from fitwell.ensemble import fit_ensemble
 
@@ -69,5 +67,18 @@ def refit_best(config, number: int, source: dict, overrides: dict, data, say, me
     else:
         say(f"retraining trial {number} on {'train+validation' if merge else 'train'};"
             " scoring the test split once")
-        final = train(source, overrides, data=data, merge_val=merge)
+        final = refit_network(source, overrides, data, merge)
     return final
+
+
+def refit_network(source: dict, overrides: dict, data, merge: bool):
+    """The best trial's network trained again: on its processes when ``train.devices`` asks
+    several (a merged train+validation split trains on one)."""
+    from fitwell.launch import needs_launch, train_on_processes
+    from fitwell.pipeline import train
+    from fitwell.run import load_run_config
+
+    resolved = load_run_config(source, overrides)
+    if not merge and needs_launch(resolved):
+        return train_on_processes(resolved, None, data=data)
+    return train(source, overrides, data=data, merge_val=merge)
