@@ -1,13 +1,16 @@
 """Data-parallel training on CPU processes: fitwell's loop on 2 processes vs a plain PyTorch DDP
 loop with the same batches (same process, interleaved), and vs one process with 2 threads.
 
-Run: python bench/distributed.py [--size small] [--epochs 2] [--repeats 5]
+Run: python bench/distributed.py [--size small] [--epochs 2] [--repeats 5] [--strategy ddp|fsdp]
 
 Each of the 2 processes (1 thread each, gloo) runs both loops alternately from the same initial
 weights on the same rows: the plain loop takes its rank's share of every global batch of the same
 seeded permutation, scales its loss the same way and steps a DistributedDataParallel model -- what
 a careful user writes by hand. The single-process run (2 threads) trains the same model with the
 same global batch and seed; its per-epoch training losses must agree with the 2-process ones.
+With ``--strategy fsdp`` both loops shard the model with FSDP2 instead (the plain loop calls
+``fully_shard`` on each linear layer and the root, as the PyTorch tutorial does); fitwell's also
+gathers the full weights and optimizer state to rank 0 at each epoch's end (its checkpoints).
 """
 
 from __future__ import annotations
@@ -59,10 +62,23 @@ def plain_ddp_epoch(model, loss_fn, optimizer, train, batch, seed, epoch, world:
     return float(total) / world.stop(len(train), batch)
 
 
-def on_rank(size: str, epochs: int, repeats: int) -> dict:
+def plain_model(model, strategy: str):
+    """What a user hands the plain loop: a DDP module, or the model sharded with FSDP2."""
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
+def on_rank(size: str, epochs: int, repeats: int, strategy: str = "ddp") -> dict:
     """Both loops on this rank, alternating; returns seconds and losses."""
     from lightning_fabric import Fabric
-    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     fabric = Fabric(accelerator="cpu", devices=int(os.environ["LOCAL_WORLD_SIZE"]), strategy="ddp")
@@ -76,17 +92,18 @@ def on_rank(size: str, epochs: int, repeats: int) -> dict:
     for repeat in range(repeats):
         for kind in (("fitwell", "plain") if repeat % 2 == 0 else ("plain", "fitwell")):
             model = copy.deepcopy(base)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             started = time.perf_counter()
             if kind == "fitwell":
+                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
                 trainer = Trainer(model, loss_fn, optimizer, task=task, epochs=epochs,
-                                  batch_size=spec["batch"], fabric=fabric)
+                                  batch_size=spec["batch"], fabric=fabric, shard=strategy == "fsdp")
                 state = trainer.fit(train)
                 losses[kind] = [row["train_loss"] for row in state.history]
             else:
-                ddp = DistributedDataParallel(model)
-                losses[kind] = [plain_ddp_epoch(ddp, loss_fn, optimizer, train, spec["batch"], 0, e, world)
-                                for e in range(epochs)]
+                wrapped = plain_model(model, strategy)
+                optimizer = torch.optim.Adam(wrapped.parameters(), lr=1e-3)
+                losses[kind] = [plain_ddp_epoch(wrapped, loss_fn, optimizer, train, spec["batch"], 0, e,
+                                                world) for e in range(epochs)]
             times[kind].append(time.perf_counter() - started)
     return {"times": times, "losses": losses, "rows": len(train) * epochs}
 
@@ -108,17 +125,20 @@ def main() -> None:
     parser.add_argument("--size", default="small", choices=list(SIZES))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"])
     args = parser.parse_args()
-    ranks = launch(on_rank, (args.size, args.epochs, args.repeats), 2, threads=1)
+    ranks = launch(on_rank, (args.size, args.epochs, args.repeats, args.strategy), 2, threads=1)
     single = one_process(args.size, args.epochs, 2)
     fitwell_s = statistics.median(ranks["times"]["fitwell"])
     plain_s = statistics.median(ranks["times"]["plain"])
     times = ranks["times"]
     spread = [round(f / p, 3) for f, p in zip(times["fitwell"], times["plain"], strict=True)]
     batch = SIZES[args.size]["batch"]
-    print(f"size {args.size}, {args.epochs} epochs, batch {batch}, 2 processes x 1 thread")
-    print(f"fitwell DDP / plain DDP loop: {fitwell_s / plain_s:.3f} (per repeat: {spread})")
-    print(f"rows/s: fitwell DDP {ranks['rows'] / fitwell_s:,.0f}, plain DDP {ranks['rows'] / plain_s:,.0f},"
+    name = args.strategy.upper()
+    print(f"size {args.size}, {args.epochs} epochs, batch {batch}, 2 processes x 1 thread, {name}")
+    print(f"fitwell {name} / plain {name} loop: {fitwell_s / plain_s:.3f} (per repeat: {spread})")
+    print(f"rows/s: fitwell {name} {ranks['rows'] / fitwell_s:,.0f},"
+          f" plain {name} {ranks['rows'] / plain_s:,.0f},"
           f" one process x 2 threads {ranks['rows'] / single['seconds']:,.0f}")
     gap = max(abs(a - b) for a, b in zip(ranks["losses"]["fitwell"], single["losses"], strict=True))
     print(f"train loss per epoch, 2 processes: {[round(v, 6) for v in ranks['losses']['fitwell']]}")

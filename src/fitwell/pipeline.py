@@ -187,7 +187,8 @@ def join_processes(config):
         if wanted > 1:
             raise ConfigError(f"train.devices x train.num_nodes = {wanted} processes, started by nobody: run"
                               " it with fitwell train (or fitwell.train), which starts them, or under"
-                              " torchrun; tuning and cross-validation train on one process each")
+                              " torchrun; cross-validation folds and a train+validation refit train on"
+                              " one process each")
         return None
     return join(config.train)
 

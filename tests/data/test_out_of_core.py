@@ -118,3 +118,80 @@ def test_what_a_streamed_run_cannot_do_is_refused(write_config, big_table, mixed
         fitwell.train(config, {"preset": "fast"})
     with pytest.raises(ConfigError, match="DataFrame"):
         fitwell.train(config, data=mixed_frame)
+
+
+MEASURED = r"""
+import json, sys, threading, time
+import pandas as pd
+import pyarrow.parquet, sklearn.compose, sklearn.preprocessing  # noqa: imported before the measure
+import torch
+from fitwell.config import load_config
+from fitwell.data.out_of_core import prepare_streamed
+from fitwell.data.prepare import prepare
+from fitwell.engine.loop import Trainer
+from fitwell.engine.losses import build_loss
+from fitwell.models import MLP
+
+
+def private():  # RssAnon: the process's own memory; the memory map's file-backed pages do not count
+    lines = open("/proc/self/status").read().splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("RssAnon"))
+
+
+def train(source, streamed):
+    data = {"source": source, "target": "y", "out_of_core": streamed, "sample_rows": 2000}
+    config = load_config({"data": data, "seed": 0, "track": {"runs_dir": sys.argv[1]}})
+    prepared = prepare_streamed(config) if streamed else prepare(config, pd.read_parquet(source))
+    torch.manual_seed(0)
+    model = MLP(prepared.preprocessor.num_numeric, [], 1, hidden_sizes=[16], dropout=0.0)
+    trainer = Trainer(model, build_loss("auto", "binary"), torch.optim.Adam(model.parameters(), lr=0.01),
+                      task="binary", epochs=1, batch_size=2048)
+    return trainer.fit(prepared.train).history[-1]["train_loss"]
+
+
+def measured(source, streamed):
+    peak, before, done, start = [0], private(), [], time.perf_counter()
+
+    def watch():
+        while not done:
+            peak[0] = max(peak[0], private())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    loss = train(source, streamed)
+    done.append(True)
+    thread.join()
+    return {"grew": max(peak[0], private()) - before, "loss": loss, "seconds": time.perf_counter() - start}
+
+
+torch.set_num_threads(1)
+train(sys.argv[2], True)  # every lazy import and allocator pool warmed on a small table
+print(json.dumps({"streamed": measured(sys.argv[3], True), "in_memory": measured(sys.argv[3], False)}))
+"""
+
+
+def test_a_table_trains_streamed_in_a_fraction_of_the_memory_it_takes_in_memory(tmp_path):
+    """400,000 rows x 16 numbers in 20 row groups, trained for an epoch in a fresh process, streamed
+    and then in memory: streaming grows the process's private memory by a fraction of what the
+    in-memory path takes (measured: 27 MB against 390 MB; at 1.6M rows 69 MB against 1.7 GB), and
+    learns as well."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    tables = []
+    for rows in (50_000, 400_000):
+        numbers = rng.normal(size=(rows, 16)).astype("float32")
+        frame = pd.DataFrame(numbers, columns=[f"x{i}" for i in range(16)])
+        frame["y"] = (numbers[:, 0] + numbers[:, 1] > 0).astype("float32")
+        path = tmp_path / f"table-{rows}.parquet"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=rows // 20)
+        tables.append(str(path))
+    done = subprocess.run([sys.executable, "-c", MEASURED, str(tmp_path / "runs"), *tables],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    streamed, in_memory = result["streamed"], result["in_memory"]
+    assert streamed["loss"] < 0.4 and in_memory["loss"] < 0.4  # both learned
+    assert streamed["grew"] < in_memory["grew"] / 5, {k: v["grew"] / 2**20 for k, v in result.items()}

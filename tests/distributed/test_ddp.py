@@ -21,7 +21,7 @@ import fitwell
 import fitwell.pipeline as fitwell_pipeline
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.engine.distributed import World
-from fitwell.errors import ConfigError, DataError, UserError
+from fitwell.errors import ConfigError, UserError
 
 PLAIN = {"hidden_sizes": [32, 16], "dropout": 0.0, "batch_norm": False}  # the same sum on 1 or 2 processes
 
@@ -37,20 +37,17 @@ def weights_gap(a, b) -> float:
 
 
 def test_two_processes_train_the_weights_of_one(write_config, tmp_path):
-    """fitwell starts 2 processes (train.devices=2), or torchrun does: both end with the weights of
-    a single process with the same global batch and seed; one run directory, no scratch left."""
+    """fitwell starts 2 processes (train.devices=2): they end with the weights of a single process
+    with the same global batch and seed; one run directory, no scratch left. (torchrun starting
+    them: test_two_machines_simulated_on_localhost and the SLURM test.)"""
     config = write_config({"data": {"source": "sklearn:breast_cancer"}, "model": PLAIN, "seed": 3,
                            "train": {"epochs": 4, "batch_size": 64, "lr": 0.003}, "track": {"report": False}})
     one = fitwell.train(config, {"track.name": "one"})
     launched = cli("train", str(config), "train.devices=2", "track.name=two", "-q", cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               "--nproc-per-node", "2", "-m", "fitwell", "train", str(config),
-                               "track.name=torchrun", "-q"], capture_output=True, text=True, cwd=tmp_path)
-    assert torchrun.returncode == 0, torchrun.stderr[-3000:]
     runs = tmp_path / "runs"
-    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["one", "torchrun", "two"]
-    for name in ("two", "torchrun"):
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["one", "two"]
+    for name in ("two",):
         assert weights_gap(one.path, runs / name) < 1e-6
         run = fitwell.load_run(runs / name)
         assert [row["train_loss"] for row in run.history] == pytest.approx(
@@ -94,11 +91,21 @@ def test_sigkill_then_resume_on_two_and_on_one(write_config, tmp_path, table):
 def test_a_user_error_inside_the_processes_comes_back_once(write_config, tmp_path):
     config = write_config({"data": {"source": "sklearn:breast_cancer", "target": "nope"}, "model": PLAIN,
                            "train": {"epochs": 1, "devices": 2}})
-    with pytest.raises(DataError, match="nope"):
-        fitwell.train(config, {"track.name": "bad"})
-    assert not (tmp_path / "runs" / "bad").exists()
-    done = cli("train", str(config), "-q", cwd=tmp_path)
+    done = cli("train", str(config), "-q", "track.name=bad", cwd=tmp_path)  # raised as DataError inside
     assert done.returncode == 2 and done.stderr.count("nope") >= 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_a_processs_user_error_is_raised_as_its_own_kind(tmp_path):
+    from fitwell.errors import DataError
+    from fitwell.launch import raise_failure
+
+    failure = tmp_path / "failure"
+    (tmp_path / "failure.1").write_text('{"kind": "DataError", "message": "data.target: no column nope"}')
+    with pytest.raises(DataError, match="nope"):
+        raise_failure(str(failure), 2, RuntimeError("a child failed"))
+    with pytest.raises(RuntimeError, match="a child failed"):  # a bug stays what it was
+        raise_failure(str(tmp_path / "other"), 2, RuntimeError("a child failed"))
 
 
 def test_what_cannot_run_on_several_processes_is_refused(write_config, tmp_path, mixed_frame):

@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from fitwell.cli import run_cli
+from fitwell.errors import ConfigError
 from fitwell.tune import tune
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -277,13 +278,14 @@ def test_a_trial_on_several_processes_reports_and_is_pruned_on_every_rank(tune_c
     """train.devices 2 in a study: each trial is a 2-process run; rank 0 reports each epoch to the
     study's storage, the pruner's answer stops both processes, and the best is retrained on 2."""
     path = tune_config({"trials": 2, "pruner": "median", "startup_trials": 1},
-                       {"devices": 2, "early_stopping": {"enabled": False}})
+                       {"devices": 2, "epochs": 2, "early_stopping": {"enabled": False}})
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     study = optuna.create_study(study_name="ddp", storage=url, direction="minimize")
     lr = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
     study.add_trial(optuna.trial.create_trial(  # a finished trial far better at every epoch
         params={"train.lr": 0.01}, distributions={"train.lr": lr}, value=1e-4,
-        intermediate_values={epoch: 1e-4 for epoch in range(1, 7)}, user_attrs={"overrides": {"train.lr": 0.01}}))
+        intermediate_values={epoch: 1e-4 for epoch in range(1, 7)},
+        user_attrs={"overrides": {"train.lr": 0.01}}))
     summary = tune(path, storage=url, study="ddp")
     trial = optuna.load_study(study_name="ddp", storage=url).trials[1]
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["pruned_at_epoch"] == 1
@@ -294,3 +296,5 @@ def test_a_trial_on_several_processes_reports_and_is_pruned_on_every_rank(tune_c
     best = Path(summary["best_run"])
     assert summary["best_trial"] == 0 and json.loads((best / "status.json").read_text())["pid"] != os.getpid()
     assert summary["test"]["roc_auc"] > 0.5
+    with pytest.raises(ConfigError, match="tune.cv"):
+        tune(tune_config({"cv": 3}, {"devices": 2}))
