@@ -40,8 +40,11 @@ def test_two_processes_train_the_weights_of_one(write_config, tmp_path):
     """fitwell starts 2 processes (train.devices=2): they end with the weights of a single process
     with the same global batch and seed; one run directory, no scratch left. (torchrun starting
     them: test_two_machines_simulated_on_localhost and the SLURM test.)"""
+    # no callback reads each batch's loss (nan_guard, progress off): each rank sums its own, added
+    # up at the epoch's end; with them it rides in the gradients' all-reduce (the other tests here)
     config = write_config({"data": {"source": "sklearn:breast_cancer"}, "model": PLAIN, "seed": 3,
-                           "train": {"epochs": 4, "batch_size": 64, "lr": 0.003}, "track": {"report": False}})
+                           "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "nan_guard": False,
+                                     "progress": False}, "track": {"report": False}})
     one = fitwell.train(config, {"track.name": "one"})
     launched = cli("train", str(config), "train.devices=2", "track.name=two", "-q", cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
@@ -94,6 +97,35 @@ def test_a_user_error_inside_the_processes_comes_back_once(write_config, tmp_pat
     done = cli("train", str(config), "-q", "track.name=bad", cwd=tmp_path)  # raised as DataError inside
     assert done.returncode == 2 and done.stderr.count("nope") >= 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_the_batch_loss_rides_in_the_first_bucket_or_beside_a_large_one():
+    """DDP's comm hook: a small first bucket carries the batch's loss appended to it; a large one is
+    not copied for it, the loss takes an all-reduce of its own (a 1-process gloo group here)."""
+    import torch.distributed as dist
+
+    from fitwell.engine.distributed import PACK_LIMIT, packed_allreduce
+
+    class Bucket:
+        def __init__(self, grads, index):
+            self.grads, self.position = grads, index
+
+        def buffer(self):
+            return self.grads
+
+        def index(self):
+            return self.position
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for size in (10, PACK_LIMIT + 1):
+            world = World(0, 1, 0)
+            world.outgoing = torch.tensor([2.5])
+            grads = packed_allreduce(world, Bucket(torch.full((size,), 3.0), 0)).wait()
+            assert grads.shape == (size,) and bool((grads == 3.0).all())
+            assert float(world.batch_sum(torch.tensor(0.0), 1)) == 2.5 and world.pending is None
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_processs_user_error_is_raised_as_its_own_kind(tmp_path):

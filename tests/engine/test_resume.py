@@ -63,7 +63,7 @@ def test_killed_at_random_points_resumes_bit_for_bit(tmp_path, write_config):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     fitwell = [sys.executable, "-m", "fitwell.cli"]
     chooser = random.Random(1)
-    for case, kills in enumerate([1, 2]):  # the second run is killed, resumed, killed again
+    for case, kills in enumerate([2]):  # killed, resumed, killed again while resuming, resumed
         name = f"killed{case}"
         run_dir = tmp_path / "runs" / name
         first = chooser.randint(1, epochs - 3)

@@ -248,8 +248,7 @@ def test_a_private_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, write_conf
         "privacy": {"epsilon": 4.0, "mechanism": mechanism, "bounds": {f"x{i}": [-5, 5] for i in range(4)}}})
     fitwell_cli = [sys.executable, "-m", "fitwell.cli"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    assert subprocess.run([*fitwell_cli, "train", str(config), "track.name=whole"], env=env).returncode == 0
-    whole = tmp_path / "runs" / "whole"
+    whole = fitwell.train(config, {"track.name": "whole"}).path  # in this process; the killed one in others
     seconds = min(json.loads(line)["seconds"] for line in (whole / "history.jsonl").read_text().splitlines())
     killed = tmp_path / "runs" / "killed"
     assert kill_at([*fitwell_cli, "train", str(config), "track.name=killed"], killed, 3, 0.5 * seconds, env)

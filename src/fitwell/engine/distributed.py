@@ -72,6 +72,7 @@ class World:
     device: torch.device = torch.device("cpu")  # where collectives' tensors live (NCCL: the GPU)
     outgoing: torch.Tensor | None = None  # this rank's batch loss sum, carried by the gradients' reduce
     incoming: torch.Tensor | None = None  # the whole batch's, once backward has run
+    pending: Any = None  # the loss's own all-reduce, when it does not ride in the first bucket
 
     @classmethod
     def of(cls, fabric, seed: int) -> World | None:
@@ -123,6 +124,10 @@ class World:
         """The sum of row losses of the whole global batch, from this rank's mean over ``rows``
         (after backward: carried by DDP's gradient all-reduce where ``carry_loss`` set that up)."""
         if self.outgoing is not None:
+            if self.pending is not None:  # the loss's own all-reduce (a large first bucket)
+                self.pending.wait()
+                self.pending = None
+                return self.incoming[0]
             return self.incoming
         return self.sum((loss.detach().to(self.device, torch.float64) * rows).reshape(1))[0]
 
@@ -168,13 +173,22 @@ class World:
         return [bool(v > 0) for v in values]
 
 
+PACK_LIMIT = 65_536  # gradients in a bucket up to which copying it to append the loss is cheaper
+
+
 def packed_allreduce(world, bucket):  # no annotations: DDP checks them against its own types
     """DDP's default gradient average (divide, then sum), with ``world.outgoing`` appended to the
-    first bucket; its sum over ranks lands in ``world.incoming``."""
+    first bucket; its sum over ranks lands in ``world.incoming``. A first bucket of more than
+    ``PACK_LIMIT`` gradients is not copied to append one number: the loss takes an all-reduce of
+    its own, started beside the bucket's and waited for in ``World.batch_sum``."""
     import torch.distributed as dist
 
     grads = bucket.buffer().div_(world.size)
     if bucket.index() != 0:
+        return dist.all_reduce(grads, async_op=True).get_future().then(lambda fut: fut.value()[0])
+    if grads.numel() > PACK_LIMIT:
+        world.incoming = world.outgoing.double()
+        world.pending = dist.all_reduce(world.incoming, async_op=True)
         return dist.all_reduce(grads, async_op=True).get_future().then(lambda fut: fut.value()[0])
     packed = torch.cat([grads, world.outgoing.to(grads.dtype)])
 

@@ -120,6 +120,8 @@ class Trainer:
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
         self.world = World.of(fabric, seed)  # several processes: each trains its share of a batch
         self.sharded = shard and self.world is not None
+        # decided on every rank's whole list (rank 0 keeps callbacks the others drop): ranks must agree
+        self.reads_batch_loss = any(cb.uses_hook("on_batch_end") for cb in self.callbacks)
         if self.world is not None and self.world.rank > 0:  # rank 0 alone writes files and logs
             self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)
                               or (self.sharded and getattr(cb, "every_rank_when_sharded", False))]
@@ -137,7 +139,8 @@ class Trainer:
             if self.world is not None and _plain_precision(fabric):  # Fabric's wrappers would only cost
                 self.model, self.optimizer, self.wrapped = self.model._forward_module, optimizer, False
                 self._backward = torch.Tensor.backward
-                self.world.carry_loss(self.model)
+                if self.reads_batch_loss:
+                    self.world.carry_loss(self.model)
         else:
             self.model = model.to(self.device)
             self._backward = torch.Tensor.backward
@@ -243,8 +246,11 @@ class Trainer:
         numeric, codes, target, weight, inputs, bounds = self._epoch_order(data, state.epoch)
         augment = self.augment
         num_batches = state.batches_per_epoch
-        total = torch.full((), state.epoch_total, device=self.device,
-                           dtype=None if world is None else torch.float64)
+        # several processes and no callback reading each batch's whole loss: each rank sums its own,
+        # added up once at the epoch's end instead of a collective every step
+        deferred = world is not None and not self.reads_batch_loss
+        restored = 0.0 if deferred and world.rank else state.epoch_total
+        total = torch.full((), restored, device=self.device, dtype=None if world is None else torch.float64)
         for batch in range(state.batch_in_epoch, num_batches):
             if world is None:
                 start, end = batch * size, min((batch + 1) * size, stop)
@@ -269,7 +275,10 @@ class Trainer:
             if boundary:
                 self._step(state, optimizer, clip, step_hooks, per_batch_schedule, averaging)
             # on several processes the whole batch's loss, alike on every rank (NaN check, checkpoint)
-            batch_sum = loss.detach() * (end - start) if world is None else world.batch_sum(loss, end - start)
+            if world is None or deferred:
+                batch_sum = loss.detach() * (end - start)
+            else:
+                batch_sum = world.batch_sum(loss, end - start)
             total += batch_sum
             if end_hooks:
                 state.batch_in_epoch, state.at_step_boundary = batch + 1, boundary
@@ -282,6 +291,8 @@ class Trainer:
                 if state.should_stop:
                     break
         state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
+        if deferred:
+            total = world.sum(total.reshape(1))[0]
         return float(total) / stop
 
     def _step(self, state: TrainState, optimizer, clip: bool, step_hooks, per_batch_schedule: bool,
