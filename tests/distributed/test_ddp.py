@@ -46,8 +46,7 @@ def test_two_processes_train_the_weights_of_one(write_config, tmp_path):
                            "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "nan_guard": False,
                                      "progress": False}, "track": {"report": False}})
     one = fitwell.train(config, {"track.name": "one"})
-    launched = cli("train", str(config), "train.devices=2", "track.name=two", "-q", cwd=tmp_path)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    fitwell.train(config, {"train.devices": 2, "track.name": "two"})  # the CLI's path: test_a_user_error...
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["one", "two"]
     for name in ("two",):
@@ -85,8 +84,7 @@ def test_sigkill_then_resume_on_two_and_on_one(write_config, tmp_path, table):
     assert saved["epoch"] < train["epochs"], "the run finished before it was killed"
     shutil.copytree(runs / "killed", runs / "killed-on-one")
     for name, more in (("killed", []), ("killed-on-one", ["train.devices=1"])):
-        resumed = cli("train", "--resume", str(runs / name), *more, "-q", cwd=tmp_path)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        fitwell.train(resume=runs / name, overrides=more)  # in this process; its launcher for 2
         assert weights_gap(unbroken.path, runs / name) < 1e-5
     assert fitwell.load_run(runs / "killed").history[-1]["epoch"] == train["epochs"]
 

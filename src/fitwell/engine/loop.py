@@ -120,8 +120,7 @@ class Trainer:
         self.wrapped = fabric is not None and (fabric.world_size > 1 or not _plain_precision(fabric))
         self.world = World.of(fabric, seed)  # several processes: each trains its share of a batch
         self.sharded = shard and self.world is not None
-        # decided on every rank's whole list (rank 0 keeps callbacks the others drop): ranks must agree
-        self.reads_batch_loss = any(cb.uses_hook("on_batch_end") for cb in self.callbacks)
+        self.reads_batch_loss = any(cb.uses_hook("on_batch_end") for cb in self.callbacks)  # all ranks'
         if self.world is not None and self.world.rank > 0:  # rank 0 alone writes files and logs
             self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)
                               or (self.sharded and getattr(cb, "every_rank_when_sharded", False))]
@@ -246,11 +245,9 @@ class Trainer:
         numeric, codes, target, weight, inputs, bounds = self._epoch_order(data, state.epoch)
         augment = self.augment
         num_batches = state.batches_per_epoch
-        # several processes and no callback reading each batch's whole loss: each rank sums its own,
-        # added up once at the epoch's end instead of a collective every step
-        deferred = world is not None and not self.reads_batch_loss
-        restored = 0.0 if deferred and world.rank else state.epoch_total
-        total = torch.full((), restored, device=self.device, dtype=None if world is None else torch.float64)
+        deferred = world is not None and not self.reads_batch_loss  # ranks sum their own, added up at the end
+        total = torch.full((), 0.0 if deferred and world.rank else state.epoch_total, device=self.device,
+                           dtype=None if world is None else torch.float64)
         for batch in range(state.batch_in_epoch, num_batches):
             if world is None:
                 start, end = batch * size, min((batch + 1) * size, stop)
@@ -275,10 +272,8 @@ class Trainer:
             if boundary:
                 self._step(state, optimizer, clip, step_hooks, per_batch_schedule, averaging)
             # on several processes the whole batch's loss, alike on every rank (NaN check, checkpoint)
-            if world is None or deferred:
-                batch_sum = loss.detach() * (end - start)
-            else:
-                batch_sum = world.batch_sum(loss, end - start)
+            batch_sum = loss.detach() * (end - start) if world is None or deferred else \
+                world.batch_sum(loss, end - start)
             total += batch_sum
             if end_hooks:
                 state.batch_in_epoch, state.at_step_boundary = batch + 1, boundary
@@ -291,9 +286,7 @@ class Trainer:
                 if state.should_stop:
                     break
         state.batch_in_epoch, state.epoch_total, state.at_step_boundary = 0, 0.0, True
-        if deferred:
-            total = world.sum(total.reshape(1))[0]
-        return float(total) / stop
+        return float(total if not deferred else world.sum(total.reshape(1))[0]) / stop
 
     def _step(self, state: TrainState, optimizer, clip: bool, step_hooks, per_batch_schedule: bool,
               averaging) -> None:
