@@ -46,7 +46,8 @@ def test_two_processes_train_the_weights_of_one(write_config, tmp_path):
                            "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "nan_guard": False,
                                      "progress": False}, "track": {"report": False}})
     one = fitwell.train(config, {"track.name": "one"})
-    fitwell.train(config, {"train.devices": 2, "track.name": "two"})  # the CLI's path: test_a_user_error...
+    launched = cli("train", str(config), "train.devices=2", "track.name=two", "-q", cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["one", "two"]
     for name in ("two",):
