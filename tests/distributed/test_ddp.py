@@ -64,6 +64,19 @@ def start_killable(args, cwd, env=None):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
+def kill_after_two_checkpoints(args: list[str], cwd, run_dir) -> dict:
+    """Start ``fitwell *args``, SIGKILL its process group once ``run_dir`` holds two resume
+    checkpoints; the newest readable checkpoint (killed between renames: prev.ckpt serves)."""
+    job = start_killable(args, cwd)
+    checkpoints = run_dir / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "prev.ckpt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    return load_checkpoint(checkpoints)[0]
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_on_two_and_on_one(write_config, tmp_path, table):
     """A 2-process run killed mid-epoch resumes on 2 processes and on 1, and both end with the
@@ -74,14 +87,8 @@ def test_sigkill_then_resume_on_two_and_on_one(write_config, tmp_path, table):
                            "train": train, "track": {"report": False}})
     unbroken = fitwell.train(config, {"track.name": "unbroken"})
     runs = tmp_path / "runs"
-    job = start_killable(["train", str(config), "train.devices=2", "track.name=killed", "-q"], tmp_path)
-    checkpoints = runs / "killed" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "prev.ckpt").exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    saved = load_checkpoint(checkpoints)[0]["trainer"]  # killed between renames: prev.ckpt serves
+    saved = kill_after_two_checkpoints(["train", str(config), "train.devices=2", "track.name=killed", "-q"],
+                                       tmp_path, runs / "killed")["trainer"]
     assert saved["epoch"] < train["epochs"], "the run finished before it was killed"
     shutil.copytree(runs / "killed", runs / "killed-on-one")
     for name, more in (("killed", []), ("killed-on-one", ["train.devices=1"])):

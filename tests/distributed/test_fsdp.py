@@ -4,10 +4,7 @@ weights one process trains, and its checkpoint resumes on 1 process and on 2."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import time
 
 import pytest
 import torch
@@ -18,7 +15,7 @@ from fitwell.config import load_config
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.engine.sharding import units
 from fitwell.errors import ConfigError
-from tests.distributed.test_ddp import PLAIN, start_killable, weights_gap
+from tests.distributed.test_ddp import PLAIN, kill_after_two_checkpoints, weights_gap
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
 
@@ -39,15 +36,8 @@ def test_sharded_processes_killed_then_resumed_on_two_or_one_train_the_weights_o
                            "train": train, "track": {"report": False}})
     unbroken = fitwell.train(config, {"track.name": "unbroken"})
     runs = tmp_path / "runs"
-    job = start_killable(["train", str(config), "train.devices=2", "train.strategy=fsdp", "track.name=killed",
-                          "-q"], tmp_path)
-    checkpoints = runs / "killed" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "prev.ckpt").exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    saved = load_checkpoint(checkpoints)[0]
+    saved = kill_after_two_checkpoints(["train", str(config), "train.devices=2", "train.strategy=fsdp",
+                                        "track.name=killed", "-q"], tmp_path, runs / "killed")
     assert saved["trainer"]["epoch"] < train["epochs"], "the run finished before it was killed"
     single = load_checkpoint(unbroken.path / "checkpoints")[0]  # the same layout as one process's
     assert {i: s["exp_avg"].shape for i, s in saved["optimizer"]["state"].items()} == {
