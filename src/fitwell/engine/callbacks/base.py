@@ -17,7 +17,9 @@ class Callback:
     ``order`` sorts callbacks (lower first; the checkpoint writer runs last). A callback with a
     ``monitor`` attribute is checked at start: the metric must be one the loop logs. On several
     processes every rank runs every callback except those with ``rank_zero_only`` (the ones that
-    write files or print): rank 0 alone runs them. A callback whose ``on_batch_end`` stops training
+    write files or print): rank 0 alone runs them -- unless it sets ``every_rank_when_sharded`` and
+    the network is sharded (FSDP), where what it reads is split over the ranks (the gradient
+    monitor sums its norms from every rank's shards). A callback whose ``on_batch_end`` stops training
     is asked after every batch whether any rank stopped (a collective) unless it declares
     ``stops_alike``: that it decides the same on every rank.
 
