@@ -78,3 +78,36 @@ def test_what_fsdp_cannot_keep_is_refused():
             load_config(config)
     with pytest.raises(ConfigError, match="transfer.freeze"):
         load_config({**base, "transfer": {"weights": "w.safetensors", "freeze": "backbone"}})
+
+
+def train_bare(processes: int) -> dict:
+    """A Trainer with no callbacks on seeded data, sharded over ``processes`` (1: plain); the
+    final weights. Nobody reads them between epochs, so a sharded run gathers them once, at the end."""
+    from fitwell.data.tensors import TensorData
+    from fitwell.engine.loop import Trainer
+    from fitwell.engine.losses import build_loss
+    from fitwell.models import MLP
+
+    fabric = None
+    if processes > 1:
+        from lightning_fabric import Fabric
+
+        fabric = Fabric(accelerator="cpu", devices=processes, strategy="ddp")
+        fabric.launch()
+    generator = torch.Generator().manual_seed(0)
+    numeric = torch.randn(600, 5, generator=generator)
+    target = (numeric[:, 0] - numeric[:, 1] > 0).float()
+    torch.manual_seed(0)
+    model = MLP(5, [], 1, hidden_sizes=[16], dropout=0.0, batch_norm=False)
+    trainer = Trainer(model, build_loss("auto", "binary"), torch.optim.Adam(model.parameters(), lr=0.01),
+                      task="binary", epochs=3, batch_size=64, fabric=fabric, shard=processes > 1)
+    trainer.fit(TensorData(numeric, torch.zeros(600, 0, dtype=torch.long), target))
+    return {name: value.detach().clone() for name, value in trainer.module.state_dict().items()}
+
+
+def test_a_sharded_loop_without_callbacks_ends_with_the_weights_of_one_process():
+    from fitwell.engine.distributed import launch
+
+    sharded, single = launch(train_bare, (2,), 2, threads=1), train_bare(1)
+    assert sharded.keys() == single.keys()
+    assert max(float((sharded[k] - single[k]).abs().max()) for k in single) < 1e-6

@@ -121,11 +121,11 @@ class Trainer:
         self.world = World.of(fabric, seed)  # several processes: each trains its share of a batch
         self.sharded = shard and self.world is not None
         self.reads_batch_loss = any(cb.uses_hook("on_batch_end") for cb in self.callbacks)  # all ranks'
+        self.gathers_each_epoch = bool(self.callbacks)  # sharded: callbacks read the full weights then
         if self.world is not None and self.world.rank > 0:  # rank 0 alone writes files and logs
             self.callbacks = [cb for cb in self.callbacks if not getattr(cb, "rank_zero_only", False)
                               or (self.sharded and getattr(cb, "every_rank_when_sharded", False))]
-        self.privacy = privacy
-        self.train_loss = loss_fn
+        self.privacy, self.train_loss = privacy, loss_fn
         self._gathered_optimizer: dict = {}  # sharded: the full optimizer state at the last epoch's end
         if self.sharded:  # a sharded copy trains; ``model`` gets its weights at every epoch's end
             from fitwell.engine.sharding import shard as shard_model
@@ -183,7 +183,7 @@ class Trainer:
                 train_loss = self._train_epoch(train, state) if self.privacy is None else \
                     self.privacy.epoch(self, train, state)
                 state.epoch += 1
-                if self.sharded:
+                if self.sharded and self.gathers_each_epoch:
                     self._gather()
                 self.epoch_lrs = [group["lr"] for group in self.optimizer.param_groups]  # in force
                 self._end_of_epoch_schedules(state)
@@ -199,6 +199,8 @@ class Trainer:
                 state.history.append(row)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, state)
+            if self.sharded and not self.gathers_each_epoch:  # no callback read them: once, at the end
+                self._gather()
             self._finish_averaging(train)
         except BaseException as error:
             for cb in self.callbacks:
