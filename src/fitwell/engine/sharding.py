@@ -7,7 +7,8 @@ backward and freed after; the rest is gathered with the root. The batches are th
 all-reduce does), so a run on N processes makes the update of one process.
 
 The Trainer trains a sharded *copy*: the module it was given stays an ordinary module, and rank 0
-fills it with the full weights at every epoch's end (a collective every rank joins). Callbacks,
+fills it with the full weights at every epoch's end (a collective every rank joins; with no
+callbacks to read them, once after the last epoch). Callbacks,
 checkpoints and the run's scoring read that module, so a checkpoint is the same file as one
 process writes: it resumes on any number of processes, sharded or not.
 """
