@@ -1,12 +1,15 @@
 """fitwell's training loop vs a plain PyTorch loop: same model, data, batches and validation.
 
 Run: python bench/loop_overhead.py [--epochs 2] [--repeats 11] [--sizes small medium]
-                                   [--per-callback small] [--busy | --rule]
+                                   [--per-callback small] [--busy | --rule] [--fused]
 
 Both loops shuffle with the same per-epoch permutation, take index-slice batches of the same
 tensors, step the same optimizer from the same initial weights, and compute the same validation
 metrics each epoch. Runs alternate, in an order rotated each repeat, and the median of each is
-kept, so all see the same machine state. Prints fitwell / plain wall-time ratios.
+kept, so all see the same machine state. Prints fitwell / plain wall-time ratios. ``--fused`` adds
+fitwell with every default callback on the optimizer ``fitwell train`` builds (AdamW on PyTorch's
+fused kernel) against the plain loop on torch's default AdamW: what a user's run costs, not the
+loop's overhead (the math is the same; the kernel is not).
 """
 
 from __future__ import annotations
@@ -108,8 +111,10 @@ def fitwell_threads(model, batch: int, features: int) -> int:
     return choose_threads("auto", macs * batch)[0]
 
 
-def variants(per_callback: bool) -> list[str]:
+def variants(per_callback: bool, fused: bool = False) -> list[str]:
     names = ["plain", "plain (per-batch gather)", "fitwell", "fitwell+callbacks"]
+    if fused:
+        names.append("fitwell+callbacks, fused")
     if per_callback:
         names += [f"+{type(cb).__name__}" for cb in default_callbacks(Path(tempfile.mkdtemp()))]
     return names
@@ -118,7 +123,7 @@ def variants(per_callback: bool) -> list[str]:
 def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> float:
     model = copy.deepcopy(base)
     loss_fn = build_loss("auto", task)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=variant.endswith("fused") or None)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if variant.startswith("plain"):
@@ -126,7 +131,7 @@ def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> 
             plain_loop(model, loss_fn, optimizer, train, val, epochs, spec["batch"], 0, task, gather)
         else:
             callbacks = []
-            if variant == "fitwell+callbacks":
+            if variant.startswith("fitwell+callbacks"):
                 callbacks = default_callbacks(Path(tmp))
             elif variant.startswith("+"):  # one default callback alone
                 callbacks = [cb for cb in default_callbacks(Path(tmp)) if type(cb).__name__ == variant[1:]]
@@ -137,7 +142,7 @@ def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> 
 
 
 def measure(size: str, epochs: int, repeats: int, rule: bool = False,
-            per_callback: bool = False) -> dict[str, list[float]]:
+            per_callback: bool = False, fused: bool = False) -> dict[str, list[float]]:
     """Seconds of every variant, per repeat; variants rotate so none is always first."""
     spec = SIZES[size]
     task = "binary" if spec["classes"] == 2 else "multiclass"
@@ -147,7 +152,7 @@ def measure(size: str, epochs: int, repeats: int, rule: bool = False,
     base = MLP(spec["features"], [], out, hidden_sizes=spec["hidden"], dropout=0.0)
     threads = fitwell_threads(base, spec["batch"], spec["features"]) if rule else \
         torch.get_num_threads()  # chosen before the clock starts: a fixed cost per run
-    names = variants(per_callback)
+    names = variants(per_callback, fused)
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
@@ -211,6 +216,8 @@ def main() -> None:
                         " fitwell uses its thread rule (fitwell.engine.threads)")
     parser.add_argument("--rule", action="store_true", help="fitwell uses its thread rule on a quiet"
                         " machine too (default: the same threads as the plain loop: loop overhead only)")
+    parser.add_argument("--fused", action="store_true", help="add fitwell with its default optimizer (fused"
+                        " AdamW) against the plain loop on torch's default AdamW")
     args = parser.parse_args()
     burners = start_burners() if args.busy else None
     try:
@@ -257,11 +264,17 @@ def report(args) -> None:
     print(f"{'model':<8} {'plain s':>7} {'fitwell/plain':>21} {'+callbacks/plain':>21}"
           f" {'/plain per-batch gather':>24}")
     for size in args.sizes:
-        times = measure(size, args.epochs, args.repeats, rule, per_callback=size in args.per_callback)
+        times = measure(size, args.epochs, args.repeats, rule, per_callback=size in args.per_callback,
+                        fused=args.fused)
         print(f"{size:<8} {statistics.median(times['plain']):>7.3f}"
               f" {spread(ratios(times, 'fitwell', 'plain')):>21}"
               f" {spread(ratios(times, 'fitwell+callbacks', 'plain')):>21}"
               f" {spread(ratios(times, 'fitwell+callbacks', 'plain (per-batch gather)')):>24}", flush=True)
+        if args.fused:
+            ours = "fitwell+callbacks, fused"
+            print(f"  {size}: fitwell+callbacks on fused AdamW / plain on torch's default AdamW:"
+                  f" {spread(ratios(times, ours, 'plain'))}; / plain per-batch gather:"
+                  f" {spread(ratios(times, ours, 'plain (per-batch gather)'))}", flush=True)
         alone = [name for name in times if name.startswith("+")]
         if alone:
             steps = args.epochs * -(-int(SIZES[size]["rows"] * 0.9) // SIZES[size]["batch"])

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -90,3 +91,24 @@ def test_optimizers(name, kwargs, expected):
     assert isinstance(opt, expected)
     if kwargs.get("nesterov"):
         assert opt.defaults["nesterov"] is True
+
+
+@pytest.mark.parametrize("name, reference", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_steps_fused_and_follows_torchs_own_adam(name, reference):
+    """fitwell's Adam takes PyTorch's fused kernel on a CPU (one kernel for every tensor, not a
+    Python loop over them) and trains the same weights as torch's default Adam, within rounding."""
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    theirs = copy.deepcopy(ours)
+    opt = build_optimizer(name, ours, lr=0.05, weight_decay=0.01)
+    ref = reference([{"params": [theirs[0].weight, theirs[2].weight], "weight_decay": 0.01},
+                     {"params": [theirs[0].bias, theirs[2].bias], "weight_decay": 0.0}], lr=0.05)
+    assert opt.defaults["fused"] is True and not ref.defaults["fused"]
+    x, y = torch.randn(64, 5), torch.randn(64, 1)
+    for _ in range(50):
+        for model, optimizer in ((ours, opt), (theirs, ref)):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
