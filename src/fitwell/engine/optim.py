@@ -40,8 +40,8 @@ def sgd(groups, lr, momentum, nesterov):
 
 def fused(groups) -> bool:
     """Whether PyTorch's fused Adam kernel can step these parameters (floating point, on the CPU
-    or a CUDA device). On a CPU torch's default Adam steps one tensor at a time in Python: 183 us
-    a step on a 20-64-64-1 MLP against 75 us fused (docs/benchmarks.md, "Session 14")."""
+    or a CUDA device). On a CPU torch's default Adam steps one tensor at a time in Python: 111 us
+    a step on a 20-64-64-1 MLP against 31 us fused (docs/benchmarks.md, "Session 14")."""
     params = [p for group in groups for p in group["params"]]
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
