@@ -177,6 +177,38 @@ def test_grad_norm_is_the_total_gradient_norm_of_each_step(make_trainer):
         assert row["grad_norm_max"] == pytest.approx(row["reference_max"], rel=1e-5)
 
 
+def test_grad_norms_survive_a_mid_epoch_resume_and_a_parameter_without_a_gradient():
+    """A monitor restored from a mid-epoch checkpoint reports the same epoch mean and max as one that
+    never stopped, also when a later step leaves a parameter without a gradient."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    trainer = SimpleNamespace(model=model, sharded=False)
+    grads = [[torch.randn_like(p) for p in model.parameters()] for _ in range(6)]
+    grads[4][-1] = None  # the last bias got no gradient on step 5
+
+    def run(monitor, steps, state=None):
+        monitor.on_fit_start(trainer, None)
+        if state is not None:
+            monitor.load_state_dict(state)
+        for step in steps:
+            for p, g in zip(model.parameters(), grads[step], strict=True):
+                p.grad = g
+            monitor.on_before_optimizer_step(trainer, SimpleNamespace(step=step))
+        return monitor
+
+    expected = [float(torch.nn.utils.get_total_norm([g for g in step if g is not None])) for step in grads]
+    unbroken, metrics = run(GradientNormMonitor(), range(6)), {}
+    unbroken.on_validation_end(trainer, None, metrics)
+    saved = run(GradientNormMonitor(), range(3)).state_dict()
+    resumed, after = run(GradientNormMonitor(), range(3, 6), state=saved), {}
+    resumed.on_validation_end(trainer, None, after)
+    for got in (metrics, after):
+        assert got["grad_norm"] == pytest.approx(sum(expected) / 6, rel=1e-6)
+        assert got["grad_norm_max"] == pytest.approx(max(expected), rel=1e-6)
+
+
 def test_only_implemented_batch_hooks_are_called(tmp_path):
     assert overrides(Budget(), "on_batch_end") and not overrides(Budget(), "on_batch_start")
     assert not overrides(Callback(), "on_batch_end")
