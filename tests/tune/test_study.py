@@ -248,6 +248,22 @@ def test_search_across_model_families(tune_config, tmp_path):
     assert summary["test"]["roc_auc"] > 0.8
 
 
+# Two machines start `fitwell tune` at about the same time; on a busy 2-core CI host one process's
+# imports can take longer than the other's six small trials (seen: one pid ran all six). Each worker
+# imports what costs time, then waits at a file barrier for the other, then runs the real CLI.
+AFTER_BOTH_IMPORTED = """
+import os, sys, time, pathlib
+import optuna, torch, fitwell.cli, fitwell.tune
+barrier = pathlib.Path(sys.argv.pop(1))
+(barrier / str(os.getpid())).touch()
+deadline = time.monotonic() + 120
+while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+sys.argv[0] = "fitwell"
+fitwell.cli.main()
+"""
+
+
 @pytest.mark.slow
 def test_two_machines_share_one_study_through_postgresql(tune_config, tmp_path, postgres):
     """The multi-machine recipe: the same `fitwell tune` command started independently (here two
@@ -255,9 +271,11 @@ def test_two_machines_share_one_study_through_postgresql(tune_config, tmp_path, 
     study: the trials are shared out, each runs once, and each machine keeps the runs it trained."""
     path = tune_config({"trials": 6})
     machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    workers = [subprocess.Popen([sys.executable, "-m", "fitwell", "tune", str(path), "--storage", postgres,
-                                 "--study", "shared", f"track.runs_dir={folder}"],
+    workers = [subprocess.Popen([sys.executable, "-c", AFTER_BOTH_IMPORTED, str(barrier), "tune", str(path),
+                                 "--storage", postgres, "--study", "shared", f"track.runs_dir={folder}"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                for folder in machines]
     for worker in workers:
