@@ -131,13 +131,13 @@ def test_tune_searches_ensemble_settings_and_fits_each_member_once(tmp_path, mon
     from fitwell.tune import tune
 
     fitted = []
-    original = build._fit_member
+    original = build.fit_member
 
     def counting(spec, *args, **kwargs):
         fitted.append(spec.name)
         return original(spec, *args, **kwargs)
 
-    monkeypatch.setattr(build, "_fit_member", counting)
+    monkeypatch.setattr(build, "fit_member", counting)
     summary = tune({"data": {"source": "sklearn:breast_cancer"}, "train": FAST,
                     "track": {"runs_dir": str(tmp_path)},
                     "ensemble": {"members": [{"name": "mlp"}, {"name": "gbm", "kind": "lightgbm",

@@ -226,7 +226,7 @@ def test_a_member_deadline_is_shared_out_between_the_folds():
 
     from sklearn.model_selection import StratifiedKFold
 
-    from fitwell.ensemble.members import bag_folds
+    from fitwell.ensemble.folds import bag_folds
 
     X, y = xor_of_category_and_number(3000)
     spec = MemberConfig(name="gbm", kind="lightgbm",
@@ -247,7 +247,7 @@ def test_folds_fitted_side_by_side_give_the_same_bag():
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold
 
-    from fitwell.ensemble.members import bag_folds
+    from fitwell.ensemble.folds import bag_folds
 
     X, y = xor_of_category_and_number(2000)
     estimator = HistGradientBoostingClassifier(max_iter=30, random_state=0)
@@ -257,3 +257,43 @@ def test_folds_fitted_side_by_side_give_the_same_bag():
     np.testing.assert_array_equal(one[0], side_by_side[0])  # out-of-fold predictions, in fold order
     for a, b in zip(one[1].estimators, side_by_side[1].estimators, strict=True):
         np.testing.assert_array_equal(a.predict_proba(X[:50]), b.predict_proba(X[:50]))
+
+
+def test_members_in_one_queue_give_the_bags_they_give_alone_and_share_the_deadline_by_round():
+    """An ensemble of boosted trees fits every member's folds as one queue of one-thread jobs:
+    each member's out-of-fold predictions and fold models are the ones it gets alone, and a job's
+    deadline is its round's share of the way (2 workers, 6 jobs: rounds at 1/3, 2/3 and 1)."""
+    import time
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from fitwell.ensemble.folds import FoldJobs, bag_folds, fit_side_by_side
+
+    X, y = xor_of_category_and_number(1500)
+    started = time.monotonic()
+    deadline = started + 600.0
+    specs = [MemberConfig(name="gbm", kind="lightgbm", params={"n_estimators": 30}),
+             MemberConfig(name="hgb", kind="hist_gradient_boosting", params={"max_iter": 30})]
+    estimators = [build_member(spec, base_config(), "binary", 1, [], 2, tree_categorical=[1], seed=0,
+                               deadline=deadline) for spec in specs]
+    jobs = [FoldJobs(e, X, y, StratifiedKFold(3), None, "predict_proba", {}, 2) for e in estimators]
+    together = fit_side_by_side(jobs, workers=2)
+    for estimator, (oof, bag, seconds) in zip(estimators, together, strict=True):
+        if "threads" in estimator.get_params():
+            estimator.set_params(threads=1)  # what each job of the queue runs on
+        alone_oof, alone_bag = bag_folds(estimator, X, y, StratifiedKFold(3), None, "predict_proba", {}, 2,
+                                         workers=1, openmp_threads=1)
+        np.testing.assert_array_equal(oof, alone_oof)
+        for a, b in zip(bag.estimators, alone_bag.estimators, strict=True):
+            np.testing.assert_array_equal(a.predict_proba(X[:50]), b.predict_proba(X[:50]))
+        assert 0 < seconds < 60
+    shares = [(model.deadline - started) / 600.0 for _, bag, _ in together for model in bag.estimators]
+    np.testing.assert_allclose(shares, [1 / 3, 1 / 3, 2 / 3, 2 / 3, 1, 1], atol=0.01)
+
+
+def test_a_thread_count_in_a_members_params_wins_over_the_queues():
+    X, y = xor_of_category_and_number(400)
+    model = member(kind="lightgbm", params={"n_estimators": 5, "n_jobs": 2}).set_params(threads=1).fit(X, y)
+    assert model.estimator_.get_params()["n_jobs"] == 2
+    model = member(kind="lightgbm", params={"n_estimators": 5}).set_params(threads=1).fit(X, y)
+    assert model.estimator_.get_params()["n_jobs"] == 1

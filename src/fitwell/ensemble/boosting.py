@@ -68,11 +68,15 @@ class _BoostedTrees(BaseEstimator):
         validation_fraction: share of the rows given to ``fit`` held out for early stopping.
         random_state: seed of the library and of the held-out rows.
         deadline: a ``time.monotonic()`` reading after which no more trees are added.
+        threads: the library's threads for fitting (None: the free cores); a thread count in
+            ``params`` wins.
     """
+
+    threads: int | None = None  # models saved before this parameter existed load without it
 
     def __init__(self, kind: str = "lightgbm", params: dict | None = None, categorical=(),
                  early_stopping: int = 0, validation_fraction: float = 0.1, random_state: int = 0,
-                 deadline: float | None = None):
+                 deadline: float | None = None, threads: int | None = None):
         self.kind = kind
         self.params = params
         self.categorical = categorical
@@ -80,6 +84,7 @@ class _BoostedTrees(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.deadline = deadline
+        self.threads = threads
 
     def fit(self, X, y, sample_weight=None):
         from fitwell.engine.threads import free_cores
@@ -89,7 +94,7 @@ class _BoostedTrees(BaseEstimator):
         if classify:  # codes 0..k-1 of the classes present (XGBoost needs them contiguous)
             self.classes_, y = np.unique(y, return_inverse=True)
         model = library_estimator(self.kind, classify, dict(self.params or {}), list(self.categorical),
-                                  X.shape[1], int(self.random_state), free_cores())
+                                  X.shape[1], int(self.random_state), self.threads or free_cores())
         fit_rows, held = _held_out(len(y), y if classify else None, self.early_stopping,
                                    self.validation_fraction, self.random_state)
         weight = None if sample_weight is None else np.asarray(sample_weight)

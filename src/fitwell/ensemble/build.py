@@ -26,8 +26,9 @@ from fitwell.data.prepare import PreparedData
 from fitwell.ensemble.budget import MemberBudget
 from fitwell.ensemble.combine import build_combiner, error_correlation, nested_oof_loss, selection_metric
 from fitwell.ensemble.features import TreeFeatures
-from fitwell.ensemble.members import TREE_KINDS, bag_folds, build_member, openmp_limit, openmp_plan
-from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun, Member, normalise
+from fitwell.ensemble.fitting import fit_member, fit_together, side_by_side
+from fitwell.ensemble.members import TREE_KINDS
+from fitwell.ensemble.model import ENSEMBLE_FILE, EnsembleModel, EnsembleRun
 from fitwell.ensemble.tables import (
     describe_wrapping,
     headline,
@@ -175,50 +176,66 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
     """Every member's out-of-fold, validation and test outputs (reused from ``cache`` when its
     spec, data and seed are unchanged) and its score rows."""
     config, prepared = start.config, start.prepared
-    task, sizes = prepared.task, prepared.split.sizes()
     views, tree_view = member_views(start, chosen)
     y = {part: t.target.numpy() for part, t in (("train", prepared.train), ("val", prepared.val),
                                                  ("test", prepared.test))}
     weight = None if prepared.train.weight is None else prepared.train.weight.numpy()
-    num_classes = 0 if task == "regression" else len(prepared.preprocessor.classes_)
+    num_classes = 0 if prepared.task == "regression" else len(prepared.preprocessor.classes_)
     splitter, groups = out_of_fold_splitter(config, prepared, config.ensemble.folds)
     fingerprint = _key(config.model_dump(mode="json", exclude={"ensemble", "tune", "track"}), cv)
     fitted = {"members": [], "rows": {}, "outputs": {"oof": [], "val": [], "test": []}, "by_name": {},
               "y": y, "tree_view": tree_view, "names": [], "chosen": [], "skipped": []}
     budget = MemberBudget(config.ensemble.time_limit, start.started_at, config.ensemble.folds)
+    together = side_by_side(config, chosen)
+
+    def key(index: int, spec) -> str:
+        return _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
+                    config.ensemble.validation_fraction, config.ensemble.final)
+
     with warnings.catch_warnings():
         _quiet()
+        if together:  # every member's folds in one queue, under the run's deadline
+            missing = [index for index, spec in enumerate(chosen) if key(index, spec) not in cache]
+            results = fit_together(start, chosen, missing, views, tree_view, y, weight, num_classes, splitter,
+                                   groups, budget.deadline())
+            cache.update({key(index, chosen[index]): result
+                          for index, result in zip(missing, results, strict=True)})
         for index, spec in enumerate(chosen):
-            if not budget.allows(spec, start.say, len(chosen) - index):
+            if not together and not budget.allows(spec, start.say, len(chosen) - index):
                 fitted["skipped"].append(spec.name)
                 continue
             where = f"ensemble.members.{config.ensemble.members.index(spec)}"
             spec = budget.for_member(spec, len(chosen) - index)
-            key = _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
-                       config.ensemble.validation_fraction, config.ensemble.final)
-            if key not in cache:
-                cache[key] = _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
-                                         splitter, groups, config.seed + index,
-                                         config.ensemble.validation_fraction, where,
-                                         budget.member_deadline(len(chosen) - index))
-            member, outs, seconds = cache[key]
-            budget.spent.append(seconds)
-            fitted["names"].append(spec.name)
-            fitted["chosen"].append(spec)
-            fitted["by_name"][spec.name] = outs
-            fitted["members"].append(member)
-            for part in fitted["outputs"]:
-                fitted["outputs"][part].append(outs[part])
-            row = {"kind": spec.kind, "view": member.view, "fit_seconds": seconds,
-                   "oof": _scores(task, prepared, y["train"], outs["oof"])}
-            if sizes["val"]:
-                row["validation"] = _scores(task, prepared, y["val"], outs["val"])
-            if score_test:
-                row["test"] = _scores(task, prepared, y["test"], outs["test"])
-            fitted["rows"][spec.name] = row
-            start.say(f"member [bold]{spec.name}[/] ({spec.kind}{describe_wrapping(spec)}): fitted in"
-                      f" {seconds:.1f} s; out-of-fold {headline(task, row['oof'])}")
+            if key(index, spec) not in cache:
+                cache[key(index, spec)] = fit_member(
+                    spec, config, prepared, views, tree_view, y, weight, num_classes, splitter, groups,
+                    config.seed + index, config.ensemble.validation_fraction, where,
+                    budget.member_deadline(len(chosen) - index))
+            budget.spent.append(cache[key(index, spec)][2])
+            record_member(start, fitted, spec, cache[key(index, spec)], score_test)
     return fitted
+
+
+def record_member(start, fitted: dict, spec, result: tuple, score_test: bool) -> None:
+    """A fitted member's outputs and score row added to ``fitted``, and its line said."""
+    prepared, y = start.prepared, fitted["y"]
+    task = prepared.task
+    member, outs, seconds = result
+    fitted["names"].append(spec.name)
+    fitted["chosen"].append(spec)
+    fitted["by_name"][spec.name] = outs
+    fitted["members"].append(member)
+    for part in fitted["outputs"]:
+        fitted["outputs"][part].append(outs[part])
+    row = {"kind": spec.kind, "view": member.view, "fit_seconds": seconds,
+           "oof": _scores(task, prepared, y["train"], outs["oof"])}
+    if len(y["val"]):
+        row["validation"] = _scores(task, prepared, y["val"], outs["val"])
+    if score_test:
+        row["test"] = _scores(task, prepared, y["test"], outs["test"])
+    fitted["rows"][spec.name] = row
+    start.say(f"member [bold]{spec.name}[/] ({spec.kind}{describe_wrapping(spec)}): fitted in"
+              f" {seconds:.1f} s; out-of-fold {headline(task, row['oof'])}")
 
 
 def combine_members(start, fitted: dict, score_test: bool) -> dict:
@@ -330,47 +347,3 @@ def save_ensemble(start, fitted: dict, combined: dict, score_test: bool, report:
         start.say(f"report: {write_report(run_dir.path)}")
     finish_run_directory(start)
     return run
-
-
-def _fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes, splitter, groups, seed,
-                validation_fraction, where, deadline=None):
-    from sklearn.base import clone
-    from sklearn.model_selection import cross_val_predict
-
-    task = prepared.task
-    pre = prepared.preprocessor
-    view = "tree" if spec.kind in TREE_KINDS else "nn"
-    tree_categorical = []
-    if view == "tree":
-        counts = [len(c) for c in tree_view.encoder_.categories_] if tree_view.encoder_ else []
-        # HistGradientBoosting takes at most 255 categories per feature; more stay ordinal codes there
-        limit = 255 if spec.kind == "hist_gradient_boosting" else np.inf
-        tree_categorical = [i for i, n in zip(tree_view.categorical_, counts, strict=True) if n < limit]
-    estimator = build_member(spec, config, task, pre.num_numeric, pre.cardinalities_, num_classes,
-                             tree_categorical, seed, validation_fraction, where, deadline)
-    method = "predict" if task == "regression" else "predict_proba"
-    params = {} if weight is None else {"sample_weight": weight}
-    started = time.perf_counter()
-    threads, workers = openmp_plan(spec.kind)
-    with openmp_limit(threads):
-        if config.ensemble.final == "bag":
-            oof, fitted = bag_folds(estimator, views["train"][view], y["train"], splitter, groups, method,
-                                    params, num_classes, workers=workers, openmp_threads=threads)
-        else:
-            oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
-                                    groups=groups, method=method, params=params)
-            fitted = clone(estimator).fit(views["train"][view], y["train"], **params)
-    seconds = time.perf_counter() - started
-    member = Member(spec.name, view, fitted)
-    outs = {"oof": np.asarray(oof, dtype=np.float64) if task == "regression" else normalise(oof)}
-    for part in ("val", "test"):
-        outs[part] = member.output(task, {view: views[part][view]}) if len(y[part]) else \
-            np.zeros((0,) if task == "regression" else (0, num_classes))
-    if spec.calibration != "none":
-        from fitwell.evaluate.calibration import fit_probability_calibrator
-
-        member.calibrator = fit_probability_calibrator(spec.calibration, outs["val"], y["val"])
-        raw_test = outs["test"]
-        outs = {part: member.calibrator.predict_proba(out) if len(out) else out for part, out in outs.items()}
-        outs["test_uncalibrated"] = raw_test
-    return member, outs, seconds
