@@ -133,3 +133,20 @@ def test_the_selection_metric_decides_which_member_greedy_keeps():
     assert greedy_weights(outputs, y, "binary", 10, "roc_auc")[0] > 0.5
     assert greedy_weights(outputs, y, "binary", 10, "log_loss")[1] > 0.5
     assert selection_metric("binary", "auto") == "roc_auc" and selection_metric("regression", "auto") == "mse"
+
+
+def test_the_combiners_roc_auc_is_scikit_learns_with_ties_and_unsorted_scores():
+    """The binary selection metric is computed from ranks (no input checks): the same number as
+    scikit-learn's roc_auc_score, ties counted a half, on scores rounded to make many ties."""
+    from sklearn.metrics import roc_auc_score
+
+    from fitwell.ensemble.combine import ensemble_loss, rank_auc
+
+    rng = np.random.default_rng(0)
+    for decimals in (0, 1, 2, 6):
+        y = rng.integers(0, 2, 997)
+        score = np.round(rng.random(997) + 0.4 * y, decimals)
+        assert rank_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+        output = np.c_[1 - score, score]
+        assert ensemble_loss("binary", y, output, "roc_auc") == pytest.approx(1 - roc_auc_score(y, score),
+                                                                              abs=1e-12)
