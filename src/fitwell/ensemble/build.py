@@ -186,7 +186,7 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
     fitted = {"members": [], "rows": {}, "outputs": {"oof": [], "val": [], "test": []}, "by_name": {},
               "y": y, "tree_view": tree_view, "names": [], "chosen": [], "skipped": []}
     budget = MemberBudget(config.ensemble.time_limit, start.started_at, config.ensemble.folds)
-    together = side_by_side(config, chosen)
+    together = side_by_side(config, chosen)  # workers of one queue of every fold, or 0
 
     def key(index: int, spec) -> str:
         return _key(fingerprint, spec.model_dump(mode="json"), index, config.ensemble.folds,
@@ -197,7 +197,7 @@ def fit_members(start, chosen, cv, score_test: bool, cache: dict) -> dict:
         if together:  # every member's folds in one queue, under the run's deadline
             missing = [index for index, spec in enumerate(chosen) if key(index, spec) not in cache]
             results = fit_together(start, chosen, missing, views, tree_view, y, weight, num_classes, splitter,
-                                   groups, budget.deadline())
+                                   groups, budget.deadline(), together)
             cache.update({key(index, chosen[index]): result
                           for index, result in zip(missing, results, strict=True)})
         for index, spec in enumerate(chosen):

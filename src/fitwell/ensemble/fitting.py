@@ -14,16 +14,19 @@ from fitwell.ensemble.members import TREE_KINDS, build_member
 from fitwell.ensemble.model import Member, normalise
 
 
-def side_by_side(config: RunConfig, chosen) -> bool:
-    """Whether the members' folds run as one queue of one-thread jobs on the free cores: more
-    than one member, every one a boosted-tree model not wrapped in bagging or AdaBoost, fold
-    models kept (``final: bag``) and more than one core free. A network member keeps the
-    one-member-at-a-time order (its fold fits use torch's threads and their share of the time)."""
+def side_by_side(config: RunConfig, chosen) -> int:
+    """The workers of one queue of one-thread jobs holding every member's folds (the free cores),
+    or 0 when members are fitted one at a time. A queue needs more than one member, every one a
+    boosted-tree model not wrapped in bagging or AdaBoost, fold models kept (``final: bag``) and more
+    than one core free; a network member keeps the one-member-at-a-time order (its fold fits use
+    torch's threads and their share of the time)."""
     from fitwell.engine.threads import free_cores
 
-    return (config.ensemble.final == "bag" and len(chosen) > 1
-            and all(spec.kind in TREE_KINDS and not spec.bagging and not spec.boosting for spec in chosen)
-            and free_cores() > 1)
+    if not (config.ensemble.final == "bag" and len(chosen) > 1
+            and all(spec.kind in TREE_KINDS and not spec.bagging and not spec.boosting for spec in chosen)):
+        return 0
+    workers = free_cores()
+    return workers if workers > 1 else 0
 
 
 def member_estimator(spec, config, prepared, tree_view, num_classes, seed, validation_fraction, where,
@@ -43,10 +46,9 @@ def member_estimator(spec, config, prepared, tree_view, num_classes, seed, valid
 
 
 def fit_together(start, chosen, indices, views, tree_view, y, weight, num_classes, splitter, groups,
-                      deadline) -> list:
-    """(member, outputs, seconds) of the members at ``indices``, their folds fitted as one queue."""
-    from fitwell.engine.threads import free_cores
-
+                 deadline, workers: int) -> list:
+    """(member, outputs, seconds) of the members at ``indices``, their folds fitted as one queue on
+    ``workers`` threads."""
     config, prepared = start.config, start.prepared
     method = "predict" if prepared.task == "regression" else "predict_proba"
     params = {} if weight is None else {"sample_weight": weight}
@@ -61,7 +63,7 @@ def fit_together(start, chosen, indices, views, tree_view, y, weight, num_classe
                              num_classes))
         member_views.append(view)
     out = []
-    for index, view, (oof, bag, seconds) in zip(indices, member_views, fit_side_by_side(jobs, free_cores()),
+    for index, view, (oof, bag, seconds) in zip(indices, member_views, fit_side_by_side(jobs, workers),
                                                 strict=True):
         member = Member(chosen[index].name, view, bag)
         out.append((member, member_outputs(chosen[index], member, prepared.task, views, y, num_classes, oof),
