@@ -16,6 +16,17 @@ from fitwell.errors import ConfigError, did_you_mean
 
 ConfigLike = str | Path | Mapping[str, Any] | RunConfig
 
+# libyaml's parser and emitter where PyYAML was built with them (its wheels are): the same
+# documents, about ten times faster than the pure-Python ones (a resolved config: 37 -> 3.5 ms
+# to read, 15 -> 2.5 ms to write)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, through libyaml when PyYAML has it."""
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 -- a safe loader
+
 
 def parse_value(text: str) -> Any:
     """Type a CLI override value: numbers, booleans, null, lists and dicts as YAML reads them.
@@ -31,7 +42,7 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -211,7 +222,7 @@ PRESETS = ("fast", "good", "best")
 
 def preset_values(name: str) -> dict[str, Any]:
     """The config values of a preset, as shipped in ``fitwell/presets/<name>.yaml``."""
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml").read_text())
+    return parse_yaml((Path(__file__).resolve().parents[1] / "presets" / f"{name}.yaml").read_text())
 
 
 def merge_under(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +251,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; check the path")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
@@ -289,4 +300,4 @@ def load_config(
 
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML, loadable by ``load_config``."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=_DUMPER, sort_keys=False)

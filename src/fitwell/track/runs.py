@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fitwell.config.load import parse_yaml
 from fitwell.errors import UserError
 from fitwell.track.loggers import flatten
 from fitwell.track.run_dir import resumable
@@ -94,7 +93,7 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
 def _config(path: Path) -> dict[str, Any]:
     if not (path / "config.yaml").exists():
         raise UserError(f"{path} is not a fitwell run directory (no config.yaml)")
-    return flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    return flatten(parse_yaml((path / "config.yaml").read_text()) or {})
 
 
 def compare_runs(first: str | Path, second: str | Path, everything: bool = False) -> dict[str, list]:
