@@ -24,7 +24,8 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 2 -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # The timm extra needs torchvision, which does not pair with the CPU torch above: its tests
 # (tests/models/test_timm.py, skipped in `make test` without timm) run in their own venv with a

@@ -104,6 +104,7 @@ def test_an_unknown_preset_names_the_known_ones():
         load_config({"preset": "godo"})
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_the_time_limit_holds_with_an_ensemble(tmp_path):
     """A 6,000-row table whose good-preset ensemble takes far longer than 20 s untimed: with

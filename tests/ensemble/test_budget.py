@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from fitwell.config.search import MemberConfig
 from fitwell.ensemble.budget import MemberBudget
 
@@ -41,6 +43,7 @@ def test_each_member_gets_its_fair_share_of_the_time_left():
     assert MemberBudget(None, time.monotonic(), 5).member_deadline(3) is None
 
 
+@pytest.mark.serial
 def test_a_fitwell_member_stops_at_its_train_max_time():
     """An ensemble's network member trains under train.max_time (its share of ensemble.time_limit):
     a model that would take minutes stops within the share."""

@@ -112,6 +112,7 @@ def test_early_stopping_stops_boosted_trees_on_noise_and_keeps_going_on_signal(k
     assert fitted["noise"] < 60 < fitted["signal"], fitted
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
 def test_a_deadline_stops_a_boosted_tree_member_in_time(kind):
     import time
@@ -219,6 +220,7 @@ def test_fold_bagging_predicts_with_the_models_that_made_the_out_of_fold_predict
     assert np.allclose(again.predict(new)["prediction"], run.predict(new)["prediction"])
 
 
+@pytest.mark.serial
 def test_a_member_deadline_is_shared_out_between_the_folds():
     """Fold i of k may run until i/k of the way to the member's deadline: with trees that would
     take hours, every fold model still gets its share of rounds, and the member ends in time."""
