@@ -229,15 +229,15 @@ def fit_and_score(start: RunStart, extra: Sequence[Callback], checkpoint, score_
 
         transfer = start.config.transfer
         chosen.append(BackboneFreezing(model, transfer.freeze, transfer.unfreeze_every))
+    threads, why, following = training_threads(start.config, model, prepared.train, device_of(fabric))
     trainer = build_trainer(start.config, model, loss_fn, prepared.task, len(prepared.train),
-                            [*chosen, *trackers], fabric=fabric, decode=pre.decode_regression,
+                            [*chosen, *following, *trackers], fabric=fabric, decode=pre.decode_regression,
                             run_dir=start.run_dir.path, inputs=pre.input_spec(),
                             privacy=private_training(start.config, pre, len(prepared.train)))
     if trainer.privacy is not None:
         start.say(trainer.privacy.plan.describe())
     start.training_started = True
-    threads, why = training_threads(start.config, model, prepared.train, device_of(fabric))
-    start.say(f"threads: {threads} ({why})")
+    start.say(f"threads: {threads} ({why}{'; fewer while other work holds the cores' if following else ''})")
     with thread_limit(threads):
         state = trainer.fit(prepared.train, prepared.val, checkpoint=checkpoint)
     if rank:  # rank 0 scores, reports and finishes the run directory

@@ -1,6 +1,7 @@
 """The CPU thread rule: one thread for small models, the free cores for large ones, the user's
 setting when there is one; set for the fit and restored after it."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +62,73 @@ def test_a_run_trains_small_models_on_one_thread_and_restores_the_count(tmp_path
                    "explain": {"permutation": False}},
                   data=mixed_frame, callbacks=[Spy()])
     assert seen[-1] == 2 and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("busy_share, own, expected", [
+    (1.0, 1.0, 1),   # both of 2 cores busy, one of them ours: another process holds the other
+    (0.5, 1.0, 2),   # only ours
+    (1.0, 2.0, 2),   # both ours
+    (0.9, 0.4, 1),   # others hold about 1.4 cores
+    (1.0, 0.0, 1),   # others hold both: never below one
+])
+def test_threads_left_for_the_cores_others_leave_free(busy_share, own, expected):
+    from fitwell.engine.threads import threads_left
+
+    assert threads_left(busy_share, own, ceiling=2, cores=2) == expected
+    assert threads_left(0.0, 0.0, ceiling=3, cores=8) == 3  # never above the count chosen at the start
+
+
+def test_a_count_from_the_free_cores_follows_them_and_a_users_count_does_not(monkeypatch):
+    import fitwell.engine.threads as threads
+    from fitwell.config import load_config
+    from fitwell.data.tensors import TensorData
+    from fitwell.engine.build import training_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda window=0.1: 0)
+    wide = MLP(64, [], 2, hidden_sizes=[512, 512])  # about 300k multiply-adds a row: above the crossover
+    rows = np.zeros((4, 64), np.float32)
+    data = TensorData.from_numpy(rows, np.zeros((4, 0), np.int64), np.zeros(4, np.int64))
+    count, _, following = training_threads(load_config({"train": {"batch_size": 256}}), wide, data)
+    assert count == 2 and [type(cb) for cb in following] == [threads.FollowFreeCores]
+    assert following[0].ceiling == 2
+    for train in ({"threads": 2}, {"deterministic": True}):
+        assert training_threads(load_config({"train": {"batch_size": 256, **train}}), wide, data)[2] == []
+    small = MLP(64, [], 2, hidden_sizes=[8])
+    count, _, following = training_threads(load_config({}), small, data)
+    assert (count, following) == (1, [])
+
+
+@pytest.mark.serial
+@pytest.mark.skipif(__import__("os").cpu_count() < 2, reason="needs 2 cores")
+def test_the_count_goes_down_while_another_process_holds_a_core_and_back_up_after():
+    """A run on 2 threads (busy on one core here) with a burner process on the other: the count
+    drops to one within a few readings, and returns to 2 once the burner stops."""
+    import subprocess
+    import sys
+    import time
+
+    from fitwell.engine.threads import FollowFreeCores, thread_limit
+
+    def train_for(follower, seconds, until=None):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until()):
+            x = 0.0
+            for _ in range(20_000):  # a step's work on this thread
+                x += 1.0
+            follower.on_batch_end(None, None)
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with thread_limit(2):
+            follower = FollowFreeCores(ceiling=2, every=0.3)
+            follower.on_fit_start(None, None)
+            train_for(follower, 6.0, until=lambda: torch.get_num_threads() == 1)
+            assert torch.get_num_threads() == 1, follower.counts
+            burner.kill()
+            burner.wait()
+            train_for(follower, 6.0, until=lambda: torch.get_num_threads() == 2)
+            assert follower.counts == [1, 2]
+    finally:
+        burner.kill()

@@ -227,16 +227,21 @@ def measure_auto(config: RunConfig, model: torch.nn.Module, loss_fn, data: Tenso
 
 
 def training_threads(config: RunConfig, model: torch.nn.Module, data: TensorData,
-                     device: torch.device | str = "cpu") -> tuple[int, str]:
-    """The CPU thread count for training ``model`` on ``data`` (see ``fitwell.engine.threads``)."""
-    from fitwell.engine.threads import choose_threads, forward_macs
+                     device: torch.device | str = "cpu") -> tuple[int, str, list]:
+    """The CPU thread count for training ``model`` on ``data`` (see ``fitwell.engine.threads``),
+    why, and the callbacks that keep it to the free cores while training (a count taken from
+    them, above one; else none)."""
+    from fitwell.engine.threads import FollowFreeCores, choose_threads, follows_load, forward_macs
 
     if torch.device(device).type != "cpu" or len(data) == 0:
-        return torch.get_num_threads(), "training runs on an accelerator"
+        return torch.get_num_threads(), "training runs on an accelerator", []
     rows = min(2, len(data))
     sample = data.select(np.arange(rows))
     macs = forward_macs(model, sample.numeric, sample.codes, sample.inputs) // rows
-    return choose_threads(config.train.threads, macs * config.train.batch_size, config.train.deterministic)
+    train = config.train
+    threads, why = choose_threads(train.threads, macs * train.batch_size, train.deterministic)
+    follow = threads > 1 and follows_load(train.threads, train.deterministic)
+    return threads, why, [FollowFreeCores(threads)] if follow else []
 
 
 def held_out_rows(target: np.ndarray, task: str, share: float, seed: int,
@@ -279,10 +284,6 @@ def fit_arrays(config: RunConfig, model: torch.nn.Module, task: str, numeric: np
                                          config.train.early_stopping.enabled)
     validation = len(val_rows) > 0
     loss_fn = build_run_loss(config, task, list(range(num_classes)), target[train_rows])
-    chosen = stopping_callbacks(config, validation)
-    if config.train.max_time or config.train.max_steps:  # an ensemble member's share of a time limit
-        chosen.append(Budget(config.train.max_time, config.train.max_steps))
-    trainer = build_trainer(config, model, loss_fn, task, len(train_rows), chosen, decode=decode)
 
     def part(index):
         return TensorData.from_numpy(numeric[index], codes[index], target[index],
@@ -290,7 +291,11 @@ def fit_arrays(config: RunConfig, model: torch.nn.Module, task: str, numeric: np
 
     from fitwell.engine.threads import thread_limit
 
-    threads, _ = training_threads(config, model, part(train_rows[:2]))
+    threads, _, chosen = training_threads(config, model, part(train_rows[:2]))
+    chosen += stopping_callbacks(config, validation)
+    if config.train.max_time or config.train.max_steps:  # an ensemble member's share of a time limit
+        chosen.append(Budget(config.train.max_time, config.train.max_steps))
+    trainer = build_trainer(config, model, loss_fn, task, len(train_rows), chosen, decode=decode)
     with thread_limit(threads):
         state = trainer.fit(part(train_rows), part(val_rows) if validation else None)
     if state.diverged:

@@ -11,6 +11,13 @@ below the measured crossover, and above it the cores that are not already busy (
 /proc/stat for a tenth of a second) -- except with ``train.deterministic``, where it stays every
 core so that two runs use the same thread count. The count is set for the fit only and restored
 afterwards.
+
+A count taken from the free cores then follows them while the run trains (``FollowFreeCores``):
+every two seconds the other processes' share of the CPUs is read from /proc/stat (this process's
+own CPU time taken out), and the count goes down to the cores they leave free, or back up to what
+was chosen at the start. A burner started on one of 2 cores 8 s after the tabular transformer's
+quality-floor test began (after its run chose 2 threads) made the test 2.6x slower than quiet
+(60.6 and 66.0 s against 23.5-24.1 s); following the load, 26.9 and 30.2 s.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import time
 from contextlib import contextmanager
 
 import torch
+
+from fitwell.engine.callbacks.base import Callback
 
 # Multiply-adds of one batch's forward pass from which two threads beat one by 15% or more.
 CROSSOVER_MACS = 3_000_000
@@ -101,6 +110,66 @@ def choose_threads(setting: int | str, macs_per_batch: int, deterministic: bool 
     busy = busy_cores() if busy is None else busy
     free = max(1, cores - busy)
     return free, f"{free} of {cores} cores" + (f" ({busy} busy with other work)" if busy else "")
+
+
+def follows_load(setting: int | str, deterministic: bool = False) -> bool:
+    """Whether ``choose_threads`` takes the count from the free cores (so that it may follow them
+    while training): not a count the user set (``train.threads``, ``OMP_NUM_THREADS``), nor the
+    fixed one of a deterministic run."""
+    return setting == "auto" and not os.environ.get("OMP_NUM_THREADS") and not deterministic
+
+
+def threads_left(busy_share: float, own_cores: float, ceiling: int, cores: int) -> int:
+    """The thread count for the cores other processes leave free: ``busy_share`` of every CPU was
+    busy, ``own_cores`` of it this process's; never above ``ceiling`` nor below one.
+
+    Example:
+        >>> threads_left(1.0, 1.0, ceiling=2, cores=2)  # a burner holds the other core
+        1
+        >>> threads_left(0.5, 1.0, ceiling=2, cores=2)  # it stopped
+        2
+    """
+    others = busy_share * cores - own_cores
+    return max(1, min(ceiling, cores - int(others + 0.5)))
+
+
+class FollowFreeCores(Callback):
+    """Keep the intra-op thread count to the cores other processes leave free, read every
+    ``every`` seconds of training, between ``ceiling`` (the count chosen at the start) and one.
+
+    A count chosen from a quiet machine oversubscribes it once other work starts: each of the
+    run's threads then waits for the others at every parallel region. Added by
+    ``fitwell.engine.build.training_threads`` when the count came from the free cores and is more
+    than one; a cost per step of one clock reading.
+    """
+
+    order = -20
+    stops_alike = True  # never stops
+
+    def __init__(self, ceiling: int, every: float = 2.0):
+        self.ceiling, self.every = ceiling, every
+        self.counts: list[int] = []  # every count it set, in order
+
+    @staticmethod
+    def _reading() -> tuple[float, tuple[int, int] | None, float]:
+        return time.monotonic(), _cpu_times(), sum(os.times()[:2])
+
+    def on_fit_start(self, trainer, state):
+        self._last = self._reading()
+
+    def on_batch_end(self, trainer, state):
+        if time.monotonic() - self._last[0] < self.every:
+            return
+        now = self._reading()
+        (then, before, own_before), self._last = self._last, now
+        if before is None or now[1] is None or now[1][1] == before[1]:
+            return
+        share = (now[1][0] - before[0]) / (now[1][1] - before[1])
+        own = (now[2] - own_before) / (now[0] - then)
+        threads = threads_left(share, own, self.ceiling, available_cores())
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            self.counts.append(threads)
 
 
 def free_cores() -> int:

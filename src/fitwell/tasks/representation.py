@@ -72,8 +72,9 @@ def train_autoencoder(start, rows: Any, extra_callbacks=()):
     kwargs.update(num_numeric=pre.num_numeric, cardinalities=pre.cardinalities_, out_features=pre.num_numeric)
     kwargs = recorded_arguments(name, kwargs)
     model = MODELS.build(name, key="model.name", **kwargs)
-    callbacks = build_callbacks(config, start.run_dir.path, extra_callbacks, console=start.console,
-                                started_at=start.started_at)
+    threads, _, following = training_threads(config, model, data["train"], "cpu")
+    callbacks = build_callbacks(config, start.run_dir.path, [*extra_callbacks, *following],
+                                console=start.console, started_at=start.started_at)
     trainer = build_trainer(config, model, ReconstructionLoss(model), config.data.task, len(data["train"]),
                             callbacks, run_dir=start.run_dir.path)
     checkpoint = None
@@ -81,7 +82,6 @@ def train_autoencoder(start, rows: Any, extra_callbacks=()):
         from fitwell.engine.checkpoint import load_checkpoint
 
         checkpoint, _ = load_checkpoint(start.run_dir.checkpoints)
-    threads, _ = training_threads(config, model, data["train"], "cpu")
     with thread_limit(threads):
         state = trainer.fit(data["train"], data["val"] if len(data["val"]) else None, checkpoint=checkpoint)
     network = trainer.eval_module
