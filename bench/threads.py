@@ -1,12 +1,20 @@
 """Intra-op threads vs model size, on a quiet machine and with the other cores busy.
 
 Run: python bench/threads.py [--steps 200]
+     python bench/threads.py --late [--repeats 2]
 
 For MLPs of growing width (batch 256), times one training step (forward, backward, Adam) with 1
 thread and with every core, first on a quiet machine, then with a CPU burner process on every
 core but one. Prints microseconds per step, the 1-thread / all-threads ratio, and the work per
 step (multiply-adds x batch) at which more threads start to pay: fitwell.engine.threads uses that
 crossover. A ratio above 1 means one thread is slower.
+
+``--late``: a run that chose its threads on a quiet machine, then another process starts. A wide
+MLP (32 -> 1024 -> 1024 -> 1, batch 256: above the crossover, so fitwell picks every core) trains a
+fixed number of epochs through ``fitwell.engine.build.fit_arrays``: quiet; with a burner on every
+core but one from 1 s after the start, the count following the free cores (fitwell's default);
+and the same with the count held at its start value (before session 16). Runs alternate; prints
+seconds and each one's ratio to quiet.
 """
 
 from __future__ import annotations
@@ -61,10 +69,69 @@ def table(steps: int) -> list[tuple]:
     return rows
 
 
+def late_run(follow: bool, burner_after: float | None, rows: int = 20_000, epochs: int = 3) -> float:
+    """Seconds for fit_arrays on the wide MLP, a burner starting ``burner_after`` s in (or none)."""
+    import numpy as np
+
+    import fitwell.engine.threads as threads
+    from fitwell.config import load_config
+    from fitwell.engine.build import fit_arrays
+    from fitwell.models import MLP
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 32)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    config = load_config({"train": {"epochs": epochs, "batch_size": 256, "progress": False,
+                                    "early_stopping": {"enabled": False}}})
+    model = MLP(32, [], 1, hidden_sizes=[1024, 1024])
+    keep = threads.follows_load
+    if not follow:
+        threads.follows_load = lambda *args, **kwargs: False
+    stop = multiprocessing.Event()
+    others = max(1, (os.cpu_count() or 1) - 1)
+    burners = [multiprocessing.Process(target=burn, args=(stop,)) for _ in range(others)]
+    timer = None
+    if burner_after is not None:
+        import threading
+
+        timer = threading.Timer(burner_after, lambda: [proc.start() for proc in burners])
+        timer.start()
+    started = time.perf_counter()
+    try:
+        fit_arrays(config, model, "binary", x, np.zeros((rows, 0), np.int64), y, num_classes=2)
+        return time.perf_counter() - started
+    finally:
+        threads.follows_load = keep
+        if timer is not None:
+            timer.cancel()
+        stop.set()
+        for proc in burners:
+            if proc.pid is not None:
+                proc.join()
+
+
+def late(repeats: int) -> None:
+    cases = {"quiet": (True, None), "late burner, following": (True, 1.0), "late burner, held": (False, 1.0)}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, (follow, after) in cases.items():
+            seconds[name].append(late_run(follow, after))
+            print(f"  {name:24s} {seconds[name][-1]:6.2f} s", flush=True)
+    quiet = min(seconds["quiet"])
+    for name, values in seconds.items():
+        print(f"{name:24s} {', '.join(f'{v:.2f}' for v in values)} s  ratio to quiet"
+              f" {', '.join(f'{v / quiet:.2f}' for v in values)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--late", action="store_true", help="threads chosen quiet, then a burner starts")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    if args.late:
+        late(args.repeats)
+        return
     cores = os.cpu_count() or 1
     print(f"quiet machine ({cores} cores, torch {torch.__version__}):")
     quiet = table(args.steps)
