@@ -17,7 +17,7 @@ every two seconds the other processes' share of the CPUs is read from /proc/stat
 own CPU time taken out), and the count goes down to the cores they leave free, or back up to what
 was chosen at the start. A burner started on one of 2 cores 8 s after the tabular transformer's
 quality-floor test began (after its run chose 2 threads) made the test 2.6x slower than quiet
-(60.6 and 66.0 s against 23.5-24.1 s); following the load, 26.9 and 30.2 s.
+(60.6 and 66.0 s against 23.5-24.7 s); following the load, 26.9 and 30.2 s.
 """
 
 from __future__ import annotations
