@@ -90,7 +90,7 @@ def fitwell_loop(model, loss_fn, optimizer, train, val, epochs, batch, seed, tas
     trainer.fit(train, val)
 
 
-def default_callbacks(folder: Path):
+def default_callbacks(folder: Path, follow: int = 0):
     """Exactly the callbacks ``fitwell train`` uses by default (progress to a throw-away console)."""
     from rich.console import Console
 
@@ -100,7 +100,12 @@ def default_callbacks(folder: Path):
 
     config = load_config({"train": {"early_stopping": {"patience": 1000}}})
     quiet = Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
-    return build_callbacks(config, folder, build_trackers(config.track, folder), quiet)
+    chosen = build_callbacks(config, folder, build_trackers(config.track, folder), quiet)
+    if follow > 1:  # what fitwell train adds for a model above the thread crossover
+        from fitwell.engine.threads import FollowFreeCores
+
+        chosen.append(FollowFreeCores(follow))
+    return chosen
 
 
 def fitwell_threads(model, batch: int, features: int) -> int:
@@ -124,6 +129,8 @@ def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> 
     model = copy.deepcopy(base)
     loss_fn = build_loss("auto", task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=variant.endswith("fused") or None)
+    # a count from the free cores for a model above the crossover: fitwell train then follows them
+    follow = threads if fitwell_threads(base, spec["batch"], spec["features"]) > 1 else 0
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if variant.startswith("plain"):
@@ -132,7 +139,7 @@ def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> 
         else:
             callbacks = []
             if variant.startswith("fitwell+callbacks"):
-                callbacks = default_callbacks(Path(tmp))
+                callbacks = default_callbacks(Path(tmp), follow)
             elif variant.startswith("+"):  # one default callback alone
                 callbacks = [cb for cb in default_callbacks(Path(tmp)) if type(cb).__name__ == variant[1:]]
             with thread_limit(threads):
