@@ -129,8 +129,12 @@ def run_variant(variant: str, base, spec, task, train, val, epochs, threads) -> 
     model = copy.deepcopy(base)
     loss_fn = build_loss("auto", task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=variant.endswith("fused") or None)
-    # a count from the free cores for a model above the crossover: fitwell train then follows them
-    follow = threads if fitwell_threads(base, spec["batch"], spec["features"]) > 1 else 0
+    follow = 0
+    if variant.startswith("fitwell+callbacks"):  # above the crossover fitwell train's count follows the load
+        from fitwell.engine.threads import CROSSOVER_MACS, forward_macs
+
+        row = forward_macs(base, torch.zeros(1, spec["features"]), torch.zeros(1, 0, dtype=torch.long))
+        follow = threads if row * spec["batch"] >= CROSSOVER_MACS else 0
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if variant.startswith("plain"):

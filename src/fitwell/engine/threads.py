@@ -53,6 +53,14 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
+def _busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The busy share of every CPU between two ``_cpu_times`` readings; None without both or
+    without time between them."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def busy_cores(window: float = 0.1) -> int:
     """Cores other processes keep busy right now: the busy share of every CPU over ``window``
     seconds while this process sleeps (Linux), else the 1-minute load average less this process.
@@ -61,10 +69,9 @@ def busy_cores(window: float = 0.1) -> int:
     before = _cpu_times()
     if before is not None:
         time.sleep(window)
-        after = _cpu_times()
-        spent = after[1] - before[1]
-        if spent > 0:
-            return int((after[0] - before[0]) / spent * available_cores() + 0.5)
+        share = _busy_share(before, _cpu_times())
+        if share is not None:
+            return int(share * available_cores() + 0.5)
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -162,9 +169,9 @@ class FollowFreeCores(Callback):
             return
         now = self._reading()
         (then, before, own_before), self._last = self._last, now
-        if before is None or now[1] is None or now[1][1] == before[1]:
+        share = _busy_share(before, now[1])
+        if share is None:
             return
-        share = (now[1][0] - before[0]) / (now[1][1] - before[1])
         own = (now[2] - own_before) / (now[0] - then)
         threads = threads_left(share, own, self.ceiling, available_cores())
         if threads != torch.get_num_threads():
