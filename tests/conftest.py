@@ -1,3 +1,17 @@
+"""Shared fixtures. Under pytest-xdist (``make test`` runs two tests at a time) each worker's
+libraries get their share of the cores: ``OMP_NUM_THREADS`` = cores / workers, set before numpy,
+PyTorch or LightGBM load. Two workers that each took every core of a quiet machine at the start
+would oversubscribe it once both train -- OpenMP threads (LightGBM, scikit-learn's trees, PyTorch
+on Linux) spin while they wait for each other. A user's shell that sets it keeps its own value;
+the tests of the thread rule itself clear it (``monkeypatch.delenv``)."""
+
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
+
 import numpy as np
 import pandas as pd
 import pytest
