@@ -74,8 +74,32 @@ def test_a_run_trains_small_models_on_one_thread_and_restores_the_count(tmp_path
 def test_threads_left_for_the_cores_others_leave_free(busy_share, own, expected):
     from fitwell.engine.threads import threads_left
 
-    assert threads_left(busy_share, own, ceiling=2, cores=2) == expected
-    assert threads_left(0.0, 0.0, ceiling=3, cores=8) == 3  # never above the count chosen at the start
+    assert threads_left(busy_share * 2 - own, ceiling=2, cores=2) == expected
+    assert threads_left(0.0, ceiling=3, cores=8) == 3  # never above the count chosen at the start
+
+
+def test_busy_cores_reads_since_its_last_reading_and_leaves_out_its_own_time(monkeypatch):
+    """A second reading within 5 s does not sleep again (the folds of a member each ask), and this
+    process's CPU time in between is not counted as other work; an older one samples afresh."""
+    import fitwell.engine.threads as threads
+
+    readings = iter([
+        (100.0, (0, 0), 0.0),         # the first call: no earlier reading, so it sleeps...
+        (100.1, (10, 20), 0.0),       # ...0.1 s: half the CPUs busy, none of it ours -> 1 of 2 cores
+        (102.1, (410, 420), 2.0),     # 2 s later: every CPU busy, 1 core of it ours -> 1 busy
+        (102.6, (460, 520), 2.5),     # 0.5 s later: half busy, all ours -> none
+        (120.0, (460, 1520), 2.5),    # 17 s later: too old, a fresh sample...
+        (120.1, (480, 1540), 2.5),    # ...in which others held both cores
+    ])
+    sleeps = []
+    monkeypatch.setattr(threads, "_last_reading", None)
+    monkeypatch.setattr(threads, "_reading", lambda: next(readings))
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads.time, "sleep", sleeps.append)
+    assert threads.busy_cores() == 1 and sleeps == [0.1]
+    assert threads.busy_cores() == 1 and sleeps == [0.1]
+    assert threads.busy_cores() == 0 and sleeps == [0.1]
+    assert threads.busy_cores() == 2 and sleeps == [0.1, 0.1]
 
 
 def test_a_count_from_the_free_cores_follows_them_and_a_users_count_does_not(monkeypatch):

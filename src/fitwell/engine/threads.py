@@ -7,10 +7,10 @@ and 725 us with one core busy, one thread in 338 us either way. More threads pay
 3 million multiply-adds per batch (a 128-wide MLP at batch 256: 1.24x faster with 2 threads).
 
 The rule: ``train.threads`` when set; ``OMP_NUM_THREADS`` when the user set it; else one thread
-below the measured crossover, and above it the cores that are not already busy (sampled from
-/proc/stat for a tenth of a second) -- except with ``train.deterministic``, where it stays every
-core so that two runs use the same thread count. The count is set for the fit only and restored
-afterwards.
+below the measured crossover, and above it the cores that are not already busy (read from
+/proc/stat over a tenth of a second, or since the last reading when that was under 5 s ago) --
+except with ``train.deterministic``, where it stays every core so that two runs use the same
+thread count. The count is set for the fit only and restored afterwards.
 
 A count taken from the free cores then follows them while the run trains (``FollowFreeCores``):
 every two seconds the other processes' share of the CPUs is read from /proc/stat (this process's
@@ -61,17 +61,39 @@ def _busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def busy_cores(window: float = 0.1) -> int:
-    """Cores other processes keep busy right now: the busy share of every CPU over ``window``
-    seconds while this process sleeps (Linux), else the 1-minute load average less this process.
-    The load average lags a minute behind: after a busy spell it still reports cores busy that
-    are free, so it is only the fallback."""
-    before = _cpu_times()
-    if before is not None:
+_last_reading: tuple[float, tuple[int, int] | None, float] | None = None  # busy_cores' last
+
+
+def _reading() -> tuple[float, tuple[int, int] | None, float]:
+    """(monotonic seconds, ``_cpu_times``, this process's CPU seconds) now."""
+    return time.monotonic(), _cpu_times(), sum(os.times()[:2])
+
+
+def _others(then: tuple, now: tuple, cores: int) -> float | None:
+    """Cores other processes kept busy between two ``_reading``s: every CPU's busy share less this
+    process's own CPU time; None where /proc/stat cannot tell."""
+    share = _busy_share(then[1], now[1])
+    if share is None:
+        return None
+    return share * cores - (now[2] - then[2]) / (now[0] - then[0])
+
+
+def busy_cores(window: float = 0.1, reuse: float = 5.0) -> int:
+    """Cores other processes keep busy right now, from the busy share of every CPU (Linux) less
+    this process's own CPU time: since the last call when that was ``window`` to ``reuse`` seconds
+    ago (the folds of a member ask before each fit: one sample each would sleep each time), else
+    over ``window`` seconds of sleep. Elsewhere the 1-minute load average less this process; it
+    lags a minute behind (after a busy spell it still reports cores busy that are free), so it is
+    only the fallback."""
+    global _last_reading
+    then, now = _last_reading, _reading()
+    if then is None or not window <= now[0] - then[0] <= reuse:
         time.sleep(window)
-        share = _busy_share(before, _cpu_times())
-        if share is not None:
-            return int(share * available_cores() + 0.5)
+        then, now = now, _reading()
+    _last_reading = now
+    others = _others(then, now, available_cores())
+    if others is not None:
+        return max(0, int(others + 0.5))
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -126,17 +148,16 @@ def follows_load(setting: int | str, deterministic: bool = False) -> bool:
     return setting == "auto" and not os.environ.get("OMP_NUM_THREADS") and not deterministic
 
 
-def threads_left(busy_share: float, own_cores: float, ceiling: int, cores: int) -> int:
-    """The thread count for the cores other processes leave free: ``busy_share`` of every CPU was
-    busy, ``own_cores`` of it this process's; never above ``ceiling`` nor below one.
+def threads_left(others: float, ceiling: int, cores: int) -> int:
+    """The thread count for the cores other processes leave free when they keep ``others`` of the
+    ``cores`` busy (``_others``); never above ``ceiling`` nor below one.
 
     Example:
-        >>> threads_left(1.0, 1.0, ceiling=2, cores=2)  # a burner holds the other core
+        >>> threads_left(1.0, ceiling=2, cores=2)  # a burner holds the other core
         1
-        >>> threads_left(0.5, 1.0, ceiling=2, cores=2)  # it stopped
+        >>> threads_left(0.0, ceiling=2, cores=2)  # it stopped
         2
     """
-    others = busy_share * cores - own_cores
     return max(1, min(ceiling, cores - int(others + 0.5)))
 
 
@@ -157,23 +178,17 @@ class FollowFreeCores(Callback):
         self.ceiling, self.every = ceiling, every
         self.counts: list[int] = []  # every count it set, in order
 
-    @staticmethod
-    def _reading() -> tuple[float, tuple[int, int] | None, float]:
-        return time.monotonic(), _cpu_times(), sum(os.times()[:2])
-
     def on_fit_start(self, trainer, state):
-        self._last = self._reading()
+        self._last = _reading()
 
     def on_batch_end(self, trainer, state):
         if time.monotonic() - self._last[0] < self.every:
             return
-        now = self._reading()
-        (then, before, own_before), self._last = self._last, now
-        share = _busy_share(before, now[1])
-        if share is None:
+        then, self._last = self._last, _reading()
+        others = _others(then, self._last, available_cores())
+        if others is None:
             return
-        own = (now[2] - own_before) / (now[0] - then)
-        threads = threads_left(share, own, self.ceiling, available_cores())
+        threads = threads_left(others, self.ceiling, available_cores())
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
             self.counts.append(threads)
