@@ -1,15 +1,19 @@
 """fitwell's training loop vs a plain PyTorch loop: same model, data, batches and validation.
 
 Run: python bench/loop_overhead.py [--epochs 2] [--repeats 11] [--sizes small medium]
-                                   [--per-callback small] [--busy | --rule] [--fused]
+                                   [--per-callback small] [--busy | --rule] [--fused] [--threads N]
 
 Both loops shuffle with the same per-epoch permutation, take index-slice batches of the same
 tensors, step the same optimizer from the same initial weights, and compute the same validation
-metrics each epoch. Runs alternate, in an order rotated each repeat, and the median of each is
-kept, so all see the same machine state. Prints fitwell / plain wall-time ratios. ``--fused`` adds
-fitwell with every default callback on the optimizer ``fitwell train`` builds (AdamW on PyTorch's
-fused kernel) against the plain loop on torch's default AdamW: what a user's run costs, not the
-loop's overhead (the math is the same; the kernel is not).
+metrics each epoch. Runs alternate, in an order rotated each repeat, so all see the same machine
+state. Prints fitwell / plain wall-time ratios (the median and range of per-repeat ratios), and the
+ratio of the fastest run of each: on a VM whose speed drifts by tens of percent within seconds, the
+least disturbed run of each. ``--threads 1`` runs both loops on one thread (what ``fitwell train``
+picks for the small model): two threads that wait for each other at every operation add the
+machine's noise to both sides. ``--fused`` adds fitwell with every default callback on the
+optimizer ``fitwell train`` builds (AdamW on PyTorch's fused kernel) against the plain loop on
+torch's default AdamW: what a user's run costs, not the loop's overhead (the math is the same; the
+kernel is not).
 """
 
 from __future__ import annotations
@@ -229,7 +233,11 @@ def main() -> None:
                         " machine too (default: the same threads as the plain loop: loop overhead only)")
     parser.add_argument("--fused", action="store_true", help="add fitwell with its default optimizer (fused"
                         " AdamW) against the plain loop on torch's default AdamW")
+    parser.add_argument("--threads", type=int, default=0, help="both loops on this many threads"
+                        " (default: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     burners = start_burners() if args.busy else None
     try:
         report(args)
@@ -269,18 +277,21 @@ def spread(values: list[float]) -> str:
 def report(args) -> None:
     rule = args.busy or args.rule
     who = "the threads its rule picks" if rule else "the same threads"
-    print(f"torch {torch.__version__}, plain loop on {torch.get_num_threads()} threads (torch's default),"
+    chosen = "--threads" if args.threads else "torch's default"
+    print(f"torch {torch.__version__}, plain loop on {torch.get_num_threads()} threads ({chosen}),"
           f" fitwell on {who}{', busy machine' if args.busy else ''}, epochs {args.epochs},"
-          f" {args.repeats} repeats; ratios: median [min-max] of per-repeat ratios")
+          f" {args.repeats} repeats; ratios: median [min-max] of per-repeat ratios; best: the fastest"
+          " run of each (timeit's estimate where the machine only ever slows a run down)")
     print(f"{'model':<8} {'plain s':>7} {'fitwell/plain':>21} {'+callbacks/plain':>21}"
-          f" {'/plain per-batch gather':>24}")
+          f" {'/plain per-batch gather':>24} {'best +callbacks/plain':>22}")
     for size in args.sizes:
         times = measure(size, args.epochs, args.repeats, rule, per_callback=size in args.per_callback,
                         fused=args.fused)
         print(f"{size:<8} {statistics.median(times['plain']):>7.3f}"
               f" {spread(ratios(times, 'fitwell', 'plain')):>21}"
               f" {spread(ratios(times, 'fitwell+callbacks', 'plain')):>21}"
-              f" {spread(ratios(times, 'fitwell+callbacks', 'plain (per-batch gather)')):>24}", flush=True)
+              f" {spread(ratios(times, 'fitwell+callbacks', 'plain (per-batch gather)')):>24}"
+              f" {min(times['fitwell+callbacks']) / min(times['plain']):>22.3f}", flush=True)
         if args.fused:
             ours = "fitwell+callbacks, fused"
             print(f"  {size}: fitwell+callbacks on fused AdamW / plain on torch's default AdamW:"
