@@ -87,3 +87,27 @@ def test_keep_duplicates_together_moves_copies_to_the_first_part():
     groups = np.array([0, 1, 0, 2, 1, 3])
     split = keep_duplicates_together(Split(np.array([0, 3]), np.array([1]), np.array([2, 4, 5])), groups)
     assert split.train.tolist() == [0, 2, 3] and split.val.tolist() == [1, 4] and split.test.tolist() == [5]
+
+
+def test_classes_too_rare_to_stratify_share_a_stratum_and_are_named_in_the_notes():
+    """A class of one or two rows cannot be in train, validation and test; a stratified split of
+    such a table used to fail. The rare classes now share one stratum (their rows placed at random),
+    the others stay stratified, and the run's notes name them; an error that remains names the
+    classes by their labels, not their codes."""
+    from fitwell.config import load_config
+    from fitwell.data.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    years = np.array([1997, 2002, 2004, 2004] + [2010] * 100 + [2011] * 100 + [2012] * 96)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "year": years})
+    prepared = prepare(load_config({"data": {"target": "year"}}), frame)
+    assert prepared.task == "multiclass"
+    note, = [n for n in prepared.notes if "fewer than 3 rows" in n]
+    assert "3 classes" in note and "1997, 2002, 2004" in note
+    for part in (prepared.split.train, prepared.split.val, prepared.split.test):
+        share = (years[part] == 2010).mean()
+        assert abs(share - 100 / 300) < 0.05  # the common classes stay stratified
+    y = np.array(["yes"] * 199 + ["no"])
+    codes = (y == "yes").astype(int)
+    with pytest.raises(DataError, match=r"Rare classes: no \(1 rows\)"):
+        split_rows(_frame(), codes, SplitConfig(), "binary", 0, names=np.array(["no", "yes"]))

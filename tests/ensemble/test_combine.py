@@ -118,6 +118,20 @@ def test_nested_out_of_fold_loss_judges_combiners_on_rows_they_did_not_fit():
         nested_oof_loss("best", [first, second], y, "binary", **settings)
 
 
+def test_stacking_fitted_without_a_rare_class_still_gives_every_class_a_column():
+    """A class whose few rows all went to test is in no training row: the meta-learner never saw
+    it, but the ensemble's probabilities keep one column per class (0 for that one)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)  # 4 classes; class 3 has no training row
+    member = rng.dirichlet(np.ones(4), 120)
+    member[np.arange(120), y] += 1.0
+    member /= member.sum(axis=1, keepdims=True)
+    combiner = build_combiner("stacking", [member], y, "multiclass", names=["m"])
+    out = combiner.combine([member])
+    assert out.shape == (120, 4) and np.allclose(out[:, 3], 0) and np.allclose(out.sum(axis=1), 1)
+    assert (out.argmax(axis=1) == y).mean() > 0.9
+
+
 def test_the_selection_metric_decides_which_member_greedy_keeps():
     """A member that ranks well but is over-confident (trees on rare positives) and one that is
     calibrated but ranks worse: ROC AUC keeps the first, the log loss the second."""

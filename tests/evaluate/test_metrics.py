@@ -25,6 +25,19 @@ def test_f1_ignores_classes_absent_from_a_small_file():
     assert math.isnan(got["roc_auc"])  # undefined with one class present
 
 
+def test_roc_auc_averages_the_classes_a_test_split_holds():
+    """A rare class can miss the test rows: the one-vs-rest AUC is then the mean over the classes
+    present (sklearn's macro one-vs-rest on them), not NaN."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 90)  # classes 0-2 of 4; class 3 has no row
+    proba = rng.dirichlet(np.ones(4), 90)
+    proba[np.arange(90), y] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    expected = np.mean([skm.roc_auc_score(y == c, proba[:, c]) for c in range(3)])
+    assert classification_metrics(y, proba)["roc_auc"] == pytest.approx(expected)
+    assert expected > 0.7  # the signal put in is seen
+
+
 def test_regression_metrics():
     got = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
     assert got["mae"] == pytest.approx(1 / 3) and got["rmse"] == pytest.approx(math.sqrt(1 / 3))

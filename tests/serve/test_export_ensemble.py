@@ -96,3 +96,17 @@ def test_members_that_cannot_export_are_named(tmp_path):
     with pytest.raises(UserError, match=r"member 'cb' \(catboost\).*categorical columns.*--preset fast"):
         export_onnx(run)
     assert not (run / "model.onnx").exists()  # nothing half-written
+
+
+def test_a_class_no_training_row_holds_keeps_its_column_through_stacking_and_export(tmp_path):
+    """A class of one row that the split put in test: no member nor the meta-learner saw it. The
+    run still trains (its split stratifies the other classes), predicts a column for every class,
+    and its ONNX graph predicts what `fitwell predict` does."""
+    frame = labelled("multiclass")
+    frame.loc[2, "label"] = "rare"  # row 2 lands in this seed's test rows
+    run = ensemble(tmp_path, frame, "label", [GBM, HGB], "ensemble.method=stacking")
+    assert len(load_run(run).ensemble.combiner.meta_learner_.classes_) == 3  # it never saw "rare"
+    proba = load_run(run).predict_proba(frame.drop(columns=["label"]))
+    assert proba.shape == (len(frame), 4) and np.allclose(proba.sum(axis=1), 1)
+    result = check_export(run, export_onnx(run), messy(frame, "label"))
+    assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0

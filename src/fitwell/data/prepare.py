@@ -23,6 +23,7 @@ from fitwell.data.split import (
     resolve_method,
     split_keeping_duplicates,
     split_rows,
+    strata,
 )
 from fitwell.data.tensors import TensorData
 from fitwell.errors import ConfigError, DataError, did_you_mean
@@ -247,13 +248,13 @@ def split_tensors(preprocessor: Preprocessor, inputs: pd.DataFrame, y: pd.Series
 
 
 def split_for(config: RunConfig, cleaned: pd.DataFrame, labels, strat, task: str, fold, merge_val: bool,
-              cv) -> Split:
+              cv, classes=None) -> Split:
     """The run's split of the cleaned rows (see ``prepare``); duplicates stay on one side."""
     together = resolve_method(config.split, task) not in ("time", "group")  # those keep their order
     if cv is not None:
         split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
         return keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
-    split = split_rows(cleaned, labels, config.split, task, config.seed)
+    split = split_rows(cleaned, labels, config.split, task, config.seed, names=classes)
     if together:
         split = split_keeping_duplicates(split, duplicate_groups(cleaned), config.split, config.seed)
     return refold(split, strat, fold, merge_val, config.seed)
@@ -298,8 +299,15 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     y = cleaned[target]
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    if strat is not None and resolve_method(config.split, task) == "stratified":
+        strat, rare = strata(strat)
+        if len(rare):
+            shown = ", ".join(str(classes[c]) for c in rare[:5]) + (", ..." if len(rare) > 5 else "")
+            typing_notes.append(f"{len(rare)} classes with fewer than 3 rows ({shown}) are placed at"
+                                " random, not stratified: a class needs a row in train, validation and"
+                                " test to be stratified")
     labels = strat if strat is not None else y.to_numpy()
-    split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv)
+    split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv, classes)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
         preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)

@@ -30,8 +30,31 @@ def resolve_method(config: SplitConfig, task: str) -> str:
     return "random" if task == "regression" else "stratified"
 
 
-def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: str, seed: int) -> Split:
-    """Seeded split of ``frame``'s rows by ``config``.
+def strata(codes: np.ndarray, least: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The labels a stratified split is made on, and the classes too rare to stratify on their own.
+
+    Each class with ``least`` rows or more (one for each of train, validation and test) is its own
+    stratum; the rarer ones share one -- or join the largest class's when together they are fewer
+    than ``least`` rows -- so their rows are placed at random instead of failing the split. Kept as
+    they are when fewer than two classes have ``least`` rows (a split then cannot give the model
+    two classes to learn from; ``split_rows`` says so).
+
+    Example:
+        >>> strata(np.array([0, 0, 0, 1, 1, 1, 2, 3, 4]))
+        (array([0, 0, 0, 1, 1, 1, 5, 5, 5]), array([2, 3, 4]))
+    """
+    classes, counts = np.unique(codes, return_counts=True)
+    rare = classes[counts < least]
+    if len(rare) == 0 or len(classes) - len(rare) < 2:
+        return codes, rare[:0]
+    shared = classes.max() + 1 if counts[counts < least].sum() >= least else classes[counts.argmax()]
+    return np.where(np.isin(codes, rare), shared, codes), rare
+
+
+def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: str, seed: int,
+               names=None) -> Split:
+    """Seeded split of ``frame``'s rows by ``config``; ``names``: the class of each code in ``y``
+    (for the error message).
 
     Raises:
         ConfigError: the group or time column is not in the data.
@@ -69,7 +92,8 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
         if stratify is None:
             raise DataError(f"cannot split {n} rows: {err}") from err
         classes, counts = np.unique(y, return_counts=True)
-        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(classes, counts, strict=False) if k < 3)
+        shown = classes if names is None else [names[c] for c in classes]
+        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(shown, counts, strict=True) if k < 3)
         raise DataError(
             f"stratified split failed: {err}. Rare classes: {rare or 'none'}. Each class needs"
             " rows in train, validation and test; add data, merge rare classes, or set"

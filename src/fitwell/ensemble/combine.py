@@ -76,7 +76,10 @@ class Stacking:
         features = stack_features(outputs, self.task, self.stack_on)
         if self.task == "regression":
             return np.asarray(self.meta_learner_.predict(features), dtype=np.float64)
-        return np.asarray(self.meta_learner_.predict_proba(features), dtype=np.float64)
+        from fitwell.ensemble.members import aligned_proba  # a class no training row of it held
+
+        proba = self.meta_learner_.predict_proba(features)
+        return aligned_proba(self.meta_learner_, proba, outputs[0].shape[1])
 
     def describe(self) -> dict:
         return {"method": "stacking", "meta_learner": type(self.meta_learner).__name__,

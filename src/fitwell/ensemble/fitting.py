@@ -65,7 +65,7 @@ def fit_together(start, chosen, indices, views, tree_view, y, weight, num_classe
     out = []
     for index, view, (oof, bag, seconds) in zip(indices, member_views, fit_side_by_side(jobs, workers),
                                                 strict=True):
-        member = Member(chosen[index].name, view, bag)
+        member = Member(chosen[index].name, view, bag, classes=num_classes)
         out.append((member, member_outputs(chosen[index], member, prepared.task, views, y, num_classes, oof),
                     seconds))
     return out
@@ -90,9 +90,13 @@ def fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
         else:
             oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
                                     groups=groups, method=method, params=params)
+            if task != "regression" and oof.shape[1] < num_classes:  # a class no training row holds
+                spread = np.zeros((len(oof), num_classes))
+                spread[:, np.unique(y["train"])] = oof  # scikit-learn's columns: the classes seen
+                oof = spread
             fitted = clone(estimator).fit(views["train"][view], y["train"], **params)
     seconds = time.perf_counter() - started
-    member = Member(spec.name, view, fitted)
+    member = Member(spec.name, view, fitted, classes=num_classes)
     return member, member_outputs(spec, member, task, views, y, num_classes, oof), seconds
 
 

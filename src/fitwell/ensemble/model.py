@@ -38,12 +38,18 @@ class Member:
     view: str  # "nn" or "tree"
     estimator: object
     calibrator: object | None = None
+    classes: int = 0  # the run's classes: a column each, also for one no training row held (0: as fitted)
 
     def output(self, task: str, views: dict[str, np.ndarray]) -> np.ndarray:
         X = views[self.view]
         if task == "regression":
             return np.asarray(self.estimator.predict(X), dtype=np.float64).reshape(-1)
-        proba = normalise(self.estimator.predict_proba(X))
+        proba = self.estimator.predict_proba(X)
+        if self.classes and np.shape(proba)[1] != self.classes:
+            from fitwell.ensemble.members import aligned_proba
+
+            proba = aligned_proba(self.estimator, proba, self.classes)
+        proba = normalise(proba)
         return proba if self.calibrator is None else self.calibrator.predict_proba(proba)
 
 

@@ -87,12 +87,16 @@ def _classification(y_true, proba, pred, labels, num_classes) -> dict:
 
 
 def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC; for several classes one-vs-rest, averaged over the classes ``y_true`` holds (a
+    class with no row has no AUC: a rare class can miss a test split), NaN with one class."""
     present = np.unique(y_true)
     try:
-        if proba.shape[1] == 2:
-            return skm.roc_auc_score(y_true, proba[:, 1]) if len(present) == 2 else math.nan
-        if len(present) < proba.shape[1]:
+        if len(present) < 2:
             return math.nan
+        if proba.shape[1] == 2:
+            return skm.roc_auc_score(y_true, proba[:, 1])
+        if len(present) < proba.shape[1]:
+            return float(np.mean([skm.roc_auc_score(y_true == c, proba[:, c]) for c in present]))
         return skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
     except ValueError:
         return math.nan

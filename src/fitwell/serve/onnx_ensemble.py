@@ -165,7 +165,9 @@ def combine(g, combiner, outputs: dict[int, str], task: str, classes: int) -> st
         return total
     if isinstance(combiner, Stacking):
         features = stack_features(g, [outputs[i] for i in sorted(outputs)], task, combiner.stack_on)
-        return meta_output(g, combiner.meta_learner_, features, task)
+        out = meta_output(g, combiner.meta_learner_, features, task)
+        meta_classes = getattr(combiner.meta_learner_, "classes_", None)
+        return out if task == "regression" else aligned(g, out, meta_classes, classes)
     raise UserError(f"the ensemble's combiner {type(combiner).__name__} cannot be exported to ONNX")
 
 
