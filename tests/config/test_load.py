@@ -68,3 +68,16 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_spreadsheet_or_a_table_of_another_suffix_given_as_the_config_says_what_fitwell_reads(tmp_path):
+    """`fitwell train sales.xlsx --target y` takes a file that is not a table suffix for a config:
+    the error says which files fitwell reads, whether the file is binary, text YAML cannot parse,
+    or text that parses as a plain string."""
+    sheet = tmp_path / "sales.xlsx"
+    sheet.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\xff\xfe\x80 not utf-8")
+    text = tmp_path / "sales.txt"
+    text.write_text("a,b,y\n1,2,0\n")
+    for path, said in ((sheet, "not UTF-8 text"), (text, "top level must be a mapping")):
+        with pytest.raises(ConfigError, match=rf"{said}.*not a \.yaml file.*\.csv.*save a spreadsheet as"):
+            load_config(path)

@@ -41,3 +41,18 @@ def test_errors(tmp_path):
         read_table("sklearn:wines")
     with pytest.raises(DataError, match="unknown file type"):
         read_table(header.rename(tmp_path / "x.xlsx"))
+
+
+@pytest.mark.parametrize("text, numbers", [
+    # a spreadsheet's CSV export where the decimal mark is a comma: semicolons between fields
+    ("name;size;y\nA;1,5;0\nB;-2,25;1\nC;3;0\n", [1.5, -2.25, 3.0]),
+    ("name;size;y\nA;1.5;0\nB;-2.25;1\nC;3;0\n", [1.5, -2.25, 3.0]),  # semicolons, decimal points
+    ("name\tsize\ty\nA\t1.5\t0\nB\t-2.25\t1\nC\t3\t0\n", [1.5, -2.25, 3.0]),  # tabs in a .csv
+    ("name,size,y\nA,1.5,0\nB,-2.25,1\nC,3,0\n", [1.5, -2.25, 3.0]),
+])
+def test_a_csv_is_read_with_the_separator_and_decimal_mark_it_was_written_with(tmp_path, text, numbers):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    frame = read_table(path)
+    assert list(frame.columns) == ["name", "size", "y"]
+    assert frame["size"].tolist() == numbers and frame["size"].dtype == float

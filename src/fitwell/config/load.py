@@ -250,12 +250,18 @@ def with_preset(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; check the path")
+    hint = "" if path.suffix.lower() in (".yaml", ".yml") else (
+        f" -- {path.name} is not a .yaml file: fitwell reads a YAML config, or a table (.csv, .tsv,"
+        " .parquet, .jsonl); save a spreadsheet as CSV")
     try:
         raw = parse_yaml(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text){hint}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {err}{hint}") from err
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got"
+                          f" {type(raw).__name__}{hint}")
     return raw
 
 

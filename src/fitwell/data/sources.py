@@ -37,6 +37,28 @@ def check_unique_columns(columns: list, where: str) -> None:
                         f" {', '.join(map(str, positions))}); rename the columns so each name is unique")
 
 
+def csv_dialect(path: Path) -> tuple[str, str]:
+    """(separator, decimal mark) of a .csv file: a comma, unless the header has none and holds
+    semicolons, tabs or bars (a spreadsheet's export in many locales: ``a;b;c``); with semicolons,
+    decimal commas when the first rows' numbers have them (``3,25``) and none has a decimal point.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "prices.csv"
+        >>> _ = path.write_text("item;price\\napple;3,25\\npear;2\\n")
+        >>> csv_dialect(path)
+        (';', ',')
+    """
+    import re
+
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header, body = handle.readline(), handle.read(65_536)
+    counts = {mark: header.count(mark) for mark in ";\t|"}
+    separator = max(counts, key=counts.get) if "," not in header and max(counts.values()) else ","
+    commas = separator == ";" and re.search(r"(?<![\d.,])-?\d+,\d+(?![\d,.])", body)
+    return separator, "," if commas and not re.search(r"\d\.\d", body) else "."
+
+
 def header_names(path: Path, separator: str) -> list[str]:
     import csv
 
@@ -70,9 +92,9 @@ def read_table(source: str | Path) -> pd.DataFrame:
         raise DataError(f"{path} is empty (0 bytes); it needs a header row and data rows")
     try:
         if kind in ("csv", "tsv"):
-            separator = "," if kind == "csv" else "\t"
+            separator, decimal = csv_dialect(path) if kind == "csv" else ("\t", ".")
             check_unique_columns(header_names(path, separator), str(path))
-            frame = pd.read_csv(path, sep=separator)
+            frame = pd.read_csv(path, sep=separator, decimal=decimal)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
