@@ -189,3 +189,25 @@ def test_no_member_sees_the_rows_of_its_out_of_fold_predictions(tmp_path, final)
     seen = frame.loc[oof["row"]]
     views = run.ensemble.views(run.preprocessor, seen.drop(columns=["y"]))
     assert (run.ensemble.members[0].output("binary", views).argmax(axis=1) == seen["y"].to_numpy()).all()
+
+
+def test_a_column_with_no_value_in_the_training_rows_does_not_stop_the_fast_preset(tmp_path):
+    """A sparse column whose only values fell in the test split: scikit-learn 1.9's
+    HistGradientBoosting failed on it ("window shape cannot be larger than input array shape",
+    found on a 788-column real table); the run trains, and predicts rows that hold a value."""
+    import io
+
+    from rich.console import Console
+
+    import fitwell
+    from tests.conftest import make_mixed_frame
+
+    frame = make_mixed_frame(0, 300)
+    frame["sparse"] = np.nan
+    frame.loc[[5, 17], "sparse"] = [1.0, 2.0]  # rows this seed's split puts in test
+    run = fitwell.fit(frame, target="label", preset="fast", overrides={"track.runs_dir": str(tmp_path)},
+                      console=Console(file=io.StringIO()))
+    assert run.metrics["roc_auc"] > 0.85
+    assert "hgb" in run.summary["members"]
+    rows = frame.loc[[5, 17]].drop(columns=["label"])
+    assert run.predict(rows).shape[0] == 2

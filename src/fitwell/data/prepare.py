@@ -247,6 +247,20 @@ def split_tensors(preprocessor: Preprocessor, inputs: pd.DataFrame, y: pd.Series
     return parts
 
 
+def stratify_on(config: RunConfig, task: str, y: pd.Series, classes, note: Callable) -> np.ndarray:
+    """The class codes a split stratifies on: classes too rare to stratify share a stratum
+    (``strata``), and ``note`` names them."""
+    codes = y.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    if resolve_method(config.split, task) != "stratified":
+        return codes
+    codes, rare = strata(codes)
+    if len(rare):
+        shown = ", ".join(str(classes[c]) for c in rare[:5]) + (", ..." if len(rare) > 5 else "")
+        note(f"{len(rare)} classes with fewer than 3 rows ({shown}) are placed at random, not"
+             " stratified: a class needs a row in train, validation and test to be stratified")
+    return codes
+
+
 def split_for(config: RunConfig, cleaned: pd.DataFrame, labels, strat, task: str, fold, merge_val: bool,
               cv, classes=None) -> Split:
     """The run's split of the cleaned rows (see ``prepare``); duplicates stay on one side."""
@@ -298,14 +312,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     check_task_settings(config, task)
     y = cleaned[target]
     classes = None if task == "regression" else class_labels(y)
-    strat = None if classes is None else y.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    if strat is not None and resolve_method(config.split, task) == "stratified":
-        strat, rare = strata(strat)
-        if len(rare):
-            shown = ", ".join(str(classes[c]) for c in rare[:5]) + (", ..." if len(rare) > 5 else "")
-            typing_notes.append(f"{len(rare)} classes with fewer than 3 rows ({shown}) are placed at"
-                                " random, not stratified: a class needs a row in train, validation and"
-                                " test to be stratified")
+    strat = None if classes is None else stratify_on(config, task, y, classes, typing_notes.append)
     labels = strat if strat is not None else y.to_numpy()
     split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv, classes)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]

@@ -170,6 +170,10 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
     elif spec.kind == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+        from fitwell.ensemble.compat import allow_columns_without_values
+
+        allow_columns_without_values()  # a fold's rows may hold no value of a sparse column
+
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         params = {"random_state": seed, **spec.params}
         if spec.early_stopping:
