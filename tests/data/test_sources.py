@@ -56,3 +56,12 @@ def test_a_csv_is_read_with_the_separator_and_decimal_mark_it_was_written_with(t
     frame = read_table(path)
     assert list(frame.columns) == ["name", "size", "y"]
     assert frame["size"].tolist() == numbers and frame["size"].dtype == float
+
+
+def test_a_csv_that_is_not_utf8_is_read_as_a_windows_export(tmp_path):
+    """Excel on Windows saves CSV in the system code page: 'Köln' as one byte 0xf6, which UTF-8
+    cannot decode. Read as cp1252, the text comes back as written."""
+    path = tmp_path / "cities.csv"
+    pd.DataFrame({"city": ["Köln", "München", "Zürich"], "y": [0, 1, 0]}).to_csv(
+        path, index=False, encoding="cp1252")
+    assert read_table(path)["city"].tolist() == ["Köln", "München", "Zürich"]

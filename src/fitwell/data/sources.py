@@ -94,7 +94,11 @@ def read_table(source: str | Path) -> pd.DataFrame:
         if kind in ("csv", "tsv"):
             separator, decimal = csv_dialect(path) if kind == "csv" else ("\t", ".")
             check_unique_columns(header_names(path, separator), str(path))
-            frame = pd.read_csv(path, sep=separator, decimal=decimal)
+            try:
+                frame = pd.read_csv(path, sep=separator, decimal=decimal)
+            except UnicodeDecodeError:  # not UTF-8: a Windows spreadsheet's export, most often
+                frame = pd.read_csv(path, sep=separator, decimal=decimal, encoding="cp1252",
+                                    encoding_errors="replace")
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
