@@ -61,6 +61,12 @@ def test_predict_handles_unseen_categories(trained, tmp_path, mixed_frame, capsy
     assert list(predictions.columns) == ["prediction", "proba_0", "proba_1"] and len(predictions) == 20
     assert set(predictions["prediction"]) <= {0, 1}
     assert np.allclose(predictions[["proba_0", "proba_1"]].sum(axis=1), 1.0)
+    # the file may follow the run directory, as `fitwell train` takes its table
+    again = tmp_path / "again.csv"
+    assert run_cli(["predict", str(trained), str(data), "--out", str(again)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again), predictions)
+    assert run_cli(["predict", str(trained), str(data), "--data", str(out)]) == 2
+    assert "two files of rows" in capsys.readouterr().err
 
 
 def test_predict_names_a_missing_column(trained, tmp_path, mixed_frame, capsys):

@@ -303,9 +303,17 @@ def ensemble_command(
     out.print(f"run directory: {run.path}", soft_wrap=True, highlight=False)
 
 
+def one_data_file(rows: Path | None, data: Path | None) -> Path | None:
+    """The file of rows given after the run directory or with --data (not two different ones)."""
+    if rows is not None and data is not None and rows != data:
+        raise UserError(f"two files of rows: {rows} and --data {data}; give one")
+    return rows or data
+
+
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    rows: Path | None = typer.Argument(None, help="The rows to predict, as --data."),
     data: Path | None = typer.Option(None, "--data", help="CSV/Parquet/JSONL rows to predict (a"
                                      " reinforcement run: observations, a column per number)."),
     out: Path | None = typer.Option(None, "--out", help="Where to write predictions (CSV); stdout if unset."),
@@ -318,6 +326,7 @@ def predict(
     actions for observations, or its returns over --episodes N."""
     from fitwell.serve import load_run
 
+    data = one_data_file(rows, data)
     if episodes is None and data is None:
         raise UserError("give --data FILE (rows to predict), or --episodes N for a reinforcement run")
     loaded = load_run(run_dir)
@@ -456,11 +465,16 @@ def _drift_table(result: dict, name: str) -> Table:
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
-    data: Path = typer.Option(..., "--data", help="Labelled CSV/Parquet/JSONL rows."),
+    rows: Path | None = typer.Argument(None, help="Labelled rows, as --data."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled CSV/Parquet/JSONL rows."),
     out: Path | None = typer.Option(None, "--out", help="Also write the metrics here as JSON."),
 ):
     """Score a finished run on another labelled file."""
     from fitwell.serve import load_run
+
+    data = one_data_file(rows, data)
+    if data is None:
+        raise UserError("give the labelled rows to score: fitwell evaluate RUN_DIR --data FILE")
 
     metrics = load_run(run_dir).evaluate(data)
     Console().print(_metrics_table(f"metrics on {data.name}", metrics))
