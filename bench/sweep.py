@@ -89,6 +89,7 @@ def main() -> None:
                    "error": "" if code == 0 else said[-1500:]}
             results.append(row)
             out.write(json.dumps(row) + "\n")
+            out.flush()
             print(f"{name:<45} {str(row['shape']):>12} {target[:24]:<24} exit {code} {row['seconds']:6.1f} s",
                   flush=True)
             if code != 0:
