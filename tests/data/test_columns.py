@@ -54,3 +54,34 @@ def test_one_class_target_is_an_error():
 def test_set_task_is_checked():
     with pytest.raises(DataError, match="data.task is binary but target 'y' has 3 classes"):
         infer_task(pd.Series([0, 1, 2] * 4), "binary", 20, "y")
+
+
+def test_date_columns_are_read_as_days_not_dropped_as_ids():
+    """A column of dates has a distinct value per row, which made it look like an ID; it is a
+    number of days since 1970 (ISO, slashes, with a time of day, or pandas datetimes), and its
+    values that are not dates become missing with a note naming the column and the first row."""
+    from fitwell.data.clean import type_columns
+
+    days = pd.date_range("2020-01-01", periods=40, freq="D")
+    frame = pd.DataFrame({
+        "iso": days.strftime("%Y-%m-%d"),
+        "us": days.strftime("%m/%d/%Y"),
+        "stamp": days.strftime("%Y-%m-%d %H:%M"),
+        "native": days,
+        "code": [f"A-{i:03d}" for i in range(40)],  # an ID, not a date
+        "y": np.arange(40) % 2,
+    })
+    plan = infer_columns(frame, "y")
+    assert plan.dates == ["iso", "us", "stamp", "native"]
+    assert all(plan.kinds[c] == "numeric" for c in plan.dates) and "code" in plan.dropped
+    notes = []
+    frame.loc[3, "iso"] = "not yet"
+    typed = type_columns(frame, plan, report=notes.append)
+    expected = (days - pd.Timestamp("1970-01-01")).days.to_numpy(dtype=float)
+    for column in ("us", "stamp", "native"):
+        np.testing.assert_allclose(typed[column], expected)
+    assert np.isnan(typed["iso"][3]) and typed["iso"][4] == expected[4]
+    assert notes == ["column 'iso': 1 of 40 values are not dates (first at row 3: 'not yet'); they are"
+                     " treated as missing"]
+    assert plan.from_dict(plan.to_dict()).dates == plan.dates
+    assert plan.from_dict({"target": "y", "kinds": {}, "dropped": {}}).dates == []  # older runs

@@ -110,3 +110,21 @@ def test_a_class_no_training_row_holds_keeps_its_column_through_stacking_and_exp
     assert proba.shape == (len(frame), 4) and np.allclose(proba.sum(axis=1), 1)
     result = check_export(run, export_onnx(run), messy(frame, "label"))
     assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0
+
+
+def test_a_table_with_a_date_column_learns_from_it_and_exports_it_as_days(tmp_path):
+    """The label turns on a date (signed after 2021-06-30): once dropped as an ID, the column now
+    carries the signal. `fitwell predict` reads the dates as text, the ONNX graph as days since
+    1970 (what `onnx_feeds` gives it), and the two agree -- a date that is not one included."""
+    rng = np.random.default_rng(0)
+    frame = make_mixed_frame(0, 400)
+    signed = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 1000, 400), unit="D")
+    frame["signed"] = signed.strftime("%Y-%m-%d")
+    frame["label"] = (signed > pd.Timestamp("2021-06-30")).astype(int)
+    run = ensemble(tmp_path, frame, "label", [GBM, HGB], "ensemble.method=stacking")
+    assert yaml.safe_load((run / "metrics.json").read_text())["test"]["roc_auc"] > 0.97
+    assert load_run(run).preprocessor.plan.dates == ["signed"]
+    new = messy(frame, "label")
+    new.loc[new.index[30], "signed"] = "someday"
+    result = check_export(run, export_onnx(run), new)
+    assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0

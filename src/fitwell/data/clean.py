@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pandas.api.types as ptypes
 
-from fitwell.data.columns import BOOL_WORDS, ColumnPlan, to_numbers
+from fitwell.data.columns import BOOL_WORDS, ColumnPlan, to_days, to_numbers
 from fitwell.errors import DataError
 
 
@@ -49,6 +49,18 @@ def unusable_numbers(name: str, original: pd.Series, numbers: pd.Series,
     return numbers
 
 
+def unreadable_dates(name: str, original: pd.Series, report: Callable[[str], None]) -> pd.Series:
+    """A date column as days since 1970 (``to_days``); ``report`` hears how many values are not
+    dates (they become missing), in which column, from which row."""
+    days = to_days(original)
+    bad = original.notna() & days.isna()
+    if bad.any():
+        first = original.index[bad.to_numpy()][0]
+        report(f"column {name!r}: {int(bad.sum())} of {len(original)} values are not dates (first at row"
+               f" {first}: {original[first]!r}); they are treated as missing")
+    return days.astype("float64")
+
+
 def warn(text: str) -> None:
     warnings.warn(text, UserWarning, stacklevel=3)
 
@@ -70,7 +82,9 @@ def type_columns(frame: pd.DataFrame, plan: ColumnPlan, normalize_strings: bool 
     out = {}
     for name, kind in plan.kinds.items():
         series = frame[name]
-        if kind == "numeric":
+        if kind == "numeric" and name in plan.dates:
+            out[name] = unreadable_dates(name, series, report)
+        elif kind == "numeric":
             out[name] = unusable_numbers(name, series, to_numbers(series), report)
         elif kind == "boolean":
             out[name] = _to_bool(series)

@@ -24,6 +24,7 @@ class ColumnPlan:
     kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric|categorical|boolean
     dropped: dict[str, str] = field(default_factory=dict)  # column -> reason
     notes: list[str] = field(default_factory=list)
+    dates: list[str] = field(default_factory=list)  # numeric columns read from dates (days since 1970)
 
     def columns(self, kind: str) -> list[str]:
         return [c for c, k in self.kinds.items() if k == kind]
@@ -33,11 +34,12 @@ class ColumnPlan:
         return list(self.kinds)
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "kinds": self.kinds, "dropped": self.dropped}
+        return {"target": self.target, "kinds": self.kinds, "dropped": self.dropped, "dates": self.dates}
 
     @classmethod
     def from_dict(cls, data: dict) -> ColumnPlan:
-        return cls(target=data["target"], kinds=dict(data["kinds"]), dropped=dict(data["dropped"]))
+        return cls(target=data["target"], kinds=dict(data["kinds"]), dropped=dict(data["dropped"]),
+                   dates=list(data.get("dates", [])))  # runs saved before dates were read have none
 
 
 def to_numbers(series: pd.Series) -> pd.Series:
@@ -47,6 +49,39 @@ def to_numbers(series: pd.Series) -> pd.Series:
     text = series.astype("object").where(series.notna())
     cleaned = text.map(lambda v: v.strip().replace(",", "") if isinstance(v, str) else v)
     return pd.to_numeric(cleaned, errors="coerce").astype("float64")
+
+
+DATE_TEXT = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+                       r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+
+
+def to_days(series: pd.Series) -> pd.Series:
+    """Dates (text like 2013-07-01, 07/01/2013 or 2013-07-01 14:30, or datetime values) as days
+    since 1970-01-01, with the time of day as a fraction; what does not parse is NaN.
+
+    Example:
+        >>> to_days(pd.Series(["1970-01-02", "1970-01-01 12:00", "soon"])).tolist()
+        [1.0, 0.5, nan]
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # "could not infer format": each value is parsed on its own
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(series, errors="coerce", format="mixed", utc=True)
+    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(days=1)
+
+
+def _looks_like_dates(series: pd.Series) -> bool:
+    """Text columns whose values are dates (95% of them): kept as numbers, not dropped as IDs."""
+    if ptypes.is_datetime64_any_dtype(series):
+        return True
+    values = series.dropna()
+    if not is_text(series) or len(values) == 0:
+        return False
+    sample = values.sample(min(len(values), 200), random_state=0).astype(str)
+    if sample.map(lambda v: bool(DATE_TEXT.match(v))).mean() < NUMERIC_SHARE:
+        return False
+    return to_days(sample).notna().mean() >= NUMERIC_SHARE
 
 
 def is_text(series: pd.Series) -> bool:
@@ -83,6 +118,10 @@ def _infer_one(plan: ColumnPlan, name, series: pd.Series) -> None:
     distinct = series.nunique(dropna=True)
     if distinct <= 1:
         plan.dropped[name] = f"constant ({distinct} distinct value)"
+    elif _looks_like_dates(series):
+        plan.kinds[name] = "numeric"
+        plan.dates.append(name)
+        plan.notes.append(f"column {name!r}: dates, read as days since 1970-01-01")
     elif _looks_boolean(series):
         plan.kinds[name] = "boolean"
     elif _looks_like_id(str(name), series):

@@ -112,16 +112,18 @@ def loads_in_onnxruntime(model: bytes, family: str) -> None:
 
 
 def onnx_feeds(pre, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """A frame of raw rows as the graph's inputs: numbers as doubles (NaN missing), the rest as
-    strings ("" missing)."""
-    from fitwell.data.columns import to_numbers
+    """A frame of raw rows as the graph's inputs: numbers as doubles (NaN missing), dates as days
+    since 1970-01-01 (doubles; the graph does not parse text), the rest as strings ("" missing)."""
+    from fitwell.data.columns import to_days, to_numbers
 
     feeds = {}
     for column, kind in pre.plan.kinds.items():
         if column not in frame:
             raise UserError(f"input column {column!r} missing from the data")
         series = frame[column]
-        if kind == "numeric":
+        if column in pre.plan.dates:
+            feeds[column] = to_days(series).to_numpy(dtype=np.float64).reshape(-1, 1)
+        elif kind == "numeric":
             feeds[column] = to_numbers(series).to_numpy(dtype=np.float64).reshape(-1, 1)
         else:
             text = [("" if v is None or (isinstance(v, float) and v != v) else str(v)) for v in series]

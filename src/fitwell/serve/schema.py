@@ -18,12 +18,15 @@ TEXT = str | None
 
 
 def column_schema(pre: Preprocessor) -> list[dict[str, Any]]:
-    """One entry per input column: name, kind (number, category, boolean, or the input block's
+    """One entry per input column: name, kind (number, category, boolean, date, or the input block's
     kind: text, image, sequence), its JSON type and, for categories, the values seen in training
     (after fitwell's string normalisation; others go to the unknown bucket)."""
     seen = training_categories(pre)
     columns = []
     for name, kind in pre.plan.kinds.items():
+        if name in pre.plan.dates:  # sent as text, read as days since 1970
+            columns.append({"name": name, "kind": "date", "type": "string"})
+            continue
         entry: dict[str, Any] = {"name": name, "kind": "number" if kind == "numeric" else
                                  "category" if kind == "categorical" else kind,
                                  "type": "number" if kind == "numeric" else "string"}
