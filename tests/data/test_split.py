@@ -111,3 +111,14 @@ def test_classes_too_rare_to_stratify_share_a_stratum_and_are_named_in_the_notes
     codes = (y == "yes").astype(int)
     with pytest.raises(DataError, match=r"Rare classes: no \(1 rows\)"):
         split_rows(_frame(), codes, SplitConfig(), "binary", 0, names=np.array(["no", "yes"]))
+
+
+def test_a_stratified_part_smaller_than_the_class_count_grows_to_one_row_per_class():
+    """60 rows of 10 classes: 15% is 9 test rows, too few for one of each class, which failed the
+    split. The test and validation parts now hold at least a row per class."""
+    y = np.repeat(np.arange(10), 6)
+    frame = pd.DataFrame({"x": np.arange(60.0)})
+    split = split_rows(frame, y, SplitConfig(), "multiclass", seed=0)
+    for part in (split.test, split.val):
+        assert sorted(y[part]) == list(range(10))
+    assert len(split.train) == 40

@@ -81,6 +81,10 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
         train, val = _group_split(rest, groups[rest], val_share, seed + 1)
         return Split(np.sort(train), np.sort(val), np.sort(test))
     stratify = y if method == "stratified" else None
+    if stratify is not None:  # a stratified part has room for a row of every class (60 rows, 10 classes)
+        classes = len(np.unique(y))
+        n_test = max(n_test, classes) if n_test else 0
+        n_val = max(n_val, classes) if config.val else 0
     try:
         rest, test = (positions, positions[:0]) if n_test == 0 else train_test_split(
             positions, test_size=n_test, random_state=seed, stratify=stratify)
