@@ -58,7 +58,7 @@ def test_errors():
         split_rows(_frame(), np.zeros(200), SplitConfig(method="group", group_column="grp"),
                    "regression", 0)
     y = np.array([0] * 199 + [1])
-    with pytest.raises(DataError, match=r"stratified split failed.*Rare classes: 1 \(1 rows\)"):
+    with pytest.raises(DataError, match=r"split failed: 1 of 2 classes have fewer than 3 rows: 1 \(1 rows\)"):
         split_rows(_frame(), y, SplitConfig(), "binary", 0)
 
 
@@ -109,7 +109,7 @@ def test_classes_too_rare_to_stratify_share_a_stratum_and_are_named_in_the_notes
         assert abs(share - 100 / 300) < 0.05  # the common classes stay stratified
     y = np.array(["yes"] * 199 + ["no"])
     codes = (y == "yes").astype(int)
-    with pytest.raises(DataError, match=r"Rare classes: no \(1 rows\)"):
+    with pytest.raises(DataError, match=r"fewer than 3 rows: no \(1 rows\)"):
         split_rows(_frame(), codes, SplitConfig(), "binary", 0, names=np.array(["no", "yes"]))
 
 

@@ -97,11 +97,12 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
             raise DataError(f"cannot split {n} rows: {err}") from err
         classes, counts = np.unique(y, return_counts=True)
         shown = classes if names is None else [names[c] for c in classes]
-        rare = ", ".join(f"{c} ({k} rows)" for c, k in zip(shown, counts, strict=True) if k < 3)
+        rare = [f"{c} ({k} rows)" for c, k in zip(shown, counts, strict=True) if k < 3]
+        why = f"{len(rare)} of {len(classes)} classes have fewer than 3 rows: {', '.join(rare[:10])}" \
+            + (", ..." if len(rare) > 10 else "") if rare else str(err)
         raise DataError(
-            f"stratified split failed: {err}. Rare classes: {rare or 'none'}. Each class needs"
-            " rows in train, validation and test; add data, merge rare classes, or set"
-            " split.method: random"
+            f"stratified split failed: {why}. Each class needs rows in train, validation and test; add"
+            " data, merge rare classes, or set split.method: random"
         ) from err
     return Split(np.sort(train), np.sort(val), np.sort(test))
 
