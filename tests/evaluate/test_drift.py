@@ -66,3 +66,19 @@ def test_a_missing_column_is_drift(reference):
 def test_integer_columns_keep_real_values_in_the_reference():
     profile = reference_profile(table(2_000, 7), KINDS, None, "binary")
     assert set(profile["columns"]["visits"]["quantiles"]) <= set(table(2_000, 7)["visits"])
+
+
+def test_a_date_column_is_profiled_as_days_and_a_shift_of_a_year_is_drift():
+    """Dates are compared as the model reads them (days since 1970), not as numbers they are not
+    (which made every value missing on both sides, so no shift could ever show)."""
+    rng = np.random.default_rng(8)
+
+    def dated(rows, start):
+        days = pd.Timestamp(start) + pd.to_timedelta(rng.integers(0, 365, rows), unit="D")
+        return pd.DataFrame({"signed": days.strftime("%Y-%m-%d")})
+
+    reference = reference_profile(dated(5_000, "2021-01-01"), {"signed": "date"}, None, "binary")
+    assert reference["columns"]["signed"]["missing"] == 0
+    same, later = (compare(reference, dated(2_000, start), None, MonitorConfig())["drifted_columns"]
+                   for start in ("2021-01-01", "2022-01-01"))
+    assert same == [] and later == ["signed"]

@@ -28,10 +28,11 @@ MAX_CATEGORIES = 1000
 EPS = 1e-4  # share floor in PSI and chi-square: an empty bin is rare, not impossible
 
 
-def numbers_of(series: pd.Series) -> pd.Series:
-    from fitwell.data.columns import to_numbers
+def numbers_of(series: pd.Series, kind: str = "number") -> pd.Series:
+    """A number column's values, or a date column's as days since 1970 (as the model reads them)."""
+    from fitwell.data.columns import to_days, to_numbers
 
-    return to_numbers(series)
+    return to_days(series) if kind == "date" else to_numbers(series)
 
 
 def categories_of(series: pd.Series) -> pd.Series:
@@ -41,11 +42,11 @@ def categories_of(series: pd.Series) -> pd.Series:
 
 
 def profile_column(series: pd.Series, kind: str) -> dict[str, Any]:
-    """The reference profile of one training column (``kind``: number or category)."""
+    """The reference profile of one training column (``kind``: number, date or category)."""
     rows = len(series)
-    if kind == "number":
-        values = numbers_of(series).dropna().to_numpy(dtype=float)
-        out: dict[str, Any] = {"kind": "number", "rows": rows, "missing": 1 - len(values) / max(rows, 1)}
+    if kind in ("number", "date"):
+        values = numbers_of(series, kind).dropna().to_numpy(dtype=float)
+        out: dict[str, Any] = {"kind": kind, "rows": rows, "missing": 1 - len(values) / max(rows, 1)}
         if len(values):
             edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)[1:-1]))
             out.update(quantiles=np.quantile(values, np.linspace(0, 1, QUANTILES),
@@ -92,8 +93,8 @@ def prediction_column(predictions: pd.DataFrame, task: str) -> tuple[pd.Series, 
 
 def compare_column(reference: dict, series: pd.Series, limits) -> dict[str, Any]:
     """The drift of one column against its reference profile; ``drift`` says if it crosses."""
-    number = reference["kind"] == "number"
-    values = numbers_of(series) if number else categories_of(series)  # converted once
+    number = reference["kind"] in ("number", "date")
+    values = numbers_of(series, reference["kind"]) if number else categories_of(series)  # converted once
     missing = float(values.isna().mean()) if len(values) else 0.0
     out: dict[str, Any] = {"kind": reference["kind"], "rows": len(series), "missing": missing,
                            "missing_reference": reference["missing"], "reasons": []}
