@@ -10,7 +10,7 @@ import numpy as np
 
 from fitwell.config.schema import RunConfig
 from fitwell.ensemble.folds import FoldJobs, bag_folds, fit_side_by_side, openmp_limit, openmp_plan
-from fitwell.ensemble.members import TREE_KINDS, build_member
+from fitwell.ensemble.members import TREE_KINDS, build_member, spread_columns
 from fitwell.ensemble.model import Member, normalise
 
 
@@ -90,10 +90,8 @@ def fit_member(spec, config, prepared, views, tree_view, y, weight, num_classes,
         else:
             oof = cross_val_predict(clone(estimator), views["train"][view], y["train"], cv=splitter,
                                     groups=groups, method=method, params=params)
-            if task != "regression" and oof.shape[1] < num_classes:  # a class no training row holds
-                spread = np.zeros((len(oof), num_classes))
-                spread[:, np.unique(y["train"])] = oof  # scikit-learn's columns: the classes seen
-                oof = spread
+            if task != "regression":  # scikit-learn's columns are the classes the training rows hold
+                oof = spread_columns(oof, np.unique(y["train"]), num_classes)
             fitted = clone(estimator).fit(views["train"][view], y["train"], **params)
     seconds = time.perf_counter() - started
     member = Member(spec.name, view, fitted, classes=num_classes)

@@ -328,7 +328,13 @@ class FoldBag(BaseEstimator):
 def aligned_proba(estimator, proba: np.ndarray, num_classes: int) -> np.ndarray:
     """Probabilities in columns 0..num_classes-1 even when a fold's model saw only some classes."""
     proba = np.asarray(proba, dtype=np.float64)
-    classes = np.asarray(getattr(estimator, "classes_", np.arange(proba.shape[1]))).astype(int)
+    return spread_columns(proba, getattr(estimator, "classes_", np.arange(proba.shape[1])), num_classes)
+
+
+def spread_columns(proba: np.ndarray, classes, num_classes: int) -> np.ndarray:
+    """Columns of ``classes`` (the codes a model saw, in its column order) put in columns
+    0..num_classes-1; 0 for a class it never saw."""
+    classes = np.asarray(classes).astype(int)
     if proba.shape[1] == num_classes and (classes == np.arange(num_classes)).all():
         return proba
     out = np.zeros((len(proba), num_classes))
