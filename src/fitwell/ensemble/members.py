@@ -305,7 +305,7 @@ class FoldBag(BaseEstimator):
         >>> from sklearn.linear_model import LinearRegression
         >>> X = np.arange(8.0).reshape(-1, 1)
         >>> bag = FoldBag([LinearRegression().fit(X, 2 * X[:, 0]), LinearRegression().fit(X, 4 * X[:, 0])])
-        >>> bag.predict(np.array([[1.0]])).tolist()
+        >>> bag.predict(np.array([[1.0]])).round(6).tolist()
         [3.0]
     """
 
