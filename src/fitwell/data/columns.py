@@ -57,13 +57,17 @@ DATE_TEXT = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[
 
 def to_days(series: pd.Series) -> pd.Series:
     """Dates (text like 2013-07-01, 07/01/2013 or 2013-07-01 14:30, or datetime values) as days
-    since 1970-01-01, with the time of day as a fraction; what does not parse is NaN.
+    since 1970-01-01, with the time of day as a fraction; what does not parse is NaN. Numbers are
+    days already (a column typed once, typed again) and pass through.
 
     Example:
         >>> to_days(pd.Series(["1970-01-02", "1970-01-01 12:00", "soon"])).tolist()
         [1.0, 0.5, nan]
     """
     import warnings
+
+    if ptypes.is_numeric_dtype(series) and not ptypes.is_bool_dtype(series):
+        return series.astype("float64")  # to_datetime would read them as nanoseconds
 
     with warnings.catch_warnings():  # "could not infer format": each value is parsed on its own
         warnings.simplefilter("ignore")

@@ -1,8 +1,9 @@
 """Fitted preprocessing: imputation, outlier clipping, encoding and scaling, fitted on the
 training rows only and persisted with skops (never bare pickle).
 
-The output is two blocks: float32 numbers (numeric, boolean and one-hot columns) and int64
-codes for high-cardinality categories (0 is the "unknown" bucket, for unseen or missing values).
+The output is two blocks: float32 numbers (numeric columns, the calendar parts of date columns,
+boolean and one-hot columns) and int64 codes for high-cardinality categories (0 is the "unknown"
+bucket, for unseen or missing values).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from fitwell.config.schema import PreprocessConfig
 from fitwell.data.clean import type_columns
 from fitwell.data.columns import ColumnPlan
+from fitwell.data.dates import DateParts
 from fitwell.errors import DataError
 
 MISSING = "__missing__"
@@ -185,6 +187,13 @@ class Preprocessor:
                                          keep_empty_features=True)),
                 ("scale", build_scaler(cfg.scale, len(typed))),
             ]), numeric))
+        dates = [c for c in self.plan.dates if c in numeric]
+        if dates and DateParts().fit(typed[dates]).parts_:  # month, weekday, ... beside the day count
+            parts.append(("dates", Pipeline([
+                ("parts", DateParts()),
+                ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+                ("scale", build_scaler(cfg.scale, len(typed))),
+            ]), dates))
         if boolean:
             parts.append(("boolean", SimpleImputer(strategy="most_frequent",
                                                    keep_empty_features=True), boolean))

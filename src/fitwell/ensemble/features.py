@@ -3,9 +3,10 @@
 - ``nn``: fitwell's Preprocessor (clipped, imputed, scaled numbers, one-hot and embedding codes),
   packed as one float32 matrix ``[numbers | codes]`` so scikit-learn's wrappers (bagging,
   AdaBoost, cross_val_predict) can slice rows; fitwell members unpack it by ``num_numeric``.
-- ``tree``: raw numbers with missing values kept as NaN and categories as ordinal codes, which
-  is what gradient-boosted trees want (native missing-value and categorical handling, as in
-  LightGBM's and HistGradientBoosting's own guides).
+- ``tree``: raw numbers with missing values kept as NaN, the calendar parts of date columns
+  (``fitwell.data.dates``) and categories as ordinal codes, which is what gradient-boosted trees
+  want (native missing-value and categorical handling, as in LightGBM's and
+  HistGradientBoosting's own guides).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from fitwell.data.clean import type_columns
 from fitwell.data.columns import ColumnPlan
+from fitwell.data.dates import DateParts
 from fitwell.data.preprocess import Features
 
 
@@ -30,7 +32,8 @@ def unpack(X: np.ndarray, num_numeric: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TreeFeatures:
-    """Numbers as they are (NaN = missing) followed by one ordinal code per categorical column.
+    """Numbers as they are (NaN = missing), the calendar parts of date columns, then one ordinal
+    code per categorical column.
 
     Example:
         >>> view = TreeFeatures(plan).fit(train_frame)  # doctest: +SKIP
@@ -45,6 +48,8 @@ class TreeFeatures:
         typed = type_columns(frame, self.plan, self.normalize_strings)
         self.number_columns_ = self.plan.columns("numeric") + self.plan.columns("boolean")
         self.category_columns_ = self.plan.columns("categorical")
+        self.date_columns_ = [c for c in self.plan.dates if c in self.number_columns_]
+        self.dates_ = DateParts().fit(typed[self.date_columns_]) if self.date_columns_ else None
         self.encoder_ = None
         if self.category_columns_:
             # unknown and missing categories are NaN: both trees send them down the missing branch
@@ -56,12 +61,20 @@ class TreeFeatures:
     @property
     def categorical_(self) -> list[int]:
         """Column indices of the categorical codes in ``transform``'s output."""
-        start = len(self.number_columns_)
+        start = len(self.number_columns_) + len(self.date_parts_)
         return list(range(start, start + len(self.category_columns_)))
+
+    @property
+    def date_parts_(self) -> list[tuple[int, str]]:
+        """(index in ``date_columns_``, part) of each calendar column; none in runs saved before."""
+        dates = getattr(self, "dates_", None)
+        return [] if dates is None else list(dates.parts_)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         typed = type_columns(frame, self.plan, self.normalize_strings)
         blocks = [typed[self.number_columns_].to_numpy(dtype=np.float64)]
+        if self.date_parts_:
+            blocks.append(self.dates_.transform(typed[self.date_columns_]))
         if self.encoder_ is not None and len(typed) == 0:  # no rows (an empty validation split)
             blocks.append(np.zeros((0, len(self.category_columns_))))
         elif self.encoder_ is not None:

@@ -169,6 +169,62 @@ def numbers_block(g: Builder, pipeline, columns: list[str]) -> str:
     return scale(g, scaler, x)
 
 
+def dates_block(g: Builder, pipeline, columns: list[str]) -> str:
+    """The calendar parts of date columns (days since 1970), imputed and scaled: the ``dates``
+    part of the ColumnTransformer, ``fitwell.data.dates.calendar`` step by step."""
+    parts, imputer, scaler = (pipeline.named_steps[k] for k in ("parts", "impute", "scale"))
+    values = calendar_columns(g, parts.parts_, columns)
+    x = g.op("Concat", values, axis=1) if len(values) > 1 else values[0]
+    x = g.op("Where", [g.op("IsNaN", [x]), g.const(imputer.statistics_, np.float64), x])
+    return scale(g, scaler, x)
+
+
+def calendar_columns(g: Builder, parts: list[tuple[int, str]], columns: list[str]) -> list[str]:
+    """``DateParts.transform`` as graph ops: a [N, 1] double per (column index, part) of ``parts``."""
+    every: dict[int, dict[str, str]] = {}
+    out = []
+    for j, part in parts:
+        if j not in every:
+            every[j] = calendar_ops(g, clean_number(g, columns[j]))
+        out.append(every[j][part])
+    return out
+
+
+def calendar_ops(g: Builder, days: str) -> dict[str, str]:
+    """Month, day, weekday and hour of a [N, 1] double column of days, as ``calendar`` computes them."""
+    def c(value: float) -> str:
+        return g.const(value, np.float64)
+
+    def floor_div(x: str, by: float) -> str:
+        return g.op("Floor", [g.op("Div", [x, c(by)])])
+
+    def add(*xs: str) -> str:
+        out = xs[0]
+        for x in xs[1:]:
+            out = g.op("Add", [out, x])
+        return out
+
+    def sub(x: str, y: str) -> str:
+        return g.op("Sub", [x, y])
+
+    def mul(by: float, x: str) -> str:
+        return g.op("Mul", [c(by), x])
+
+    whole = g.op("Floor", [days])
+    z = add(whole, c(719468.0))
+    doe = sub(z, mul(146097.0, floor_div(z, 146097.0)))
+    leap = add(sub(floor_div(doe, 1460.0), floor_div(doe, 36524.0)), floor_div(doe, 146096.0))
+    yoe = floor_div(sub(doe, leap), 365.0)
+    doy = sub(doe, add(mul(365.0, yoe), sub(floor_div(yoe, 4.0), floor_div(yoe, 100.0))))
+    mp = floor_div(add(mul(5.0, doy), c(2.0)), 153.0)
+    month = g.op("Where", [g.op("Less", [mp, c(10.0)]), add(mp, c(3.0)), sub(mp, c(9.0))])
+    day = add(sub(doy, floor_div(add(mul(153.0, mp), c(2.0)), 5.0)), c(1.0))
+    shifted = add(whole, c(3.0))
+    weekday = sub(shifted, mul(7.0, floor_div(shifted, 7.0)))
+    hour = mul(24.0, sub(days, whole))
+    return {"month": month, "day": day, "weekday": weekday, "hour": hour}
+
+
 def scale(g: Builder, scaler, x: str) -> str:
     kind = type(scaler).__name__
     if kind == "StandardScaler":
@@ -202,6 +258,8 @@ def preprocessing(g: Builder, pre) -> tuple[str, str]:
         for part, transformer, columns in pre.numeric_.transformers_:
             if part == "numeric":
                 blocks.append(numbers_block(g, transformer, list(columns)))
+            elif part == "dates":
+                blocks.append(dates_block(g, transformer, list(columns)))
             elif part == "boolean":
                 values = [values_of_boolean(g, pre, c) for c in columns]
                 x = g.op("Concat", values, axis=1) if len(values) > 1 else values[0]
