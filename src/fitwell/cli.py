@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fitwell.errors import TrainingFailed, UserError
+from fitwell.errors import CheckFailed, TrainingFailed, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train models the way best practice says they should be trained.")
@@ -385,7 +385,8 @@ def export(
                       f" |difference| {result['max_difference']:.2e} ({result['measure']}){agree}",
                       highlight=False)
         if result["max_difference"] > 1e-5 or result.get("labels_equal", 1.0) < 1.0:
-            raise TrainingFailed(f"the ONNX graph does not match fitwell predict on {check} (see above)")
+            raise CheckFailed(f"the ONNX graph {path} does not predict what fitwell predict does on {check}"
+                              " (see above): serve the run itself (fitwell serve RUN) rather than this graph")
 
 
 @app.command()
@@ -607,10 +608,11 @@ def run_cli(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
-    except TrainingFailed as error:
+    except (TrainingFailed, CheckFailed) as error:
         if _options["debug"]:
             traceback.print_exc()
-        err.print(f"[bold red]training failed:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        said = "training failed" if isinstance(error, TrainingFailed) else "check failed"
+        err.print(f"[bold red]{said}:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 1
     return 0
 

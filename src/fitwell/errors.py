@@ -34,6 +34,11 @@ class TrainingFailed(RuntimeError):
     """
 
 
+class CheckFailed(RuntimeError):
+    """A check the user asked for found a difference (``fitwell export --check``); the CLI prints
+    it without a traceback and exits 1."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)

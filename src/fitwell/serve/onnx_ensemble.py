@@ -27,6 +27,7 @@ from fitwell.ensemble.members import (
 )
 from fitwell.errors import UserError
 from fitwell.serve.onnx_graph import (
+    calendar_columns,
     clean_number,
     column2d,
     label_output,
@@ -38,7 +39,7 @@ from fitwell.serve.onnx_graph import (
     value_output,
     values_of_boolean,
 )
-from fitwell.serve.onnx_trees import boosted, converted_output, hgb, onnxmltools_graph
+from fitwell.serve.onnx_trees import boosted, converted_output, hgb, lightgbm, onnxmltools_graph
 
 MEMBERS_THAT_EXPORT = ("fitwell networks, LightGBM, XGBoost, CatBoost on tables without categories,"
                        " HistGradientBoosting, and their k-fold bags")
@@ -66,6 +67,8 @@ def tree_view(g, pre, view) -> str:
             columns.append(values_of_boolean(g, pre, column))
         else:
             columns.append(clean_number(g, column))
+    if view.date_parts_:
+        columns.extend(calendar_columns(g, view.date_parts_, view.date_columns_))
     if view.encoder_ is not None:
         for column, categories in zip(view.category_columns_, view.encoder_.categories_, strict=True):
             keys = [c for c in categories if isinstance(c, str)]
@@ -199,5 +202,8 @@ def meta_output(g, meta, X: str, task: str) -> str:
         return hgb(g, meta, X, task)
     if kind.startswith("LGBM"):
         classify = task != "regression"
+        rebuilt = lightgbm(g, meta, X, classify)
+        if rebuilt is not None:
+            return rebuilt
         return converted_output(g, onnxmltools_graph(meta, "lightgbm", "meta-learner", classify), X, classify)
     raise UserError(f"the ensemble's meta-learner {kind} cannot be exported to ONNX")
