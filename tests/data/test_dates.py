@@ -12,6 +12,7 @@ from fitwell.cli import run_cli
 from fitwell.data.dates import DateParts, calendar
 from fitwell.serve.bundle import load_run
 from fitwell.serve.export import check_export, export_onnx
+from tests.serve.test_export import train as train_network
 from tests.test_cli import only_run
 
 
@@ -71,10 +72,7 @@ def test_weekends_and_december_are_learned_from_a_date_column(tmp_path):
 
 def test_a_network_reads_the_hour_and_its_onnx_graph_reads_the_date_as_fitwell_does(tmp_path):
     frame = sales(600, seed=3, times=True)
-    frame.to_csv(tmp_path / "sales.csv", index=False)
-    assert run_cli(["train", str(tmp_path / "sales.csv"), "--target", "busy", "-q", "train.epochs=3",
-                    f"track.runs_dir={tmp_path / 'runs'}", "track.report=false"]) == 0
-    run = only_run(tmp_path / "runs")
+    run = train_network(tmp_path, frame, "busy", "track.report=false")
     assert load_run(run).preprocessor.feature_names() == [
         "numeric__day", "numeric__noise", "dates__day.month", "dates__day.day", "dates__day.weekday",
         "dates__day.hour"]
