@@ -52,6 +52,15 @@ def test_time_split_is_ordered():
     assert t[split.train].max() < t[split.val].min() <= t[split.val].max() < t[split.test].min()
 
 
+def test_a_time_split_on_dates_written_as_text_orders_them_as_dates():
+    shuffled = np.random.default_rng(0).permutation(200) * 3
+    days = pd.Timestamp("2012-01-01") + pd.to_timedelta(shuffled, unit="D")
+    frame = pd.DataFrame({"t": days.strftime("%m/%d/%Y"), "x": np.arange(200)})  # "12/31/2012" > "01/02/2013"
+    config = SplitConfig(method="time", time_column="t")
+    split = split_rows(frame, np.zeros(200), config, "regression", seed=0)
+    assert days[split.train].max() < days[split.val].min() <= days[split.val].max() < days[split.test].min()
+
+
 def test_errors():
     with pytest.raises(ConfigError,
                        match=r"split\.group_column: column 'grp' is not in the data\. Columns: g, t, x"):

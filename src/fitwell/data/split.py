@@ -68,8 +68,7 @@ def split_rows(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: st
     n_test = 0 if config.test == 0 else max(1, round(config.test * n))  # 0: the user's own test file
     n_val = round(config.val * n)
     if method == "time":
-        order = np.argsort(_column(frame, config.time_column, "split.time_column").to_numpy(),
-                           kind="stable")
+        order = np.argsort(_times(frame, config.time_column), kind="stable")
         n_train = n - n_test - n_val
         return Split(order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
     if method == "group":
@@ -157,6 +156,19 @@ def _column(frame: pd.DataFrame, name: str | None, key: str) -> pd.Series:
     return frame[name]
 
 
+def _times(frame: pd.DataFrame, name: str | None) -> np.ndarray:
+    """The time column's values in time order: dates written as text (07/01/2013 sorts after
+    06/30/2014 as text) are read as days since 1970, unreadable ones last."""
+    from fitwell.data.columns import is_text, to_days
+
+    values = _column(frame, name, "split.time_column")
+    if is_text(values) or pd.api.types.is_datetime64_any_dtype(values):
+        days = to_days(values)
+        if days.notna().sum() >= 0.95 * values.notna().sum():
+            return days.fillna(np.inf).to_numpy()
+    return values.to_numpy()
+
+
 def _group_split(positions: np.ndarray, groups: np.ndarray, share: float, seed: int):
     if share == 0:
         return positions, positions[:0]
@@ -183,8 +195,7 @@ def cv_split(frame: pd.DataFrame, y: np.ndarray, config: SplitConfig, task: str,
     positions = np.arange(len(frame))
     state = seed + 1000 * repeat
     if method == "time":
-        times = _column(frame, config.time_column, "split.time_column").to_numpy()
-        order = np.argsort(times, kind="stable")
+        order = np.argsort(_times(frame, config.time_column), kind="stable")
         rest, held = list(TimeSeriesSplit(n_splits=folds).split(order))[fold]
         rest, held = order[rest], order[held]
         n_val = max(1, round(len(rest) * config.val / (config.train + config.val))) if config.val else 0
