@@ -262,8 +262,8 @@ def write_drift_reference(start: RunStart) -> None:
 
     prepared, run_dir = start.prepared, start.run_dir
     plan = prepared.plan
-    kinds = {c: "date" if c in plan.dates else "number" if k == "numeric" else "category"
-             for c, k in plan.kinds.items()}
+    kinds = {c: "date" if c in plan.dates else "number" if k == "numeric" else "text" if k == "text"
+             else "category" for c, k in plan.kinds.items()}
     raw = prepared.raw if prepared.raw is not None else prepared.frame
     index = prepared.frame.index[prepared.split.train]
     index = index[index.isin(raw.index)]  # rows data.synthetic added are not in the table as loaded

@@ -37,7 +37,7 @@ from fitwell.registry import CALLBACKS, LOSSES, MODELS, OPTIMIZERS
 
 Task = Literal["auto", "binary", "multiclass", "regression", "clustering", "anomaly", "embedding",
                "reinforcement"]
-ColumnKind = Literal["numeric", "categorical", "boolean", "id", "drop"]
+ColumnKind = Literal["numeric", "categorical", "boolean", "text", "id", "drop"]
 
 # Metrics logged every epoch for each task (prefixed ``train_``/``val_``); a monitor must be one.
 EPOCH_METRICS: dict[str, tuple[str, ...]] = {

@@ -88,6 +88,8 @@ def type_columns(frame: pd.DataFrame, plan: ColumnPlan, normalize_strings: bool 
             out[name] = unusable_numbers(name, series, to_numbers(series), report)
         elif kind == "boolean":
             out[name] = _to_bool(series)
+        elif kind == "text":  # words are read by TfidfVectorizer (fitwell.data.text)
+            out[name] = series.astype("object").where(series.notna(), np.nan)
         else:
             text = series.astype("object").map(
                 lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))

@@ -1,4 +1,5 @@
-"""Infer what each column is (numeric, categorical, boolean, ID-like, constant) and the task."""
+"""Infer what each column is (numeric, categorical, boolean, date, free text, ID-like, constant) and
+the task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from fitwell.data.text import looks_like_text
 from fitwell.errors import ConfigError, DataError, did_you_mean
 
 BOOL_WORDS = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0, "t": 1.0, "f": 0.0}
@@ -21,7 +23,7 @@ class ColumnPlan:
     """The fate of every column: used as a kind, or dropped with a reason."""
 
     target: str
-    kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric|categorical|boolean
+    kinds: dict[str, str] = field(default_factory=dict)  # column -> numeric|categorical|boolean|text
     dropped: dict[str, str] = field(default_factory=dict)  # column -> reason
     notes: list[str] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)  # numeric columns read from dates (days since 1970)
@@ -128,6 +130,9 @@ def _infer_one(plan: ColumnPlan, name, series: pd.Series) -> None:
         plan.notes.append(f"column {name!r}: dates, read as days since 1970-01-01")
     elif _looks_boolean(series):
         plan.kinds[name] = "boolean"
+    elif is_text(series) and looks_like_text(series):
+        plan.kinds[name] = "text"
+        plan.notes.append(f"column {name!r}: free text, read as TF-IDF components")
     elif _looks_like_id(str(name), series):
         plan.dropped[name] = f"ID-like ({distinct} distinct values in {series.notna().sum()} rows)"
     elif not is_text(series):
@@ -177,7 +182,7 @@ def infer_columns(
         elif kind == "numeric":
             _check_declared_numeric(name, frame[name])
             plan.kinds[name] = "numeric"
-        elif kind in ("categorical", "boolean"):
+        elif kind in ("categorical", "boolean", "text"):
             plan.kinds[name] = kind
         else:
             _infer_one(plan, name, frame[name])

@@ -2,8 +2,8 @@
 training rows only and persisted with skops (never bare pickle).
 
 The output is two blocks: float32 numbers (numeric columns, the calendar parts of date columns,
-boolean and one-hot columns) and int64 codes for high-cardinality categories (0 is the "unknown"
-bucket, for unseen or missing values).
+the TF-IDF components of free-text columns, boolean and one-hot columns) and int64 codes for
+high-cardinality categories (0 is the "unknown" bucket, for unseen or missing values).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from fitwell.config.schema import PreprocessConfig
 from fitwell.data.clean import type_columns
 from fitwell.data.columns import ColumnPlan
 from fitwell.data.dates import DateParts
+from fitwell.data.text import TextComponents
 from fitwell.errors import DataError
 
 MISSING = "__missing__"
@@ -194,6 +195,9 @@ class Preprocessor:
                 ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
                 ("scale", build_scaler(cfg.scale, len(typed))),
             ]), dates))
+        for i, column in enumerate(self.plan.columns("text")):  # part names may not hold "__"
+            parts.append((f"text{i}", Pipeline([("components", TextComponents()),
+                                                ("scale", build_scaler(cfg.scale, len(typed)))]), [column]))
         if boolean:
             parts.append(("boolean", SimpleImputer(strategy="most_frequent",
                                                    keep_empty_features=True), boolean))

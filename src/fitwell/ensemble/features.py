@@ -4,7 +4,8 @@
   packed as one float32 matrix ``[numbers | codes]`` so scikit-learn's wrappers (bagging,
   AdaBoost, cross_val_predict) can slice rows; fitwell members unpack it by ``num_numeric``.
 - ``tree``: raw numbers with missing values kept as NaN, the calendar parts of date columns
-  (``fitwell.data.dates``) and categories as ordinal codes, which is what gradient-boosted trees
+  (``fitwell.data.dates``), the TF-IDF components of free-text columns (``fitwell.data.text``)
+  and categories as ordinal codes, which is what gradient-boosted trees
   want (native missing-value and categorical handling, as in LightGBM's and
   HistGradientBoosting's own guides).
 """
@@ -19,6 +20,7 @@ from fitwell.data.clean import type_columns
 from fitwell.data.columns import ColumnPlan
 from fitwell.data.dates import DateParts
 from fitwell.data.preprocess import Features
+from fitwell.data.text import TextComponents
 
 
 def pack(features: Features) -> np.ndarray:
@@ -50,6 +52,7 @@ class TreeFeatures:
         self.category_columns_ = self.plan.columns("categorical")
         self.date_columns_ = [c for c in self.plan.dates if c in self.number_columns_]
         self.dates_ = DateParts().fit(typed[self.date_columns_]) if self.date_columns_ else None
+        self.texts_ = [TextComponents().fit(typed[[c]]) for c in self.text_columns]
         self.encoder_ = None
         if self.category_columns_:
             # unknown and missing categories are NaN: both trees send them down the missing branch
@@ -61,8 +64,13 @@ class TreeFeatures:
     @property
     def categorical_(self) -> list[int]:
         """Column indices of the categorical codes in ``transform``'s output."""
-        start = len(self.number_columns_) + len(self.date_parts_)
+        texts = sum(t.width_ for t in getattr(self, "texts_", []))
+        start = len(self.number_columns_) + len(self.date_parts_) + texts
         return list(range(start, start + len(self.category_columns_)))
+
+    @property
+    def text_columns(self) -> list[str]:
+        return self.plan.columns("text")
 
     @property
     def date_parts_(self) -> list[tuple[int, str]]:
@@ -75,6 +83,8 @@ class TreeFeatures:
         blocks = [typed[self.number_columns_].to_numpy(dtype=np.float64)]
         if self.date_parts_:
             blocks.append(self.dates_.transform(typed[self.date_columns_]))
+        for column, text in zip(self.text_columns, getattr(self, "texts_", []), strict=True):
+            blocks.append(text.transform(typed[[column]]))
         if self.encoder_ is not None and len(typed) == 0:  # no rows (an empty validation split)
             blocks.append(np.zeros((0, len(self.category_columns_))))
         elif self.encoder_ is not None:

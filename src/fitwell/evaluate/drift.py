@@ -29,9 +29,12 @@ EPS = 1e-4  # share floor in PSI and chi-square: an empty bin is rare, not impos
 
 
 def numbers_of(series: pd.Series, kind: str = "number") -> pd.Series:
-    """A number column's values, or a date column's as days since 1970 (as the model reads them)."""
+    """A number column's values, a date column's as days since 1970 (as the model reads them), a
+    free-text column's as words a value (its values are all different: their length can shift)."""
     from fitwell.data.columns import to_days, to_numbers
 
+    if kind == "text":
+        return series.map(lambda v: float(len(v.split())) if isinstance(v, str) else np.nan).astype(float)
     return to_days(series) if kind == "date" else to_numbers(series)
 
 
@@ -42,9 +45,9 @@ def categories_of(series: pd.Series) -> pd.Series:
 
 
 def profile_column(series: pd.Series, kind: str) -> dict[str, Any]:
-    """The reference profile of one training column (``kind``: number, date or category)."""
+    """The reference profile of one training column (``kind``: number, date, text or category)."""
     rows = len(series)
-    if kind in ("number", "date"):
+    if kind in ("number", "date", "text"):
         values = numbers_of(series, kind).dropna().to_numpy(dtype=float)
         out: dict[str, Any] = {"kind": kind, "rows": rows, "missing": 1 - len(values) / max(rows, 1)}
         if len(values):
@@ -93,7 +96,7 @@ def prediction_column(predictions: pd.DataFrame, task: str) -> tuple[pd.Series, 
 
 def compare_column(reference: dict, series: pd.Series, limits) -> dict[str, Any]:
     """The drift of one column against its reference profile; ``drift`` says if it crosses."""
-    number = reference["kind"] in ("number", "date")
+    number = reference["kind"] in ("number", "date", "text")
     values = numbers_of(series, reference["kind"]) if number else categories_of(series)  # converted once
     missing = float(values.isna().mean()) if len(values) else 0.0
     out: dict[str, Any] = {"kind": reference["kind"], "rows": len(series), "missing": missing,

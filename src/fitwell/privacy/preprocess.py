@@ -161,6 +161,11 @@ def fit_private(pre: Any, frame: pd.DataFrame, y: pd.Series, config: Any, delta:
         raise ConfigError("privacy: image, text and sequence inputs fit vocabularies and statistics on the"
                           " private rows; a private run takes table columns only")
     check_private_settings(config)
+    if plan.columns("text"):
+        names = ", ".join(map(repr, plan.columns("text")))
+        raise ConfigError(f"column(s) {names}: free text, whose vocabulary and components are fitted on the"
+                          " rows; a private run cannot release them. Drop it (data.drop) or declare it"
+                          " categorical with privacy.categories listing its public values")
     releases = planned_releases(config, plan, task, delta)
     eps, vocab_delta = releases.each(), releases.delta / max(1, releases.vocabularies)
     typed = type_columns(frame, plan, pre.normalize_strings, lambda _: None)

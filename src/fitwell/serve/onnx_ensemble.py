@@ -35,6 +35,7 @@ from fitwell.serve.onnx_graph import (
     network,
     preprocessing,
     probabilities_of,
+    refuse_text,
     text_of,
     value_output,
     values_of_boolean,
@@ -61,6 +62,7 @@ class Views:
 
 def tree_view(g, pre, view) -> str:
     """TreeFeatures.transform as graph ops: [N, k] doubles."""
+    refuse_text(view.plan)
     columns = []
     for column in view.number_columns_:
         if view.plan.kinds[column] == "boolean":

@@ -253,6 +253,7 @@ def scale(g: Builder, scaler, x: str) -> str:
 def preprocessing(g: Builder, pre) -> tuple[str, str]:
     """The network's two inputs, ``numeric`` [N, k] float32 and ``codes`` [N, c] int64, from the
     raw column inputs (named as the columns)."""
+    refuse_text(pre.plan)
     blocks = []
     if pre.numeric_ is not None:
         for part, transformer, columns in pre.numeric_.transformers_:
@@ -286,6 +287,16 @@ def preprocessing(g: Builder, pre) -> tuple[str, str]:
         zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
         g.op("ConstantOfShape", [shape], name="codes", value=zero)
     return "numeric", "codes"
+
+
+def refuse_text(plan) -> None:
+    """Free-text columns' TF-IDF components are not in the graph: say so, and what to do."""
+    text = plan.columns("text")
+    if text:
+        names = ", ".join(map(repr, text))
+        raise UserError(f"column{'s' if len(text) > 1 else ''} {names}: free text (TF-IDF components) cannot"
+                        " be exported to ONNX yet; serve the run itself (fitwell serve RUN), or retrain"
+                        " without it (data.drop) to export")
 
 
 def values_of_boolean(g: Builder, pre, column: str) -> str:

@@ -1,0 +1,76 @@
+"""Free-text columns: read as TF-IDF components instead of being dropped as IDs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fitwell.cli import run_cli
+from fitwell.data.columns import infer_columns
+from fitwell.data.text import TextComponents, looks_like_text
+from fitwell.errors import UserError
+from fitwell.serve.bundle import load_run
+from fitwell.serve.export import export_onnx
+from tests.test_cli import only_run
+
+GOOD = ["great", "love", "perfect", "fast", "works", "recommend"]
+BAD = ["broken", "refund", "late", "never", "awful", "returned"]
+FILLER = ["the", "box", "order", "item", "seller", "color", "size", "price", "shipping", "package", "day",
+          "week", "phone", "case", "cable", "gift", "my", "it", "was", "arrived"]
+
+
+def reviews(count: int, seed: int = 0) -> pd.DataFrame:
+    """Unique reviews whose label turns on their words, a number column of noise."""
+    rng = np.random.default_rng(seed)
+    happy = rng.random(count) < 0.5
+    texts = []
+    for i, good in enumerate(happy):
+        words = list(rng.choice(FILLER, 6)) + list(rng.choice(GOOD if good else BAD, 2)) + [f"#{i}"]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return pd.DataFrame({"review": texts, "stars_shown": rng.normal(size=count),
+                         "happy": np.where(happy, "yes", "no")})
+
+
+def test_phrases_are_text_and_codes_names_and_categories_are_not():
+    frame = reviews(200)
+    assert looks_like_text(frame["review"])
+    names = pd.Series([f"{s}, {t} {f} {m}" for s, t, f, m in zip(
+        np.random.default_rng(1).choice(["Braund", "Cumings", "Heikkinen", "Allen", "Moran"], 200),
+        np.random.default_rng(2).choice(["Mr.", "Mrs.", "Miss.", "Master."], 200),
+        np.random.default_rng(3).choice(["Owen", "John", "Laina", "William", "Ann"], 200),
+        range(200), strict=True)])
+    assert looks_like_text(names)  # words recur: the title is one of four
+    assert not looks_like_text(pd.Series([f"AX-{i:05d}-{i * 7 % 13}" for i in range(200)]))  # an ID
+    assert not looks_like_text(pd.Series(["red car", "blue big car", "green small van"] * 70))  # categories
+    plan = infer_columns(frame, "happy")
+    assert plan.kinds["review"] == "text" and "review" not in plan.dropped
+
+
+def test_text_components_fit_on_training_rows_and_survive_odd_values():
+    rows = pd.DataFrame({"t": ["a b", None, "", "x y z"] * 5})  # no word of two letters
+    parts = TextComponents().fit(rows)
+    assert parts.transform(rows).shape == (20, 1) and not parts.transform(rows).any()
+    frame = reviews(300)
+    parts = TextComponents(components=8).fit(frame[["review"]])
+    out = parts.transform(pd.DataFrame({"review": ["broken refund", None, "never seen words qqq"]}))
+    assert out.shape == (3, 8) and np.isfinite(out).all()
+
+
+@pytest.mark.slow
+def test_a_label_in_the_words_of_unique_reviews_is_learned_and_export_says_why_it_cannot(tmp_path):
+    frame = reviews(1200)
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    assert run_cli(["train", str(tmp_path / "reviews.csv"), "--target", "happy", "--preset", "fast", "-q",
+                    f"track.runs_dir={tmp_path / 'runs'}", "track.report=false"]) == 0
+    run = only_run(tmp_path / "runs")
+    assert yaml.safe_load((run / "metrics.json").read_text())["test"]["roc_auc"] > 0.95
+    new = reviews(50, seed=9)
+    predicted = load_run(run).predict(new.drop(columns=["happy"]))
+    assert (predicted["prediction"] == new["happy"]).mean() >= 0.9
+    with pytest.raises(UserError, match="'review': free text .* cannot be exported to ONNX"):
+        export_onnx(run)
+    reference = yaml.safe_load((run / "reference.json").read_text())
+    assert reference["columns"]["review"]["kind"] == "text"  # monitored as words a value
