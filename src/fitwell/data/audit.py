@@ -316,10 +316,14 @@ def _duplicates(prepared: PreparedData, raw: pd.DataFrame, findings: list[Findin
     table = table.astype(str) if prepared.preprocessor.inputs else table
     inputs = row_hashes(table[columns])
     full = row_hashes(table)
-    train_full = set(full[split.train].tolist())
+    from fitwell.data.prepare import whole_rows  # a copy: every column alike, dropped IDs too
+
+    whole = whole_rows(frame, raw)
+    copies = full if whole is frame else row_hashes(whole)
+    train_full = set(copies[split.train].tolist())
     for part in ("val", "test"):
         rows = getattr(split, part)
-        shared = [int(r) for r in rows if full[r] in train_full]
+        shared = [int(r) for r in rows if copies[r] in train_full]
         if shared:
             findings.append(Finding(
                 "duplicates_across_splits", "error",
@@ -367,6 +371,8 @@ def _shift(prepared: PreparedData, config: RunConfig, findings: list[Finding]) -
     parts = [(part, getattr(split, part)) for part in ("val", "test") if len(getattr(split, part)) >= 10]
     tests = max(1, len(parts) * len(plan.kinds))
     for name, kind in plan.kinds.items():
+        if kind == "text":  # every value its own: a category comparison would always see a shift
+            continue
         numeric = kind == "numeric"
         column = frame[name]
         base = column.iloc[split.train]

@@ -262,16 +262,35 @@ def stratify_on(config: RunConfig, task: str, y: pd.Series, classes, note: Calla
 
 
 def split_for(config: RunConfig, cleaned: pd.DataFrame, labels, strat, task: str, fold, merge_val: bool,
-              cv, classes=None) -> Split:
-    """The run's split of the cleaned rows (see ``prepare``); duplicates stay on one side."""
+              cv, classes=None, raw: pd.DataFrame | None = None) -> Split:
+    """The run's split of the cleaned rows (see ``prepare``); duplicates stay on one side.
+
+    A duplicate is a row the table holds twice, every column alike (``raw``, the table as loaded):
+    rows that differ only in a column the run dropped (a passenger's name, an order number) are
+    different records that share their features, and keeping those together would move whole
+    blocks of common rows out of the test split."""
     together = resolve_method(config.split, task) not in ("time", "group")  # those keep their order
+    groups = duplicate_groups(whole_rows(cleaned, raw)) if together else None
     if cv is not None:
         split = cv_split(cleaned, labels, config.split, task, config.seed, *cv)
-        return keep_duplicates_together(split, duplicate_groups(cleaned)) if together else split
+        return keep_duplicates_together(split, groups) if together else split
     split = split_rows(cleaned, labels, config.split, task, config.seed, names=classes)
     if together:
-        split = split_keeping_duplicates(split, duplicate_groups(cleaned), config.split, config.seed)
+        split = split_keeping_duplicates(split, groups, config.split, config.seed)
     return refold(split, strat, fold, merge_val, config.seed)
+
+
+def whole_rows(cleaned: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
+    """The table's own rows behind the cleaned ones, every column; the cleaned rows when the table's
+    values cannot be hashed (lists in a JSONL cell)."""
+    if raw is None or not cleaned.index.isin(raw.index).all():
+        return cleaned
+    rows = raw.loc[cleaned.index]
+    try:
+        pd.util.hash_pandas_object(rows, index=False)
+    except TypeError:
+        return cleaned
+    return rows
 
 
 def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
@@ -314,7 +333,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     classes = None if task == "regression" else class_labels(y)
     strat = None if classes is None else stratify_on(config, task, y, classes, typing_notes.append)
     labels = strat if strat is not None else y.to_numpy()
-    split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv, classes)
+    split = split_for(config, cleaned, labels, strat, task, fold, merge_val, cv, classes, raw)
     inputs = cleaned[plan.inputs + [c for c in block_columns if c not in plan.inputs]]
     if preprocessor is None:
         preprocessor = Preprocessor(plan, config.preprocess, task, config.data.normalize_strings, blocks)
