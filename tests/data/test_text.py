@@ -59,6 +59,17 @@ def test_text_components_fit_on_training_rows_and_survive_odd_values():
     assert out.shape == (3, 8) and np.isfinite(out).all()
 
 
+def test_saved_components_transform_as_the_fitted_ones_and_saving_leaves_those_intact():
+    import skops.io as sio
+
+    frame = reviews(400)
+    parts = TextComponents(components=8).fit(frame[["review"]])
+    saved = sio.dumps(parts)
+    loaded = sio.loads(saved, trusted=sio.get_untrusted_types(data=saved))
+    assert np.array_equal(loaded.transform(frame[["review"]]), parts.transform(frame[["review"]]))
+    assert loaded.vectorizer_.vocabulary_ == parts.vectorizer_.vocabulary_
+
+
 @pytest.mark.slow
 def test_a_label_in_the_words_of_unique_reviews_is_learned_and_export_says_why_it_cannot(tmp_path):
     frame = reviews(1200)

@@ -84,6 +84,29 @@ class TextComponents(TransformerMixin, BaseEstimator):
         name = input_features[0] if input_features is not None and len(input_features) else "text"
         return np.asarray([f"{name}.text{i}" for i in range(self.width_)], dtype=object)
 
+    def __getstate__(self) -> dict:
+        """The vocabulary as an array of terms: skops writes a dict entry by entry (20,000 terms took
+        9 s and 20 MB to save, 3 s to load; as an array, well under a second)."""
+        state = dict(super().__getstate__())  # BaseEstimator's is this object's own __dict__
+        vectorizer = state.get("vectorizer_")
+        if vectorizer is not None and hasattr(vectorizer, "vocabulary_"):
+            vocabulary = vectorizer.vocabulary_
+            stored = type(vectorizer).__new__(type(vectorizer))  # the fitted one keeps its vocabulary
+            stored.__dict__.update({k: v for k, v in vars(vectorizer).items() if k != "vocabulary_"})
+            vectorizer = stored
+            terms = np.empty(len(vocabulary), dtype=object)
+            for term, index in vocabulary.items():
+                terms[index] = term
+            state["vectorizer_"], state["terms_"] = vectorizer, terms.astype(str)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        terms = state.pop("terms_", None)
+        if terms is not None:
+            state["vectorizer_"].vocabulary_ = {str(term): i for i, term in enumerate(terms)}
+        super().__setstate__(state)
+
     @staticmethod
     def _text(X) -> list[str]:
         if isinstance(X, pd.DataFrame):
