@@ -1,6 +1,6 @@
 """Boosted trees as ONNX graph pieces predict what the library does on doubles: a value next to a
 threshold goes the same way, missing values and categories go where the model learnt, and a
-regression value keeps its digits when it is a large mean minus a large output."""
+regression value keeps its digits when it is a large mean plus a large output."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def test_lightgbm_rebuilt_with_double_thresholds_predicts_what_lightgbm_does(tas
     if task == "regression":
         assert np.abs(got.ravel() - model.predict(rows)).max() <= 1e-6  # of values near 1e6
     else:
-        assert np.abs(got - model.predict_proba(rows)).max() <= 1e-12
+        # class scores are summed in float32 (~1e-8 here); a row down the wrong branch is ~1e-2 off
+        assert np.abs(got - model.predict_proba(rows)).max() <= 1e-7
 
 
 def test_a_model_this_does_not_rebuild_is_left_to_onnxmltools():

@@ -169,7 +169,7 @@ def lightgbm(g, model, X: str, classify: bool) -> str | None:
         return None
     if nodes.sets:
         X = g.op("Concat", [X, *category_sets(g, nodes.sets, nodes.features, X)], axis=1)
-    raw = regressor_op(g, X, nodes.a, nodes.thresholds, nodes.weights, nodes.base)
+    raw = regressor_op(g, X, nodes.a, nodes.thresholds, nodes.weights, nodes.base, exact=not classify)
     if objective[0] == "binary":
         coefficient = next((float(o.split(":")[1]) for o in objective if o.startswith("sigmoid:")), 1.0)
         raw = g.op("Mul", [raw, g.const(coefficient, np.float64)])
@@ -206,7 +206,7 @@ def hgb(g, estimator, X: str, task: str) -> str:
         features = [int(trees[t][1].nodes[i]["feature_idx"]) for t, i in splits]
         X = g.op("Concat", [X, membership(g, sets, features, [np.nan] * len(splits), X)], axis=1)
     base = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(-1)
-    raw = tree_ensemble(g, trees, splits, X, base, estimator.n_features_in_)
+    raw = tree_ensemble(g, trees, splits, X, base, estimator.n_features_in_, exact=link == "IdentityLink")
     if link == "IdentityLink":
         return raw
     return probabilities_of(g, raw, "binary" if link == "LogitLink" else "multiclass")
@@ -267,7 +267,7 @@ def node_lists() -> dict[str, list]:
                             "target_treeids", "target_nodeids", "target_ids")}
 
 
-def tree_ensemble(g, trees, splits, X: str, base: np.ndarray, columns: int) -> str:
+def tree_ensemble(g, trees, splits, X: str, base: np.ndarray, columns: int, exact: bool) -> str:
     """One TreeEnsembleRegressor summing every tree's leaf into its class's column, thresholds as
     doubles; a split on a number goes left when value <= threshold, on a category when the
     membership column is 1; missing values go where the model learnt."""
@@ -301,24 +301,35 @@ def tree_ensemble(g, trees, splits, X: str, base: np.ndarray, columns: int) -> s
             a["nodes_truenodeids"].append(int(node["left"]))
             a["nodes_falsenodeids"].append(int(node["right"]))
             a["nodes_missing_value_tracks_true"].append(int(bool(node["missing_go_to_left"])))
-    return regressor_op(g, X, a, thresholds, weights, base)
+    return regressor_op(g, X, a, thresholds, weights, base, exact)
 
 
 def regressor_op(g, X: str, a: dict[str, list], thresholds: list[float], weights: list[float],
-                 base: np.ndarray) -> str:
+                 base: np.ndarray, exact: bool) -> str:
     """The trees of the node and target lists ``a`` summed per target into [N, targets] doubles,
     thresholds compared as doubles (float32 ones send a value next to one the other way).
 
-    ``TreeEnsembleRegressor`` (ai.onnx.ml 3) writes float32 sums, ~7 digits: a regression value
-    that is the difference of a large mean and a large scaled output kept only a few. So each tree
-    here writes the number of the leaf a row reaches into its own column -- small integers, exact
-    in float32 -- and the leaf values are looked up and summed as doubles (Gather, MatMul)."""
+    ``TreeEnsembleRegressor`` (ai.onnx.ml 3) writes float32 sums, ~7 digits: enough for class
+    scores, not for a regression value that is the difference of a large mean and a large scaled
+    output (1.5e-5 off, relative, on a real table). With ``exact`` each tree writes the number of
+    the leaf a row reaches into its own column -- small integers, exact in float32 -- and the leaf
+    values are looked up and summed as doubles (Gather, MatMul; about half onnxruntime's speed on
+    a regression ensemble, so class scores keep the plain sum)."""
     if not a["nodes_treeids"]:  # every tree a constant: the base values alone
         zero = g.op("Mul", [g.op("Gather", [X, g.const([0], np.int64)], axis=1), g.const(0.0, np.float64)])
         return g.op("Add", [g.op("Where", [g.op("IsNaN", [zero]), g.const(0.0, np.float64), zero]),
                             g.const(base[None, :], np.float64)])
     from onnx import numpy_helper
 
+    splits = numpy_helper.from_array(np.asarray(thresholds, dtype=np.float64))
+    if not exact:
+        summed = g.op("TreeEnsembleRegressor", [X], domain="ai.onnx.ml", n_targets=len(base),
+                      aggregate_function="SUM", post_transform="NONE",
+                      base_values_as_tensor=numpy_helper.from_array(base.astype(np.float64)),
+                      nodes_values_as_tensor=splits,
+                      target_weights_as_tensor=numpy_helper.from_array(np.asarray(weights, dtype=np.float64)),
+                      **a)
+        return g.op("Cast", [summed], to=TensorProto.DOUBLE)
     order = {t: j for j, t in enumerate(dict.fromkeys(a["target_treeids"]))}  # tree -> its column
     leaves = [0] * len(order)  # leaves numbered so far, per column
     offsets = np.zeros(len(order), dtype=np.int64)
@@ -337,7 +348,7 @@ def regressor_op(g, X: str, a: dict[str, list], thresholds: list[float], weights
     reached = g.op("TreeEnsembleRegressor", [X], domain="ai.onnx.ml", n_targets=len(order),
                    aggregate_function="SUM", post_transform="NONE",
                    base_values_as_tensor=numpy_helper.from_array(np.zeros(len(order))),
-                   nodes_values_as_tensor=numpy_helper.from_array(np.asarray(thresholds, dtype=np.float64)),
+                   nodes_values_as_tensor=splits,
                    target_weights_as_tensor=numpy_helper.from_array(np.asarray(numbers)), **spec)
     index = g.op("Add", [g.op("Cast", [reached], to=TensorProto.INT64), g.const(offsets[None, :], np.int64)])
     values = g.op("Gather", [g.const(np.asarray(flat, dtype=np.float64)), index])  # [N, trees]
