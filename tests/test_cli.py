@@ -19,6 +19,16 @@ def only_run(runs: Path) -> Path:
     return run
 
 
+def train_preset(tmp_path: Path, frame, target: str, preset: str = "fast") -> tuple[Path, dict]:
+    """``fitwell train TABLE.csv --target TARGET --preset PRESET`` as a user runs it on ``frame``:
+    the run directory and its test metrics."""
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    assert run_cli(["train", str(tmp_path / "table.csv"), "--target", target, "--preset", preset, "-q",
+                    f"track.runs_dir={tmp_path / 'runs'}", "track.report=false"]) == 0
+    run = only_run(tmp_path / "runs")
+    return run, json.loads((run / "metrics.json").read_text())["test"]
+
+
 @pytest.mark.parametrize("example, metric, floor", [
     ("breast_cancer", "roc_auc", 0.98),
     ("wine", "accuracy", 0.95),

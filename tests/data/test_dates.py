@@ -6,14 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from fitwell.cli import run_cli
 from fitwell.data.dates import DateParts, calendar
 from fitwell.serve.bundle import load_run
 from fitwell.serve.export import check_export, export_onnx
 from tests.serve.test_export import train as train_network
-from tests.test_cli import only_run
+from tests.test_cli import train_preset
 
 
 def stamps(count: int, seed: int = 0, start: str = "2021-01-01", span_days: int = 3 * 365,
@@ -59,11 +57,8 @@ def sales(count: int, seed: int = 0, times: bool = False) -> pd.DataFrame:
 @pytest.mark.slow
 def test_weekends_and_december_are_learned_from_a_date_column(tmp_path):
     frame = sales(1500)
-    frame.to_csv(tmp_path / "sales.csv", index=False)
-    assert run_cli(["train", str(tmp_path / "sales.csv"), "--target", "busy", "--preset", "fast", "-q",
-                    f"track.runs_dir={tmp_path / 'runs'}", "track.report=false"]) == 0
-    run = only_run(tmp_path / "runs")
-    assert yaml.safe_load((run / "metrics.json").read_text())["test"]["roc_auc"] > 0.97
+    run, test = train_preset(tmp_path, frame, "busy")
+    assert test["roc_auc"] > 0.97
     pre = load_run(run).preprocessor
     assert {"dates__day.month", "dates__day.weekday"} <= set(pre.feature_names())
     # new rows come as text: their day count is read on the training rows' scale (standardised)

@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from fitwell.cli import run_cli
 from fitwell.data.columns import infer_columns
 from fitwell.data.text import TextComponents, looks_like_text
 from fitwell.errors import UserError
 from fitwell.serve.bundle import load_run
 from fitwell.serve.export import export_onnx
-from tests.test_cli import only_run
+from tests.test_cli import train_preset
 
 GOOD = ["great", "love", "perfect", "fast", "works", "recommend"]
 BAD = ["broken", "refund", "late", "never", "awful", "returned"]
@@ -72,12 +71,8 @@ def test_saved_components_transform_as_the_fitted_ones_and_saving_leaves_those_i
 
 @pytest.mark.slow
 def test_a_label_in_the_words_of_unique_reviews_is_learned_and_export_says_why_it_cannot(tmp_path):
-    frame = reviews(1200)
-    frame.to_csv(tmp_path / "reviews.csv", index=False)
-    assert run_cli(["train", str(tmp_path / "reviews.csv"), "--target", "happy", "--preset", "fast", "-q",
-                    f"track.runs_dir={tmp_path / 'runs'}", "track.report=false"]) == 0
-    run = only_run(tmp_path / "runs")
-    assert yaml.safe_load((run / "metrics.json").read_text())["test"]["roc_auc"] > 0.95
+    run, test = train_preset(tmp_path, reviews(1200), "happy")
+    assert test["roc_auc"] > 0.95
     new = reviews(50, seed=9)
     predicted = load_run(run).predict(new.drop(columns=["happy"]))
     assert (predicted["prediction"] == new["happy"]).mean() >= 0.9

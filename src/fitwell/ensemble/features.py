@@ -5,9 +5,8 @@
   AdaBoost, cross_val_predict) can slice rows; fitwell members unpack it by ``num_numeric``.
 - ``tree``: raw numbers with missing values kept as NaN, the calendar parts of date columns
   (``fitwell.data.dates``), the TF-IDF components of free-text columns (``fitwell.data.text``)
-  and categories as ordinal codes, which is what gradient-boosted trees
-  want (native missing-value and categorical handling, as in LightGBM's and
-  HistGradientBoosting's own guides).
+  and categories as ordinal codes, which is what gradient-boosted trees want (native
+  missing-value and categorical handling, as in LightGBM's and HistGradientBoosting's own guides).
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ def unpack(X: np.ndarray, num_numeric: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TreeFeatures:
-    """Numbers as they are (NaN = missing), the calendar parts of date columns, then one ordinal
-    code per categorical column.
+    """Numbers as they are (NaN = missing), the calendar parts of date columns, the TF-IDF
+    components of free-text columns, then one ordinal code per categorical column.
 
     Example:
         >>> view = TreeFeatures(plan).fit(train_frame)  # doctest: +SKIP

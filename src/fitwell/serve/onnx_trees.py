@@ -204,7 +204,7 @@ def hgb(g, estimator, X: str, task: str) -> str:
     if splits:
         sets = [left_set(trees[t][1], trees[t][1].nodes[i]) for t, i in splits]
         features = [int(trees[t][1].nodes[i]["feature_idx"]) for t, i in splits]
-        X = g.op("Concat", [X, membership(g, sets, features, [np.nan] * len(splits), X)], axis=1)
+        X = g.op("Concat", [X, membership(g, sets, features, X)], axis=1)
     base = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(-1)
     raw = tree_ensemble(g, trees, splits, X, base, estimator.n_features_in_, exact=link == "IdentityLink")
     if link == "IdentityLink":
@@ -239,22 +239,20 @@ def left_set(predictor, node) -> list[int]:
     return np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")).tolist()
 
 
-def membership(g, sets: list[list[int]], features: list[int], missing: list[float], X: str) -> str:
+def membership(g, sets: list[list[int]], features: list[int], X: str) -> str:
     """[N, splits]: 1.0 when the row's category (column ``features[s]`` of ``X``) is in split s's
-    left set ``sets[s]``, 0.0 when not, ``missing[s]`` when missing. Each categorical column becomes
-    a small index once (missing -> a slot holding ``missing``, negative or beyond every set -> a
-    slot holding 0); then one Gather picks each split's column and a GatherElements reads the
-    table: two passes over [N, splits], which dominate the graph's time."""
+    left set ``sets[s]``, 0.0 when not, NaN when missing. Each categorical column becomes a small
+    index once (missing -> a slot holding NaN, beyond every set -> a slot holding 0); then one
+    Gather picks each split's column and a GatherElements reads the table: two passes over
+    [N, splits], which dominate the graph's time."""
     width = max(max(s, default=0) for s in sets) + 3  # + a slot no set holds + the missing slot
     table = np.zeros((len(sets), width))
     for row, chosen in enumerate(sets):
         table[row, chosen] = 1.0
-    table[:, -1] = missing
+    table[:, -1] = np.nan
     columns = sorted(set(features))
     values = g.op("Gather", [X, g.const(columns, np.int64)], axis=1)  # [N, categorical columns]
     inside = g.op("Clip", [values, g.const(0.0, np.float64), g.const(float(width - 2), np.float64)])
-    inside = g.op("Where", [g.op("Less", [values, g.const(0.0, np.float64)]),  # negative: in no set
-                            g.const(float(width - 2), np.float64), inside])
     index = g.op("Cast", [g.op("Where", [g.op("IsNaN", [values]), g.const(float(width - 1), np.float64),
                                          inside])], to=TensorProto.INT64)
     per_split = g.op("Gather", [index, g.const([columns.index(f) for f in features], np.int64)], axis=1)
