@@ -20,7 +20,7 @@ from fitwell.config import dump_config, load_config
 from fitwell.config.schema import RunConfig
 from fitwell.errors import ConfigError
 
-EXAMPLES = int(os.environ.get("FITWELL_FUZZ_EXAMPLES", "10000"))
+EXAMPLES = int(os.environ.get("FITWELL_FUZZ_EXAMPLES", "4000"))
 
 
 def _field_paths(model: type[BaseModel], prefix: str = "") -> dict[str, object]:
