@@ -75,6 +75,22 @@ def test_gradients_exploding_and_vanishing():
     assert check_gradients(rows([1.0] * 3, grad_norm=[0.5, 0.4, 0.6], grad_norm_max=[1, 1, 1])) is None
 
 
+def test_epochs_that_did_not_measure_the_gradient_are_not_peaks(tmp_path):
+    """The norm is logged every train.grad_norm_every steps: on a small table (iris, 7 batches an
+    epoch) most epochs hold none. They were read as NaN peaks: "exploding gradients" on every run."""
+    measured = rows([1.0] * 4, grad_norm=[1, 1, 1, 1], grad_norm_max=[2, 2, 2, 2])
+    for row in measured[1:3]:
+        del row["grad_norm"], row["grad_norm_max"]
+    assert check_gradients(measured) is None
+    measured[3]["grad_norm_max"] = float("nan")  # a measured non-finite norm still is one
+    assert check_gradients(measured).evidence["peaks"] == [{"epoch": 4, "grad_norm_max": measured[3]["grad_norm_max"]}]
+    run = train({"data": {"source": "sklearn:iris", "target": "target"},
+                 "train": {"epochs": 12, "progress": False}, "track": {"runs_dir": str(tmp_path), "report": False}})
+    assert sum("grad_norm" in row for row in run.history) < 12  # the setting this guards
+    findings = json.loads((run.path / "doctor.json").read_text())["findings"]
+    assert "exploding_gradients" not in {f["check"] for f in findings}
+
+
 def test_patience_unused_when_still_improving_at_the_last_epoch():
     config = load_config({"train": {"epochs": 5}})
     finding = check_patience(rows([1.0, 0.9, 0.8, 0.7, 0.6]), config, best_epoch=5)

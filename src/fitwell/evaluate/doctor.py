@@ -193,11 +193,13 @@ def check_slow_learning(history: Sequence[dict], lr: float) -> Finding | None:
 def check_gradients(history: Sequence[dict]) -> Finding | None:
     """Exploding (huge or non-finite peaks) or vanishing (tiny) gradient norms."""
     means = [v for v in _series(history, "grad_norm") if math.isfinite(v)]
-    peaks = _series(history, "grad_norm_max")
     if not means:
         return None
     typical = float(np.median(means))
-    bad = [(_epoch(history, i), v) for i, v in enumerate(peaks)
+    # only the epochs that measured it (train.grad_norm_every can skip epochs)
+    peaks = [(_epoch(history, i), float(row["grad_norm_max"])) for i, row in enumerate(history)
+             if row.get("grad_norm_max") is not None]
+    bad = [(epoch, v) for epoch, v in peaks
            if not math.isfinite(v) or (typical > 0 and v > 50 * typical and v > 10)]
     if bad:
         return Finding(
