@@ -80,6 +80,32 @@ def test_regression_report_has_residual_plots(tmp_path):
     assert "residuals (test)" in text and "explain.permutation: true" in text  # how to get importance
 
 
+@pytest.mark.parametrize("labels", [[], ["petal width (cm)", "a column named at length, with its unit in words"],
+                                    ["setosa", "versicolor variety"]])
+def test_every_label_of_a_plot_lies_inside_its_figure(labels):
+    """The report sets its plots' margins from their labels (Matplotlib's constrained layout drew
+    every figure three times to measure them): a long column name, class names turned upright
+    under a confusion matrix, numbers of seven characters all stay inside the figure."""
+    from fitwell.track.report import new_figure, short
+
+    ticks = [short(label) for label in labels]
+    figure = new_figure(5.0, 3.4, ticks, ticks)
+    axes = figure.add_subplot()
+    if ticks:
+        axes.barh(ticks, range(1, len(ticks) + 1))
+        axes.set_xticks(range(len(ticks)), ticks)
+        axes.tick_params(axis="x", labelrotation=90)
+    else:
+        axes.plot([1, 2, 3], [0.00096, 0.00104, 0.001])
+    axes.set(xlabel="drop in test accuracy when shuffled", ylabel="learning rate", title="a title")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    drawn = figure.get_tightbbox(FigureCanvasAgg(figure).get_renderer())  # inches, what is drawn
+    width, height = figure.get_size_inches()
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01, drawn
+    assert drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01, (drawn, width, height)
+
+
 def test_fitwell_report_rewrites_the_page(classification_run, capsys):
     page = classification_run.path / "report.html"
     page.unlink()

@@ -29,7 +29,7 @@ def k_search(fit: dict) -> str:
 
 
 def rows_map(table: pd.DataFrame, task: str, method: str = "pca") -> str:
-    figure = new_figure(5.2, 4.0)
+    figure = new_figure(5.2, 4.0, right=0.8 if task == "anomaly" else 0.15)  # the colour bar's ticks, label
     axes = figure.subplots()
     if task == "clustering":
         for cluster, part in table.groupby("cluster"):
