@@ -80,7 +80,7 @@ def test_regression_report_has_residual_plots(tmp_path):
     assert "residuals (test)" in text and "explain.permutation: true" in text  # how to get importance
 
 
-@pytest.mark.parametrize("labels", [[], ["petal width (cm)", "a column named at length, with its unit in words"],
+@pytest.mark.parametrize("labels", [[], ["petal width (cm)", "a column named at length, its unit in words"],
                                     ["setosa", "versicolor variety"]])
 def test_every_label_of_a_plot_lies_inside_its_figure(labels):
     """The report sets its plots' margins from their labels (Matplotlib's constrained layout drew
