@@ -85,7 +85,8 @@ def test_epochs_that_did_not_measure_the_gradient_are_not_peaks(tmp_path):
     measured[3]["grad_norm_max"] = float("nan")  # a measured non-finite norm still is one
     peaks = check_gradients(measured).evidence["peaks"]
     assert [peak["epoch"] for peak in peaks] == [4]
-    run = train({"data": {"source": "sklearn:iris", "target": "target"}, "train": {"epochs": 12, "progress": False},
+    run = train({"data": {"source": "sklearn:iris", "target": "target"},
+                 "train": {"epochs": 12, "progress": False},
                  "track": {"runs_dir": str(tmp_path), "report": False}})
     assert sum("grad_norm" in row for row in run.history) < 12  # the setting this guards
     findings = json.loads((run.path / "doctor.json").read_text())["findings"]
