@@ -58,7 +58,7 @@ def audit(
     from fitwell.config import load_config
     from fitwell.data.audit import audit as audit_data
     from fitwell.data.prepare import prepare
-    from fitwell.findings import SEVERITIES, at_least, findings_table
+    from fitwell.findings import SEVERITIES, at_least, findings_table, tally
 
     if fail_on not in ("none", *SEVERITIES[1:]):
         raise UserError(f"--fail-on must be error, warning or none (got {fail_on!r})")
@@ -86,8 +86,7 @@ def audit(
     if shown:
         console.print(findings_table(shown, "findings"))
     counts = report.counts
-    console.print(f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes"
-                  + ("" if all_findings else " (--all shows the notes)"), highlight=False)
+    console.print(tally(counts) + ("" if all_findings else " (--all shows the notes)"), highlight=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report.to_dict(), indent=2, default=str))

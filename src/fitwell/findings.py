@@ -55,6 +55,18 @@ def count(findings: Iterable[Finding | dict]) -> dict[str, int]:
     return counts
 
 
+def tally(counts: dict[str, int]) -> str:
+    """``count``'s numbers in words.
+
+    Example:
+        >>> tally({"error": 0, "warning": 1, "info": 2})
+        '0 errors, 1 warning, 2 notes'
+    """
+    words = {"error": "error", "warning": "warning", "info": "note"}
+    return ", ".join(f"{counts.get(k, 0)} {word}{'' if counts.get(k, 0) == 1 else 's'}"
+                     for k, word in words.items())
+
+
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Most severe first; stable within a severity."""
     return sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))

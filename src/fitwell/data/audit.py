@@ -303,7 +303,7 @@ def _duplicates(prepared: PreparedData, raw: pd.DataFrame, findings: list[Findin
         removed = prepared.clean.duplicate_rows
         findings.append(Finding(
             "duplicate_rows", "warning",
-            f"{exact} rows repeat an earlier row exactly"
+            f"{exact} {'rows repeat' if exact > 1 else 'row repeats'} an earlier row exactly"
             + (f"; {removed} were removed before the split (data.drop_duplicates)" if removed
                else "; they were kept, each row's copies in one split part (data.drop_duplicates is"
                     " false)"),

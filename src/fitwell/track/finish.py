@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fitwell.errors import DataError
-from fitwell.findings import at_least, findings_table
+from fitwell.findings import at_least, findings_table, tally
 
 if TYPE_CHECKING:
     from fitwell.config.schema import RunConfig
@@ -32,7 +32,7 @@ def run_audit(config: RunConfig, prepared: PreparedData, run_dir: RunDir | None,
     if run_dir is not None:
         run_dir.write_json(run_dir.audit, report.to_dict())
     counts = report.counts
-    say(f"audit: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes"
+    say(f"audit: {tally(counts)}"
         + (f" (details: {run_dir.audit})" if run_dir is not None else "")
         + ("; it reads the private rows: NOT covered by privacy.epsilon, do not publish it"
            if config.privacy is not None else ""))

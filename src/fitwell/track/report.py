@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fitwell.errors import UserError
+from fitwell.findings import tally
 from fitwell.track.privacy_report import PRIVATE_PAGE, PRIVATE_ROWS, with_privacy
 
 COLORS = {"info": "#2b7bb9", "warning": "#b8860b", "error": "#c0392b"}
@@ -320,8 +321,8 @@ def _audit(audit: dict | None) -> str:
     counts = audit["counts"]
     columns = [{k: c.get(k, "") for k in ("name", "role", "kind", "missing", "distinct", "outliers_iqr",
                                           "outliers_z", "alone_score")} for c in audit["columns"]]
-    return (f"<p>{audit['rows']} rows; {counts['error']} errors, {counts['warning']} warnings,"
-            f" {counts['info']} notes.</p>" + (_findings(audit["findings"]) if audit["findings"] else "")
+    return (f"<p>{audit['rows']} rows; {tally(counts)}.</p>"
+            + (_findings(audit["findings"]) if audit["findings"] else "")
             + "<h3>Columns</h3>" + html_table(columns))
 
 
