@@ -21,7 +21,7 @@ import fitwell
 import fitwell.pipeline as fitwell_pipeline
 from fitwell.engine.checkpoint import load_checkpoint
 from fitwell.engine.distributed import World
-from fitwell.errors import ConfigError, UserError
+from fitwell.errors import ConfigError, DataError, UserError
 
 PLAIN = {"hidden_sizes": [32, 16], "dropout": 0.0, "batch_norm": False}  # the same sum on 1 or 2 processes
 
@@ -38,16 +38,16 @@ def weights_gap(a, b) -> float:
 
 def test_two_processes_train_the_weights_of_one(write_config, tmp_path):
     """fitwell starts 2 processes (train.devices=2): they end with the weights of a single process
-    with the same global batch and seed; one run directory, no scratch left. (torchrun starting
-    them: test_two_machines_simulated_on_localhost and the SLURM test.)"""
+    with the same global batch and seed; one run directory, no scratch left. (`fitwell train`
+    starting them: the SIGKILL test; torchrun: test_two_machines_simulated_on_localhost and the
+    SLURM test.)"""
     # no callback reads each batch's loss (nan_guard, progress off): each rank sums its own, added
     # up at the epoch's end; with them it rides in the gradients' all-reduce (the other tests here)
     config = write_config({"data": {"source": "sklearn:breast_cancer"}, "model": PLAIN, "seed": 3,
                            "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "nan_guard": False,
                                      "progress": False}, "track": {"report": False}})
     one = fitwell.train(config, {"track.name": "one"})
-    launched = cli("train", str(config), "train.devices=2", "track.name=two", "-q", cwd=tmp_path)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    fitwell.train(config, {"train.devices": 2, "track.name": "two"})  # this process launches the 2
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["one", "two"]
     for name in ("two",):
@@ -100,8 +100,9 @@ def test_sigkill_then_resume_on_two_and_on_one(write_config, tmp_path, table):
 def test_a_user_error_inside_the_processes_comes_back_once(write_config, tmp_path):
     config = write_config({"data": {"source": "sklearn:breast_cancer", "target": "nope"}, "model": PLAIN,
                            "train": {"epochs": 1, "devices": 2}})
-    done = cli("train", str(config), "-q", "track.name=bad", cwd=tmp_path)  # raised as DataError inside
-    assert done.returncode == 2 and done.stderr.count("nope") >= 1 and "Traceback" not in done.stderr
+    with pytest.raises(DataError, match="nope") as raised:  # raised as DataError inside a process
+        fitwell.train(config, {"track.name": "bad"})
+    assert str(raised.value).count("is not in the data") == 1  # once, not once a process
     assert not (tmp_path / "runs" / "bad").exists()
 
 
