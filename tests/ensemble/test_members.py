@@ -112,6 +112,23 @@ def test_early_stopping_stops_boosted_trees_on_noise_and_keeps_going_on_signal(k
     assert fitted["noise"] < 60 < fitted["signal"], fitted
 
 
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost", "hist_gradient_boosting"])
+def test_early_stopping_keeps_every_class_of_one_or_two_rows_in_the_rows_it_fits(kind):
+    """Rows held out for early stopping never take a class's only rows: a real table (duke_forest's
+    `parking`, 13 of 19 classes with one or two rows) crashed the ensemble when the model knew
+    16 of its fold's 17 classes ("shape mismatch: (16,16) vs (16,17)")."""
+    rounds_key = "iterations" if kind == "catboost" else "max_iter" if kind == "hist_gradient_boosting" \
+        else "n_estimators"
+    X, y = make_classification(120, 5, n_informative=4, n_redundant=0, n_classes=3, random_state=0)
+    y = y.copy()
+    y[:7] = [3, 4, 4, 5, 6, 7, 8]  # six rare classes: one of two rows, five of one
+    spec = MemberConfig(name="gbm", kind=kind, early_stopping=5, params={rounds_key: 30})
+    for seed in range(6):  # where the held-out rows fall
+        estimator = build_member(spec, base_config(), "multiclass", 5, [], 9, tree_categorical=[], seed=seed)
+        proba = estimator.fit(X, y).predict_proba(X)
+        assert proba.shape == (120, 9) and np.allclose(proba.sum(axis=1), 1.0)
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost"])
 def test_a_deadline_stops_a_boosted_tree_member_in_time(kind):

@@ -95,7 +95,7 @@ class _BoostedTrees(BaseEstimator):
             self.classes_, y = np.unique(y, return_inverse=True)
         model = library_estimator(self.kind, classify, dict(self.params or {}), list(self.categorical),
                                   X.shape[1], int(self.random_state), self.threads or free_cores())
-        fit_rows, held = _held_out(len(y), y if classify else None, self.early_stopping,
+        fit_rows, held = held_out(len(y), y if classify else None, self.early_stopping,
                                    self.validation_fraction, self.random_state)
         weight = None if sample_weight is None else np.asarray(sample_weight)
         kwargs = self._fit_arguments(model, X, y, weight, held)
@@ -172,18 +172,26 @@ def _take(X, rows):
     return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
 
 
-def _held_out(rows: int, labels, rounds: int, fraction: float, seed: int):
-    """(rows to fit, rows held out for early stopping or None); stratified when every class has two rows."""
+def held_out(rows: int, labels, rounds: int, fraction: float, seed: int):
+    """(rows to fit, rows held out for early stopping or None); stratified when every class has two
+    rows and the held-out part can hold one of each. Every class keeps a row to fit: a class whose
+    rows all fell in the held-out part was unknown to the model (a 17-class run's fold model
+    answered 16 columns, a real table with 13 classes of one or two rows)."""
     if not rounds or rows < 20:
         return np.arange(rows), None
     from sklearn.model_selection import train_test_split
 
     stratify = None
-    if labels is not None and np.bincount(labels).min(initial=rows) >= 2:
-        stratify = labels
+    if labels is not None:
+        counts = np.bincount(labels)
+        if counts[counts > 0].min() >= 2 and np.ceil(fraction * rows) >= (counts > 0).sum():
+            stratify = labels
     fit_rows, held = train_test_split(np.arange(rows), test_size=fraction, random_state=seed,
                                       stratify=stratify)
-    return np.sort(fit_rows), np.sort(held)
+    if labels is not None:
+        alone = ~np.isin(labels[held], labels[fit_rows])
+        fit_rows, held = np.concatenate([fit_rows, held[alone]]), held[~alone]
+    return np.sort(fit_rows), (np.sort(held) if len(held) else None)
 
 
 def _trees(model, kind: str) -> int:

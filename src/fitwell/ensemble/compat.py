@@ -29,3 +29,37 @@ def allow_columns_without_values() -> None:
 
     thresholds.allows_columns_without_values = True
     binning._find_binning_thresholds = thresholds
+
+
+def _hist_gradient_boosting_classifier():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier
+
+
+class HistGradientBoostingClassifierForRareClasses(_hist_gradient_boosting_classifier()):
+    """scikit-learn 1.9's HistGradientBoostingClassifier holds out its early-stopping rows by a
+    stratified split, which fails on a class of one row ("The least populated classes in y have
+    only 1 member"; seen on ``openintro/duke_forest``'s ``parking``: 13 of 19 classes with one or
+    two rows). Such a fit gets the held-out rows the LightGBM/XGBoost/CatBoost members use (every
+    class keeps a row to fit) as ``X_val``/``y_val``; every other fit is scikit-learn's own."""
+
+    def fit(self, X, y, sample_weight=None, **kwargs):
+        from fitwell.ensemble.boosting import held_out
+
+        y = np.asarray(y)
+        codes = np.unique(y, return_inverse=True)[1]
+        stops = self.early_stopping is True or (self.early_stopping == "auto" and len(y) > 10_000)
+        if kwargs or not stops or self.validation_fraction is None or np.bincount(codes).min() >= 2:
+            return super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        fraction = self.validation_fraction
+        fraction = fraction / len(y) if fraction >= 1 else fraction  # scikit-learn's: a count or a share
+        seed = self.random_state if isinstance(self.random_state, int) else 0
+        fit_rows, held = held_out(len(y), codes, 1, fraction, seed)
+        if held is None:
+            return super().fit(X, y, sample_weight=sample_weight)
+        rows = (lambda part: X.iloc[part]) if hasattr(X, "iloc") else (lambda part: np.asarray(X)[part])
+        weights = (None, None) if sample_weight is None else \
+            (np.asarray(sample_weight)[fit_rows], np.asarray(sample_weight)[held])
+        return super().fit(rows(fit_rows), y[fit_rows], sample_weight=weights[0], X_val=rows(held),
+                           y_val=y[held], sample_weight_val=weights[1])

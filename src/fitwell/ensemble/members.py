@@ -168,13 +168,16 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
     elif spec.kind in BOOSTING_KINDS:
         estimator = _boosted(spec, classify, tree_categorical, seed, validation_fraction, deadline, where)
     elif spec.kind == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+        from sklearn.ensemble import HistGradientBoostingRegressor
 
-        from fitwell.ensemble.compat import allow_columns_without_values
+        from fitwell.ensemble.compat import (
+            HistGradientBoostingClassifierForRareClasses,
+            allow_columns_without_values,
+        )
 
         allow_columns_without_values()  # a fold's rows may hold no value of a sparse column
 
-        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        cls = HistGradientBoostingClassifierForRareClasses if classify else HistGradientBoostingRegressor
         params = {"random_state": seed, **spec.params}
         if spec.early_stopping:
             params = {"early_stopping": True, "n_iter_no_change": spec.early_stopping,
