@@ -290,12 +290,14 @@ def cv_command(
 def ensemble_command(
     config: Path = typer.Argument(..., help="YAML run config with an 'ensemble' section."),
     overrides: list[str] | None = typer.Argument(None, help="Dotted key=value overrides."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No member, combination or diversity"
+                               " tables (fitwell train's flag)."),
 ):
     """Fit the ensemble of CONFIG: out-of-fold predictions, members, the configured combiner;
     member, combination and diversity tables; one run directory that fitwell predict reads."""
     from fitwell.ensemble import fit_ensemble
 
-    run = fit_ensemble(config, overrides, console=Console(stderr=True, width=110))
+    run = fit_ensemble(config, overrides, console=None if quiet else Console(stderr=True, width=110))
     out = Console()
     out.print(_metrics_table(f"test metrics ({run.task})", run.metrics))
     out.print(f"ensemble: {run.summary['method']} of {', '.join(run.summary['members'])}", highlight=False)

@@ -14,6 +14,19 @@ from fitwell.serve import load_run
 FAST = {"epochs": 8, "progress": False}
 
 
+def test_ensemble_cli_is_quiet_with_q_as_train_is(tmp_path, mixed_frame, capsys):
+    data = tmp_path / "data.csv"
+    mixed_frame.to_csv(data, index=False)
+    config = tmp_path / "ens.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"source": str(data), "target": "label"}, "track": {"runs_dir": str(tmp_path / "runs")},
+        "ensemble": {"folds": 2, "members": [{"name": "gbm", "kind": "lightgbm",
+                                              "params": {"n_estimators": 10}}]}}))
+    assert run_cli(["ensemble", str(config), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "ensemble: " in out.out and "out-of-fold" not in out.err
+
+
 def test_ensemble_cli_exports_one_run_that_fitwell_predict_reads(tmp_path, mixed_frame, capsys):
     data = tmp_path / "data.csv"
     mixed_frame.to_csv(data, index=False)
