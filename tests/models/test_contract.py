@@ -93,6 +93,28 @@ def test_number_embeddings_pass_the_contract(name, embeddings):
     assert losses["after"] < 0.8 * losses["before"]
 
 
+def test_a_piecewise_linear_encoding_does_not_turn_on_the_inputs_last_bit():
+    """Two training values 3.6e-7 apart (a real table's) made a bin that scaled its input by 2.8e6:
+    one float32 step of the input moved the embedding by ~0.2, and the ONNX export of such a model
+    disagreed with it by 1.8e-4 of the value. Bins that thin are merged into their neighbour."""
+    import numpy as np
+
+    from fitwell.models.layers import number_bins, number_embedding
+
+    distinct = np.r_[np.linspace(-1, 0.9, 30), 0.95082706, 0.95082742, 1.0]  # each one an edge
+    values = np.repeat(distinct, 5).astype(np.float32)
+    edges = number_bins(torch.from_numpy(values).reshape(-1, 1))[0]
+    torch.manual_seed(0)
+    embed = number_embedding("piecewise_linear", 1, 8, [edges]).eval()
+    for weights in embed.parameters():  # as training leaves them (version B starts its map at 0)
+        torch.nn.init.normal_(weights)
+    x = torch.tensor([[0.9508272]])
+    step = torch.from_numpy(np.nextafter(x.numpy(), np.float32(2)))
+    with torch.no_grad():
+        assert float((embed(step) - embed(x)).abs().max()) < 1e-4
+    assert min(np.diff(edges)) >= 1e-3 * (edges[-1] - edges[0])
+
+
 def test_piecewise_linear_bins_come_from_the_training_rows_and_travel_with_the_model(tmp_path, mixed_frame):
     import json
 
