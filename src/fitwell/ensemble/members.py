@@ -170,14 +170,11 @@ def build_member(spec: MemberConfig, base: RunConfig, task: str, num_numeric: in
     elif spec.kind == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        from fitwell.ensemble.compat import (
-            HistGradientBoostingClassifierForRareClasses,
-            allow_columns_without_values,
-        )
+        from fitwell.ensemble import compat
 
-        allow_columns_without_values()  # a fold's rows may hold no value of a sparse column
-
-        cls = HistGradientBoostingClassifierForRareClasses if classify else HistGradientBoostingRegressor
+        compat.allow_columns_without_values()  # a fold's rows may hold no value of a sparse column
+        cls = compat.HistGradientBoostingClassifierForRareClasses
+        cls = cls if classify else HistGradientBoostingRegressor
         params = {"random_state": seed, **spec.params}
         if spec.early_stopping:
             params = {"early_stopping": True, "n_iter_no_change": spec.early_stopping,
