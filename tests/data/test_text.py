@@ -44,6 +44,10 @@ def test_phrases_are_text_and_codes_names_and_categories_are_not():
     assert looks_like_text(names)  # words recur: the title is one of four
     assert not looks_like_text(pd.Series([f"AX-{i:05d}-{i * 7 % 13}" for i in range(200)]))  # an ID
     assert not looks_like_text(pd.Series(["red car", "blue big car", "green small van"] * 70))  # categories
+    streets = np.random.default_rng(4).choice(["Learned-Pl", "Pinecrest-Rd", "Sherwood-Pkwy"], 200)
+    urls = pd.Series([f"https://www.zillow.com/homedetails/{i}-{s}-Durham-NC/{9000 + i}_zpid/"
+                      for i, s in enumerate(streets)])
+    assert not looks_like_text(urls)  # an address of a page: words recur, but it names one row
     plan = infer_columns(frame, "happy")
     assert plan.kinds["review"] == "text" and "review" not in plan.dropped
 

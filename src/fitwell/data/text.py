@@ -21,10 +21,13 @@ WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")  # two or more letters: dates and cod
 
 def looks_like_text(series: pd.Series) -> bool:
     """Phrases rather than codes: 3+ words (of two letters or more) a value on average, most
-    values distinct (a category column repeats its values), and words that recur across rows (an
-    ID's parts do not)."""
+    values distinct (a category column repeats its values), words that recur across rows (an ID's
+    parts do not), and spaces between them (a URL, an e-mail address or a file path has words that
+    recur -- https, www, the site -- but is an identifier)."""
     values = series.dropna().astype(str)
     if len(values) < 20 or values.nunique() < 0.5 * len(values):
+        return False
+    if values.str.strip().str.contains(r"\s").mean() < 0.5:
         return False
     sample = values.sample(min(len(values), 500), random_state=0)
     words = [WORD.findall(v.lower()) for v in sample]
