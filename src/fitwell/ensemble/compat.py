@@ -4,6 +4,7 @@ it was seen in and what it does, so that it can go once the library fixes it."""
 from __future__ import annotations
 
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 
 def allow_columns_without_values() -> None:
@@ -31,13 +32,7 @@ def allow_columns_without_values() -> None:
     binning._find_binning_thresholds = thresholds
 
 
-def _hist_gradient_boosting_classifier():
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return HistGradientBoostingClassifier
-
-
-class HistGradientBoostingClassifierForRareClasses(_hist_gradient_boosting_classifier()):
+class HistGradientBoostingClassifierForRareClasses(HistGradientBoostingClassifier):
     """scikit-learn 1.9's HistGradientBoostingClassifier holds out its early-stopping rows by a
     stratified split, which fails on a class of one row ("The least populated classes in y have
     only 1 member"; seen on ``openintro/duke_forest``'s ``parking``: 13 of 19 classes with one or
