@@ -129,3 +129,27 @@ def test_runs_table_and_comparison(tmp_path, capsys):
     assert "train.epochs" not in out  # same in both: only differences by default
     assert "test accuracy" in out and "difference" in out
     assert run_cli(["runs", "--dir", str(tmp_path / "missing")]) == 2
+
+
+def test_each_validation_metric_is_read_on_its_own_scale():
+    """An RMSE in the hundreds of thousands and an R2 near 0.8 each get a panel whose axis spans
+    their own values (on one axis the R2 was a flat line at zero), all inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fitwell.track.report import metric_panels
+
+    epochs = list(range(1, 9))
+    metrics = {"rmse": [4e5 - 2e4 * e for e in epochs], "mae": [3e5 - 1e4 * e for e in epochs],
+               "r2": [0.5 + 0.03 * e for e in epochs], "a_metric_with_a_long_name_indeed_yes": [0.1] * 8}
+    figure = metric_panels(epochs, metrics)
+    panels = figure.axes
+    assert [ax.get_title() for ax in panels[:3]] == ["rmse", "mae", "r2"]
+    low, high = panels[2].get_ylim()
+    assert 0.4 < low < 0.53 and 0.74 < high < 0.9  # r2's own range, not 0 to 400,000
+    assert panels[0].get_ylim()[0] > 1e5
+    drawn = figure.get_tightbbox(FigureCanvasAgg(figure).get_renderer())
+    width, height = figure.get_size_inches()
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01
+    heights = [ax.get_tightbbox(FigureCanvasAgg(figure).get_renderer()) for ax in panels]
+    for upper, lower in zip(heights, heights[1:], strict=False):
+        assert lower.y1 <= upper.y0 + 1, (upper, lower)  # titles and ticks do not overlap

@@ -97,6 +97,22 @@ def new_figure(width: float = 5.0, height: float = 3.4, labels: Sequence[str] = 
     return figure
 
 
+def metric_panels(epochs: Sequence[float], metrics: dict[str, Sequence[float]]):
+    """One panel a metric, stacked over a shared epoch axis, each on its own scale (an RMSE in the
+    hundreds of thousands beside an R2 of 0.8 flattened the R2 on one axis); the metric's name is
+    its panel's title."""
+    panel = 1.0 if len(metrics) < 4 else 0.75  # inches of each panel's plot area
+    gap = LINE_IN + 0.1  # room for the next panel's title
+    figure = new_figure(5.0, 1.1 + panel * len(metrics) + gap * (len(metrics) - 1))
+    axes = figure.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    figure.subplots_adjust(hspace=gap / panel)
+    for ax, (name, values) in zip(axes, metrics.items(), strict=True):
+        ax.plot(epochs, values, marker=".")
+        ax.set_title(short(name), fontsize="medium")
+    axes[-1].set_xlabel("epoch")
+    return figure
+
+
 def short(label: Any, most: int = 30) -> str:
     """``label`` as text of at most ``most`` characters (a plot's tick label; tables keep it whole)."""
     text = str(label)
@@ -171,12 +187,7 @@ def _curves(history: list[dict]) -> str:
     plots.append(plot("training and validation loss", fig))
     metrics = [k for k in history[-1] if k.startswith("val_") and k != "val_loss"]
     if metrics:
-        fig = new_figure()
-        ax = fig.add_subplot()
-        for key in metrics:
-            ax.plot(epochs, series(key), marker=".", label=key[4:])
-        ax.set(xlabel="epoch", title="validation metrics")
-        ax.legend()
+        fig = metric_panels(epochs, {key[4:]: series(key) for key in metrics})
         plots.append(plot("validation metrics per epoch", fig))
     if "lr" in history[-1]:
         fig = new_figure()
