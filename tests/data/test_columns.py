@@ -41,9 +41,31 @@ def test_unknown_declared_column_suggests(mixed_frame):
     (list(np.linspace(0, 1, 20)), "regression"),
     (list(range(40)), "regression"),  # many integer values: a count, not classes
     ([1, 2, 3] * 7, "multiclass"),
+    ([1, 2, 3] * 5, "multiclass"),  # 5 rows a value
+    ([3, 7, 12, 19, 23, 30, 33, 41, 44, 2, 5, 8, 23, 33, 60, 71, 88], "regression"),  # a chart position
 ])
 def test_task_inference(values, expected):
     assert infer_task(pd.Series(values), "auto", 20, "y") == expected
+
+
+def test_whole_numbers_with_too_few_rows_a_value_are_numbers_and_the_run_says_so(tmp_path):
+    """tidyr's billboard, target wk30: 16 chart positions in the 20-odd rows that have one were read
+    as 16 classes and every split failed (fewer than 3 rows a class); they are numbers to predict."""
+    import json
+
+    from fitwell.api import train
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "z": rng.normal(size=200)})
+    frame["position"] = np.nan
+    frame.loc[:39, "position"] = np.round(20 + 5 * frame.loc[:39, "x"]).clip(1, 40)
+    frame.to_csv(tmp_path / "chart.csv", index=False)
+    run = train({"data": {"source": str(tmp_path / "chart.csv"), "target": "position"},
+                 "train": {"epochs": 2, "progress": False},
+                 "track": {"runs_dir": str(tmp_path / "runs"), "report": False}})
+    assert run.task == "regression"
+    notes = json.loads((run.path / "data.json").read_text())["notes"]
+    assert any("read as numbers to predict" in n for n in notes), notes
 
 
 def test_one_class_target_is_an_error():

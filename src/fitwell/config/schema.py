@@ -91,7 +91,8 @@ class DataConfig(Section):
     normalize_strings: bool = True
     weight_column: str | None = Field(None, description="Per-row sample weights for the loss")
     max_classes: int = Field(
-        20, ge=2, description="Integer targets with at most this many values are classes")
+        20, ge=2, description="Integer targets with at most this many values are classes (when each"
+                              " value has 5 rows on average; fewer: numbers to predict)")
     sensitive: list[str] = Field(
         default_factory=list, description="Columns whose groups the bias audit compares on the test split")
     image: ImageConfig | None = None

@@ -213,8 +213,14 @@ def _check_declared_numeric(name: str, series: pd.Series) -> None:
         )
 
 
-def infer_task(y: pd.Series, task: str, max_classes: int, target: str) -> str:
+ROWS_A_CLASS = 5  # whole numbers read as classes need this many rows a value on average
+
+
+def infer_task(y: pd.Series, task: str, max_classes: int, target: str, note=None) -> str:
     """binary / multiclass / regression from the target values, or check the one that was set.
+    Whole numbers of up to ``max_classes`` values are classes when each has ``ROWS_A_CLASS`` rows
+    on average; a chart position seen in 20 rows with 16 values is a number to predict (as classes,
+    every split failed). ``note`` is told when that rule made it regression.
 
     Raises:
         DataError: the target has one class, or the set task does not fit the values.
@@ -227,10 +233,15 @@ def infer_task(y: pd.Series, task: str, max_classes: int, target: str) -> str:
         else:
             numbers = values.astype(float)
             whole = bool((numbers == numbers.round()).all())
-            if whole and distinct <= max_classes:
+            few = distinct > 2 and len(values) < ROWS_A_CLASS * distinct
+            if whole and distinct <= max_classes and not few:
                 task = "binary" if distinct == 2 else "multiclass"
             else:
                 task = "regression"
+            if whole and distinct <= max_classes and few and note:
+                note(f"target {target!r}: {distinct} whole-number values in {len(values)} rows (under"
+                     f" {ROWS_A_CLASS} rows a value) are read as numbers to predict (regression); set"
+                     " data.task: multiclass to classify them")
     if task == "regression":
         if is_text(values):
             raise DataError(

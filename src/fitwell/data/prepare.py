@@ -327,7 +327,7 @@ def prepare(config: RunConfig, frame: pd.DataFrame | None = None,
     extra = [c for c in keys if c not in typed.columns and c in raw.columns]
     combined = pd.concat([typed, raw[extra], raw[[target]]], axis=1)
     cleaned, report = clean_rows(combined, target, config.data.drop_duplicates)
-    task = infer_task(cleaned[target], config.data.task, config.data.max_classes, target)
+    task = infer_task(cleaned[target], config.data.task, config.data.max_classes, target, typing_notes.append)
     check_task_settings(config, task)
     y = cleaned[target]
     classes = None if task == "regression" else class_labels(y)
