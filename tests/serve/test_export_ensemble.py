@@ -90,10 +90,41 @@ def test_catboost_on_numbers_exports_and_a_member_of_weight_0_is_left_out(tmp_pa
     assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_catboost_with_categorical_columns_exports(tmp_path, task):
+    """CatBoost's own ONNX export takes numbers only; its CTR splits (category statistics, alone,
+    combined, and combined with binarized numbers) and one-hot splits are rebuilt, so the graph
+    predicts what fitwell does -- unseen categories and missing values included."""
+    import json
+
+    from fitwell.serve.onnx_catboost import dump
+
+    frame = labelled(task)
+    frame["plan"] = np.random.default_rng(1).choice(["basic", "premium"], size=len(frame))  # one-hot
+    premium = frame["plan"] == "premium"
+    if task == "regression":
+        frame.loc[premium, "label"] += 2.0
+    else:
+        frame.loc[premium & (frame["x2"] < 0.3), "label"] = 1 if task == "binary" else "high"
+    cb = {"name": "cb", "kind": "catboost", "params": {"iterations": 300}}
+    run = ensemble(tmp_path, frame, "label", [cb], "ensemble.method=voting")
+    model = load_run(run).ensemble.members[0].estimator.estimator_
+    text = json.dumps(dump(model))
+    assert '"OnlineCtr"' in text and '"OneHotFeature"' in text  # 25 cities, 3 colours; 2 plans
+    assert '"float_feature"' in text  # a CTR of categories and a binarized number
+    new = messy(frame, "label")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = check_export(run, export_onnx(run), tmp_path / "new.csv")
+    assert result["max_difference"] <= 1e-9, result
+    if task != "regression":
+        assert result["labels_equal"] == 1.0
+
+
 def test_members_that_cannot_export_are_named(tmp_path):
-    members = [GBM, {"name": "cb", "kind": "catboost", "params": {"iterations": 20}}]
+    depthwise = {"name": "cb", "kind": "catboost", "params": {"iterations": 20, "grow_policy": "Depthwise"}}
+    members = [GBM, depthwise]
     run = ensemble(tmp_path, labelled("binary"), "label", members, "ensemble.method=stacking")
-    with pytest.raises(UserError, match=r"member 'cb' \(catboost\).*categorical columns.*--preset fast"):
+    with pytest.raises(UserError, match=r"member 'cb' \(catboost\).*not symmetric.*--preset fast"):
         export_onnx(run)
     assert not (run / "model.onnx").exists()  # nothing half-written
 

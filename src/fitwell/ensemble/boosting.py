@@ -89,7 +89,7 @@ class _BoostedTrees(BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         from fitwell.engine.threads import free_cores
 
-        X, y = self._rows(X), np.asarray(y)
+        X, y = self.library_rows(X), np.asarray(y)
         classify = isinstance(self, ClassifierMixin)
         if classify:  # codes 0..k-1 of the classes present (XGBoost needs them contiguous)
             self.classes_, y = np.unique(y, return_inverse=True)
@@ -104,6 +104,8 @@ class _BoostedTrees(BaseEstimator):
         if self.kind == "xgboost":
             model.set_params(callbacks=None, early_stopping_rounds=None)  # plain data for skops
         self.estimator_ = model
+        if self.kind == "catboost" and len(self.categorical):  # ONNX export probes their combinations
+            self.category_rows_ = np.unique(X[list(self.categorical)].to_numpy(np.int64), axis=0)
         self.n_iter_ = _trees(model, self.kind)
         return self
 
@@ -139,7 +141,8 @@ class _BoostedTrees(BaseEstimator):
                 kwargs["callbacks"] = [stop]
         return kwargs
 
-    def _rows(self, X) -> np.ndarray:
+    def library_rows(self, X) -> np.ndarray:
+        """``X`` as the library is given it (CatBoost: a frame, category codes as integers)."""
         X = np.asarray(X, dtype=np.float64)
         if self.kind == "catboost" and len(self.categorical):
             # CatBoost takes category values as integers or strings, not NaN: missing is its own -1
@@ -152,7 +155,7 @@ class _BoostedTrees(BaseEstimator):
         return X
 
     def _predict(self, X, method: str) -> np.ndarray:
-        return getattr(self.estimator_, method)(self._rows(X))
+        return getattr(self.estimator_, method)(self.library_rows(X))
 
 
 class BoostedTreesClassifier(ClassifierMixin, _BoostedTrees):

@@ -133,7 +133,9 @@ def onnx_feeds(pre, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def check_export(run_path, model_path: Path, data) -> dict[str, float]:
     """onnxruntime against ``fitwell predict`` on ``data``: the largest difference in probabilities
-    (or in regression values, relative to max(1, |value|)) and the share of equal labels."""
+    (or in regression values, relative to max(1, |value|, the target's standard deviation): a
+    float32 network predicts the standardised target, so its last bit is a share of that scale --
+    5e-5 on a balance of 5 whose spread is 460) and the share of equal labels."""
     from fitwell.track.bundle import read_frame
 
     run = load_run(run_path)
@@ -141,7 +143,8 @@ def check_export(run_path, model_path: Path, data) -> dict[str, float]:
     got, expected = OnnxPredictor(run, model_path).predict(frame), run.predict(frame)
     if run.task == "regression":
         values = expected["prediction"].to_numpy(dtype=float)
-        difference = np.abs(got["prediction"].to_numpy() - values) / np.maximum(1.0, np.abs(values))
+        scale = max(1.0, float(getattr(run.preprocessor, "target_std_", 1.0)))
+        difference = np.abs(got["prediction"].to_numpy() - values) / np.maximum(scale, np.abs(values))
         return {"rows": len(frame), "max_difference": float(difference.max()), "measure": "relative value"}
     columns = [f"proba_{c}" for c in run.classes]
     difference = np.abs(got[columns].to_numpy() - expected[columns].to_numpy())

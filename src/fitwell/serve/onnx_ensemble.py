@@ -10,8 +10,8 @@ k-fold bags are the mean of their fold models. The combiner -- weighted voting, 
 "best", or stacking with the linear meta-learner (or LightGBM / HistGradientBoosting) -- is graph
 ops as well, and a member whose weight is 0 is left out of the graph.
 
-A member or combiner that cannot be expressed (CatBoost on a table with categories, AdaBoost and
-scikit-learn bagging wrappers, a ``module:Class`` estimator) is refused with its name.
+A member or combiner that cannot be expressed (CatBoost with asymmetric trees or a log-link loss,
+AdaBoost and scikit-learn bagging wrappers, a ``module:Class`` estimator) is refused with its name.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from fitwell.serve.onnx_graph import (
 )
 from fitwell.serve.onnx_trees import boosted, converted_output, hgb, lightgbm, onnxmltools_graph
 
-MEMBERS_THAT_EXPORT = ("fitwell networks, LightGBM, XGBoost, CatBoost on tables without categories,"
+MEMBERS_THAT_EXPORT = ("fitwell networks, LightGBM, XGBoost, CatBoost (symmetric trees),"
                        " HistGradientBoosting, and their k-fold bags")
 
 

@@ -1,16 +1,16 @@
 """Tree models as ONNX graph pieces, for ``fitwell export`` of an ensemble.
 
-XGBoost goes through onnxmltools and CatBoost through its own ONNX export (numeric features only:
-CatBoost refuses categorical ones); both compare float32 values with float32 thresholds, as the
-libraries themselves do. LightGBM and scikit-learn's HistGradientBoosting compare doubles, so they
-are re-expressed here as an ``ai.onnx.ml`` TreeEnsembleRegressor with double thresholds and leaf
-values (onnxmltools' float32 LightGBM graph sent a value next to a threshold the other way: 4e-2
-off on one row of a real table); skl2onnx's HistGradientBoosting converter drops categorical
-splits (they would silently predict something else) and fails on scikit-learn 1.9's boolean node
-fields. A categorical split becomes one extra input column -- 1 when the row's category is in the
-split's left set, 0 when not, what the model does with a missing one when missing -- so the tree
-keeps one node per split (a LabelEncoder of the set for LightGBM, a table for HistGradientBoosting,
-whose categories are at most 255).
+XGBoost goes through onnxmltools and CatBoost through its own ONNX export (numeric features only;
+onnx_catboost.py rebuilds one with categorical features); both compare float32 values with float32
+thresholds, as the libraries themselves do. LightGBM and scikit-learn's HistGradientBoosting compare
+doubles, so they are re-expressed here as an ``ai.onnx.ml`` TreeEnsembleRegressor with double
+thresholds and leaf values (onnxmltools' float32 LightGBM graph sent a value next to a threshold the
+other way: 4e-2 off on one row of a real table); skl2onnx's HistGradientBoosting converter drops
+categorical splits (they would silently predict something else) and fails on scikit-learn 1.9's
+boolean node fields. A categorical split becomes one extra input column -- 1 when the row's category
+is in the split's left set, 0 when not, what the model does with a missing one when missing -- so
+the tree keeps one node per split (a LabelEncoder of the set for LightGBM, a table for
+HistGradientBoosting, whose categories are at most 255).
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ def boosted(g, estimator, name: str, X: str, classify: bool) -> str:
         out = lightgbm(g, estimator.estimator_, X, classify)
         if out is not None:
             return out
+    if kind == "catboost" and len(estimator.categorical):
+        from fitwell.serve.onnx_catboost import catboost_categories
+
+        return catboost_categories(g, estimator, name, X, classify)
     if kind == "catboost":
-        graph = catboost_graph(estimator.estimator_, name, estimator.categorical)
+        graph = catboost_graph(estimator.estimator_)
     else:
         graph = onnxmltools_graph(estimator.estimator_, kind, name, classify)
     return converted_output(g, graph, X, classify)
@@ -176,14 +180,11 @@ def lightgbm(g, model, X: str, classify: bool) -> str | None:
     return probabilities_of(g, raw, "binary" if per_round == 1 else "multiclass") if classify else raw
 
 
-def catboost_graph(model, name: str, categorical):
+def catboost_graph(model):
+    """CatBoost's own ONNX export of a model on numeric features (onnx_catboost rebuilds one with
+    categorical features)."""
     import onnx
 
-    if len(categorical):
-        raise UserError(f"ensemble member {name!r} (catboost) cannot be exported to ONNX: CatBoost's own"
-                        " ONNX export takes numeric features only and this table has categorical"
-                        " columns. To export, train with members that convert (--preset fast, or"
-                        f" ensemble.members without {name!r}); fitwell serve serves this run as it is")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "member.onnx"
         model.save_model(str(path), format="onnx")
