@@ -32,6 +32,9 @@ LOSSES = {"Logloss": "binary", "CrossEntropy": "binary", "MultiClass": "multicla
           "LogLinQuantile": None, "Poisson": None, "Tweedie": None}
 
 
+PROBE_ROWS = 20_000  # combinations sent through CatBoost at once
+
+
 class Projection:
     """The category columns and binarized numbers one set of categorical splits reads, the
     outcome of each of those splits per combination of them (probed), and where each split sits."""
@@ -145,7 +148,7 @@ def combinations(rows: np.ndarray, columns: list[int], projection: Projection):
 
 
 def probe(estimator, rows: np.ndarray, columns: list[int], projection: Projection, seen: np.ndarray):
-    """[combinations x splits] 0/1: each of the projection's splits' outcome for each seen
+    """[combinations x splits] 0/1 (uint8): each of the projection's splits' outcome for each seen
     combination and then one never seen, each crossed with the numbers' regions (region-minor)."""
     regions = [len(b) + 1 for b in projection.floats.values()]
     unseen = np.array([[rows[:, columns.index(c)].max() + 1 for c in projection.cats]])
@@ -161,8 +164,13 @@ def probe(estimator, rows: np.ndarray, columns: list[int], projection: Projectio
                 probe_rows[r, column] = borders[where] if where < len(borders) else \
                     np.nextafter(np.float32(borders[-1]), np.float32(np.inf))
             r += 1
-    leaves = np.asarray(estimator.estimator_.calc_leaf_indexes(estimator.library_rows(probe_rows)))
-    return np.stack([(leaves[:, t] >> k) & 1 for t, k in projection.splits], axis=1).astype(np.float64)
+    trees, depths = (np.asarray(x) for x in zip(*projection.splits, strict=True))
+    outcome = np.empty((len(probe_rows), len(trees)), dtype=np.uint8)
+    for start in range(0, len(probe_rows), PROBE_ROWS):  # [rows x all trees] of leaf indexes: in parts
+        part = estimator.library_rows(probe_rows[start:start + PROBE_ROWS])
+        leaves = np.asarray(estimator.estimator_.calc_leaf_indexes(part))
+        outcome[start:start + PROBE_ROWS] = (leaves[:, trees] >> depths) & 1
+    return outcome
 
 
 def code_column(g, X: str, column: int) -> str:
@@ -197,7 +205,7 @@ def projection_bits(g, X: str, projection: Projection, codes: list[np.ndarray], 
         region = g.op("ReduceSum", [g.op("Cast", [above], to=TensorProto.INT64), g.const([1], np.int64)],
                       keepdims=0)
         combo = g.op("Add", [g.op("Mul", [combo, g.const(len(borders) + 1, np.int64)]), region])
-    return g.op("Gather", [g.const(outcome), combo], axis=0)
+    return g.op("Cast", [g.op("Gather", [g.const(outcome), combo], axis=0)], to=TensorProto.DOUBLE)
 
 
 def numeric_bits(g, X: str, tree_dump: dict, numeric: list) -> str:

@@ -445,8 +445,13 @@ def write_report(run_path: str | Path, renderer=None) -> Path:
         >>> write_report("runs/breast_cancer-20261123-193553-539")  # doctest: +SKIP
         PosixPath('runs/breast_cancer-20261123-193553-539/report.html')
     """
+    import matplotlib
+
     path = Path(run_path)
-    text = render(path) if renderer is None else renderer(path)
+    # Titles at the top of their axes: placed automatically, each was moved clear of the axes' own
+    # text by measuring it -- 0.4 of a report's 1.5 s, for axes that put nothing above the plot.
+    with matplotlib.rc_context({"axes.titley": 1.0}):
+        text = render(path) if renderer is None else renderer(path)
     out = path / "report.html"
     tmp = out.with_name(".report.html.tmp")
     tmp.write_text(text, encoding="utf-8")
