@@ -32,7 +32,7 @@ def finished(tmp_path_factory):
     data = folder / "data.csv"
     frame.to_csv(data, index=False)
     run = fitwell.train({"data": {"source": str(data), "target": "label"},
-                         "track": {"runs_dir": str(folder / "runs"), "name": "r"},
+                         "track": {"report": False, "runs_dir": str(folder / "runs"), "name": "r"},
                          "train": {"epochs": 3, "progress": False}})
     return run.path, data
 
@@ -114,7 +114,7 @@ def test_infinite_and_huge_numbers_become_missing_with_a_note(tmp_path, value):
         def print(self, text, **kwargs):
             notes.append(str(text))
 
-    run = fitwell.train({"data": {"target": "y"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "y"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"epochs": 3, "progress": False}}, data=frame, console=Console())
     assert np.isfinite(run.metrics["roc_auc"])
     said = one_line(" ".join(notes))
@@ -167,7 +167,7 @@ def test_a_binary_model_worse_than_the_constant_is_flagged(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=300), "z": rng.normal(size=300)})
     frame["y"] = (frame["x"] + rng.normal(size=300) > 0).astype(int)
-    config = {"data": {"target": "y"}, "track": {"runs_dir": str(tmp_path)},
+    config = {"data": {"target": "y"}, "track": {"report": False, "runs_dir": str(tmp_path)},
               "explain": {"permutation": False},
               "train": {"epochs": 4, "progress": False, "early_stopping": {"enabled": False}}}
     # lr 10 with AdamW: every loss stays a number, the log loss ends near 10 (the constant: 0.69)
@@ -237,7 +237,7 @@ def test_failed_validation_leaves_no_run_directory(tmp_path, mixed_frame, sectio
 
     if key == "train.accelerator" and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    config = {"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path / "runs")},
+    config = {"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path / "runs")},
               "train": {"epochs": 2, "progress": False, **sections.get("train", {})}}
     config.update({k: v for k, v in sections.items() if k != "train"})
     with pytest.raises(UserError, match=re.escape(key)):
@@ -283,7 +283,7 @@ def test_an_interrupted_run_is_listed_resumable_and_refuses_damaged_preprocessin
     csv = tmp_path / "d.csv"
     mixed_frame.to_csv(csv, index=False)
     config = {"data": {"source": str(csv), "target": "label"},
-              "track": {"runs_dir": str(tmp_path / "runs"), "name": "r"},
+              "track": {"report": False, "runs_dir": str(tmp_path / "runs"), "name": "r"},
               "train": {"epochs": 5, "progress": False}}
     with pytest.raises(KeyboardInterrupt):
         fitwell.train(config, callbacks=[Stop()])

@@ -20,7 +20,7 @@ def test_suggestion_is_the_steepest_descent():
 
 
 def test_lr_auto_runs_the_range_test_and_records_the_rate(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"lr": "auto", "epochs": 3, "progress": False}}, data=mixed_frame)
     chosen = yaml.safe_load(run.dir.config.read_text())["train"]["lr"]
     found = json.loads((run.path / "lr_find.json").read_text())
@@ -36,7 +36,7 @@ def test_lr_find_command(tmp_path, capsys):
 
 
 def test_batch_size_auto_on_cpu(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"batch_size": "auto", "epochs": 2, "progress": False}}, data=mixed_frame)
     found = json.loads((run.path / "batch_size.json").read_text())
     chosen = yaml.safe_load(run.dir.config.read_text())["train"]["batch_size"]
@@ -46,7 +46,7 @@ def test_batch_size_auto_on_cpu(tmp_path, mixed_frame):
 
 
 def test_memory_cap_skips_big_batches(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"batch_size": "auto", "batch_size_memory_cap": 1e-5, "epochs": 1,
                                    "progress": False}}, data=mixed_frame)
     found = json.loads((run.path / "batch_size.json").read_text())

@@ -22,7 +22,7 @@ from tests.engine.plugins import CountEpochs
 
 
 def base(tmp_path, **train):
-    return {"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    return {"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
             "train": {"progress": False, **train}}
 
 

@@ -23,7 +23,7 @@ def test_is_improvement(value, best, mode, delta, expected):
 
 
 def test_loss_falls_and_history_is_logged(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"early_stopping": {"enabled": False}}},
                         fast(**{"train.epochs": 15}), data=mixed_frame)
     losses = [row["train_loss"] for row in run.history]
@@ -50,7 +50,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path, mixed_frame):
 
         order = 10  # after EarlyStopping restored the weights
 
-    config = {"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    config = {"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
               "model": {"hidden_sizes": [256, 256], "dropout": 0.0},
               "train": {"lr": 0.01, "epochs": 60, "early_stopping": {"patience": 3}}}
     run = fitwell.train(config, {"train.progress": False}, data=mixed_frame, callbacks=[Spy()])
@@ -142,7 +142,7 @@ def test_early_stopping_state_survives_a_round_trip():
 
 
 def test_no_validation_split_trains_on_train_loss(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "split": {"train": 0.85, "val": 0.0, "test": 0.15},
                          "train": {"epochs": 4, "progress": False,
                                    "early_stopping": {"monitor": "train_loss"}}}, data=mixed_frame)

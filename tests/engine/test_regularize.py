@@ -147,7 +147,7 @@ def test_accumulation_equals_a_bigger_batch(make_trainer):
 
 
 def test_bf16_mixed_precision_on_cpu(tmp_path, mixed_frame):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "train": {"precision": "bf16-mixed", "accelerator": "cpu", "epochs": 15,
                                    "progress": False, "early_stopping": {"enabled": False}}},
                         data=mixed_frame)
@@ -157,7 +157,7 @@ def test_bf16_mixed_precision_on_cpu(tmp_path, mixed_frame):
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "leaky_relu", "tanh", "sigmoid"])
 def test_activations_train(tmp_path, mixed_frame, activation):
-    run = fitwell.train({"data": {"target": "label"}, "track": {"runs_dir": str(tmp_path)},
+    run = fitwell.train({"data": {"target": "label"}, "track": {"report": False, "runs_dir": str(tmp_path)},
                          "model": {"activation": activation},
                          "train": {"epochs": 6, "progress": False, "lr": 0.01}}, data=mixed_frame)
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]

@@ -129,7 +129,7 @@ def test_resume_past_a_corrupt_checkpoint_says_so(tmp_path, mixed_frame, capsys)
     csv = tmp_path / "d.csv"
     mixed_frame.to_csv(csv, index=False)
     config = {"data": {"source": str(csv), "target": "label"},
-              "track": {"runs_dir": str(tmp_path), "name": "r"},
+              "track": {"report": False, "runs_dir": str(tmp_path), "name": "r"},
               "train": {"epochs": 5, "progress": False, "checkpoint_max_overhead": 0}}  # one an epoch
     with pytest.raises(KeyboardInterrupt):
         fitwell.train(config, callbacks=[Stop()])

@@ -20,7 +20,7 @@ def test_stacking_an_mlp_and_lightgbm_matches_or_beats_the_better_member(tmp_pat
     scores = {"mlp": [], "lightgbm": [], "stacking": []}
     for fold in range(5):
         run = fit_ensemble({"data": {"target": "target"}, "train": {"progress": False},
-                            "track": {"runs_dir": str(tmp_path), "name": f"fold-{fold}"},
+                            "track": {"runs_dir": str(tmp_path), "name": f"fold-{fold}", "report": False},
                             "ensemble": {"folds": 5, "method": "stacking", "members": [
                                 {"name": "mlp"}, {"name": "lightgbm", "kind": "lightgbm"}]}},
                            data=frame, cv=(5, fold, 0))

@@ -21,7 +21,7 @@ def train(tmp_path, frame: pd.DataFrame, target: str, *overrides: str):
         f"data: {{source: {tmp_path / 'train.csv'}, target: {target}}}\n"
         "train: {epochs: 3, progress: false}\n"
         "preprocess: {onehot_max_categories: 5}\n"  # city (25 values) becomes an embedded code column
-        f"track: {{runs_dir: {tmp_path / 'runs'}}}\n")
+        f"track: {{runs_dir: {tmp_path / 'runs'}, report: false}}\n")
     assert run_cli(["train", str(tmp_path / "run.yaml"), *overrides]) == 0
     return only_run(tmp_path / "runs")
 
