@@ -91,6 +91,20 @@ def test_smooth_clip_keeps_order_and_bounds_extreme_rows():
     assert np.std(standard[:999, 0]) < 0.01  # what the outlier does to standard scaling: the bulk squashed
 
 
+def test_smooth_clip_does_not_scale_rounding_noise_into_values():
+    """A free-text column's later SVD components are 0 on most rows up to rounding (duke_forest's
+    addresses: an IQR of 5e-17 beside a range of 0.3); that IQR divided rounding noise into values
+    of +-3, so the network read noise and its ONNX graph (other rounding) disagreed by 0.05."""
+    from fitwell.data.preprocess import SmoothClipScaler
+
+    rng = np.random.default_rng(0)
+    x = np.append(rng.normal(0, 1e-16, 90), rng.uniform(0.1, 0.3, 10)).reshape(-1, 1)
+    scaler = SmoothClipScaler().fit(x)
+    out = scaler.transform(x).ravel()
+    assert np.abs(out[:90]).max() < 1e-9  # the zeros stay zeros
+    assert scaler.scale_[0] == pytest.approx((x.max() - x.min()) / 2)
+
+
 def test_scale_target_false_leaves_the_target_alone():
     frame = pd.DataFrame({"a": np.arange(20.0)})
     y = pd.Series(np.linspace(100, 300, 20))

@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from fitwell.api import train
 from fitwell.data.columns import infer_columns
 from fitwell.data.text import TextComponents, looks_like_text
 from fitwell.errors import UserError
 from fitwell.serve.bundle import load_run
-from fitwell.serve.export import export_onnx
+from fitwell.serve.export import check_export, export_onnx
 from tests.test_cli import train_preset
 
 GOOD = ["great", "love", "perfect", "fast", "works", "recommend"]
@@ -74,13 +75,49 @@ def test_saved_components_transform_as_the_fitted_ones_and_saving_leaves_those_i
 
 
 @pytest.mark.slow
-def test_a_label_in_the_words_of_unique_reviews_is_learned_and_export_says_why_it_cannot(tmp_path):
+def test_a_label_in_the_words_of_unique_reviews_is_learned_and_exported(tmp_path):
     run, test = train_preset(tmp_path, reviews(1200), "happy")
     assert test["roc_auc"] > 0.95
     new = reviews(50, seed=9)
     predicted = load_run(run).predict(new.drop(columns=["happy"]))
     assert (predicted["prediction"] == new["happy"]).mean() >= 0.9
-    with pytest.raises(UserError, match="'review': free text .* cannot be exported to ONNX"):
-        export_onnx(run)
+    # the graph counts the same words: odd case, punctuation, digits, accents, empty and missing
+    new.loc[0, "review"], new.loc[1, "review"] = "BROKEN, Refund!! late_2 — never", "Café GREAT-love"
+    new.loc[2, "review"], new.loc[3, "review"] = "", None
+    new.drop(columns=["happy"]).to_csv(tmp_path / "new.csv", index=False)
+    result = check_export(run, export_onnx(run), tmp_path / "new.csv")  # the tree view and the MLP's
+    assert result["max_difference"] <= 1e-6 and result["labels_equal"] == 1.0, result
     reference = yaml.safe_load((run / "reference.json").read_text())
     assert reference["columns"]["review"]["kind"] == "text"  # monitored as words a value
+
+
+def test_a_network_on_text_exports_and_words_beyond_ascii_are_refused_by_name(tmp_path):
+    frame = reviews(300)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    config = {"data": {"source": str(tmp_path / "t.csv"), "target": "happy"},
+              "train": {"epochs": 3, "progress": False},
+              "track": {"runs_dir": str(tmp_path / "runs"), "name": "nn", "report": False}}
+    run = train(config).path
+    result = check_export(run, export_onnx(run), frame.drop(columns=["happy"]))
+    assert result["max_difference"] <= 1e-5 and result["labels_equal"] == 1.0, result
+    frame["review"] = frame["review"].str.replace("refund", "réfund")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = train({**config, "track": {**config["track"], "name": "accents"}}).path
+    with pytest.raises(UserError, match=r"'review': free text with words outside ASCII \(such as 'réfund'\)"):
+        export_onnx(run)
+
+
+def test_components_past_the_training_rows_rank_are_left_out():
+    """Unique addresses share few words: the TF-IDF of 40 training rows has rank < 32, and the SVD's
+    further components were rounding noise on those rows but not on new ones (duke_forest)."""
+    rng = np.random.default_rng(0)
+    streets = ["Perkins Rd", "Woodburn Rd", "Wrightwood Ave", "Lafayette St", "Pickett Rd"]
+    rows = pd.DataFrame({"address": [f"{rng.integers(1000, 4000)} {rng.choice(streets)}, Durham, NC"
+                                     for _ in range(40)]})
+    parts = TextComponents().fit(rows)
+    vocabulary = len(parts.vectorizer_.vocabulary_)
+    assert parts.width_ < min(32, vocabulary - 1)
+    values = parts.svd_.singular_values_
+    assert values[-1] > 1e-8 * values[0]  # every component kept carries the training rows
+    out = parts.transform(rows)
+    assert np.abs(out).max(axis=0).min() > 1e-6

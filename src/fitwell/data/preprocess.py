@@ -105,7 +105,10 @@ class SmoothClipScaler(TransformerMixin, BaseEstimator):
         low, median, high = np.nanquantile(X, [0.25, 0.5, 0.75], axis=0)
         spread = high - low
         full = np.nanmax(X, axis=0) - np.nanmin(X, axis=0)
-        spread = np.where(spread > 0, spread, np.where(full > 0, full / 2, 1.0))
+        # an interquartile range that is rounding noise next to the column's range counts as 0 (a
+        # free-text column's later SVD components: 0 on most rows give 5e-17, which scaled rounding
+        # noise into values of +-3)
+        spread = np.where(spread > 1e-9 * full, spread, np.where(full > 0, full / 2, 1.0))
         self.center_, self.scale_ = np.asarray(median, float), np.asarray(spread, float)
         return self
 

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+DECIMALS = 12  # of the components (their values are at most 1 in size)
 WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")  # two or more letters: dates and codes have few
 
 
@@ -71,6 +72,14 @@ class TextComponents(TransformerMixin, BaseEstimator):
             break
         width = 0 if tfidf is None else min(self.components, tfidf.shape[1] - 1, len(text) - 1)
         self.svd_ = TruncatedSVD(width, random_state=self.random_state).fit(tfidf) if width >= 1 else None
+        if self.svd_ is not None:
+            # Components past the training rows' rank are 0 on them up to rounding (5e-17) yet not on
+            # new rows (unique addresses: few shared terms): a scaler blew that rounding up to +-3.
+            values = self.svd_.singular_values_
+            rank = int(np.sum(values > 1e-8 * values[0])) if values[0] > 0 else width
+            if 1 <= rank < width:
+                width = rank
+                self.svd_ = TruncatedSVD(width, random_state=self.random_state).fit(tfidf)
         self.width_ = width if self.svd_ is not None else (0 if tfidf is None else tfidf.shape[1])
         self.width_ = max(self.width_, 1)  # no usable word: one column of zeros
         return self
@@ -81,7 +90,10 @@ class TextComponents(TransformerMixin, BaseEstimator):
         if self.vectorizer_ is None or not text:  # no usable word; no rows (an empty split)
             return np.zeros((len(text), self.width_))
         tfidf = self.vectorizer_.transform(text)
-        return self.svd_.transform(tfidf) if self.svd_ is not None else tfidf.toarray()
+        out = self.svd_.transform(tfidf) if self.svd_ is not None else tfidf.toarray()
+        # to 12 decimals: the same words in another order or row sum to values a last bit apart,
+        # and a tree split between two such values ("NO DAMAGE" and " NO DAMAGE.") is noise
+        return np.round(out, DECIMALS)
 
     def get_feature_names_out(self, input_features=None):
         name = input_features[0] if input_features is not None and len(input_features) else "text"

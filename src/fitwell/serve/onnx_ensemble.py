@@ -35,7 +35,6 @@ from fitwell.serve.onnx_graph import (
     network,
     preprocessing,
     probabilities_of,
-    refuse_text,
     text_of,
     value_output,
     values_of_boolean,
@@ -62,7 +61,8 @@ class Views:
 
 def tree_view(g, pre, view) -> str:
     """TreeFeatures.transform as graph ops: [N, k] doubles."""
-    refuse_text(view.plan)
+    from fitwell.serve.onnx_text import text_components
+
     columns = []
     for column in view.number_columns_:
         if view.plan.kinds[column] == "boolean":
@@ -71,6 +71,8 @@ def tree_view(g, pre, view) -> str:
             columns.append(clean_number(g, column))
     if view.date_parts_:
         columns.extend(calendar_columns(g, view.date_parts_, view.date_columns_))
+    for column, text in zip(view.text_columns, getattr(view, "texts_", []), strict=True):
+        columns.append(text_components(g, column, column, text))
     if view.encoder_ is not None:
         for column, categories in zip(view.category_columns_, view.encoder_.categories_, strict=True):
             keys = [c for c in categories if isinstance(c, str)]

@@ -253,7 +253,8 @@ def scale(g: Builder, scaler, x: str) -> str:
 def preprocessing(g: Builder, pre) -> tuple[str, str]:
     """The network's two inputs, ``numeric`` [N, k] float32 and ``codes`` [N, c] int64, from the
     raw column inputs (named as the columns)."""
-    refuse_text(pre.plan)
+    from fitwell.serve.onnx_text import text_components
+
     blocks = []
     if pre.numeric_ is not None:
         for part, transformer, columns in pre.numeric_.transformers_:
@@ -261,6 +262,10 @@ def preprocessing(g: Builder, pre) -> tuple[str, str]:
                 blocks.append(numbers_block(g, transformer, list(columns)))
             elif part == "dates":
                 blocks.append(dates_block(g, transformer, list(columns)))
+            elif part.startswith("text"):  # a free-text column's TF-IDF components, scaled
+                column = list(columns)[0]
+                x = text_components(g, column, column, transformer.named_steps["components"])
+                blocks.append(scale(g, transformer.named_steps["scale"], x))
             elif part == "boolean":
                 values = [values_of_boolean(g, pre, c) for c in columns]
                 x = g.op("Concat", values, axis=1) if len(values) > 1 else values[0]
@@ -287,16 +292,6 @@ def preprocessing(g: Builder, pre) -> tuple[str, str]:
         zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
         g.op("ConstantOfShape", [shape], name="codes", value=zero)
     return "numeric", "codes"
-
-
-def refuse_text(plan) -> None:
-    """Free-text columns' TF-IDF components are not in the graph: say so, and what to do."""
-    text = plan.columns("text")
-    if text:
-        names = ", ".join(map(repr, text))
-        raise UserError(f"column{'s' if len(text) > 1 else ''} {names}: free text (TF-IDF components) cannot"
-                        " be exported to ONNX yet; serve the run itself (fitwell serve RUN), or retrain"
-                        " without it (data.drop) to export")
 
 
 def values_of_boolean(g: Builder, pre, column: str) -> str:
