@@ -85,3 +85,19 @@ def test_a_model_this_does_not_rebuild_is_left_to_onnxmltools():
     X = table(300)
     model = lightgbm.LGBMRegressor(n_estimators=5, zero_as_missing=True, verbose=-1).fit(X, X[:, 1])
     assert lightgbm_graph(Builder(), model, "X", False) is None
+
+
+def test_a_class_whose_tree_is_a_single_leaf_keeps_its_value():
+    """duke_forest: a fold model early-stopped at its first iteration, one class's tree a single
+    leaf (-4.13). onnxruntime's TreeEnsembleRegressor left ``base_values_as_tensor`` out of the
+    sum, so that class read 0 and its probability was 0.49 off."""
+    X = table(300)
+    rng = np.random.default_rng(1)
+    y = (X[:, 1] > 0).astype(int)
+    y[rng.choice(300, 4, replace=False)] = 2  # rare: its hessian cannot fill a leaf
+    model = lightgbm.LGBMClassifier(n_estimators=3, min_sum_hessian_in_leaf=5.0, verbose=-1).fit(X, y)
+    shapes = [("leaf" if "leaf_value" in t["tree_structure"] else "split")
+              for t in model.booster_.dump_model()["tree_info"]]
+    assert "leaf" in shapes and "split" in shapes
+    new = next_to_thresholds(model, X)
+    np.testing.assert_allclose(graph_predict(model, new, True), model.predict_proba(new), atol=1e-6)

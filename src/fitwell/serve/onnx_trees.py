@@ -322,13 +322,15 @@ def regressor_op(g, X: str, a: dict[str, list], thresholds: list[float], weights
 
     splits = numpy_helper.from_array(np.asarray(thresholds, dtype=np.float64))
     if not exact:
+        # the base added after the op: onnxruntime left ``base_values_as_tensor`` out of the sum (a
+        # LightGBM class whose only tree was a leaf, -4.13, read 0: 0.49 off in probability)
         summed = g.op("TreeEnsembleRegressor", [X], domain="ai.onnx.ml", n_targets=len(base),
                       aggregate_function="SUM", post_transform="NONE",
-                      base_values_as_tensor=numpy_helper.from_array(base.astype(np.float64)),
                       nodes_values_as_tensor=splits,
                       target_weights_as_tensor=numpy_helper.from_array(np.asarray(weights, dtype=np.float64)),
                       **a)
-        return g.op("Cast", [summed], to=TensorProto.DOUBLE)
+        summed = g.op("Cast", [summed], to=TensorProto.DOUBLE)
+        return g.op("Add", [summed, g.const(base[None, :], np.float64)])
     order = {t: j for j, t in enumerate(dict.fromkeys(a["target_treeids"]))}  # tree -> its column
     leaves = [0] * len(order)  # leaves numbered so far, per column
     offsets = np.zeros(len(order), dtype=np.int64)
