@@ -322,8 +322,8 @@ def regressor_op(g, X: str, a: dict[str, list], thresholds: list[float], weights
 
     splits = numpy_helper.from_array(np.asarray(thresholds, dtype=np.float64))
     if not exact:
-        # the base added after the op: onnxruntime left ``base_values_as_tensor`` out of the sum (a
-        # LightGBM class whose only tree was a leaf, -4.13, read 0: 0.49 off in probability)
+        # the base added after the op: onnxruntime (1.32) leaves a target's base value out when no
+        # tree writes to it (a LightGBM class whose only tree was a leaf, -4.13, read 0: 0.49 off)
         summed = g.op("TreeEnsembleRegressor", [X], domain="ai.onnx.ml", n_targets=len(base),
                       aggregate_function="SUM", post_transform="NONE",
                       nodes_values_as_tensor=splits,
