@@ -27,9 +27,10 @@ from onnx import TensorProto
 from fitwell.errors import UserError
 from fitwell.serve.onnx_graph import probabilities_of
 
+# losses whose prediction is the raw sum (value) or its sigmoid / softmax; any other (Poisson,
+# Tweedie, LogLinQuantile: exp of the sum; MultiClassOneVsAll) is refused
 LOSSES = {"Logloss": "binary", "CrossEntropy": "binary", "MultiClass": "multiclass", "RMSE": "value",
-          "MAE": "value", "MAPE": "value", "Quantile": "value", "Expectile": "value", "Huber": "value",
-          "LogLinQuantile": None, "Poisson": None, "Tweedie": None}
+          "MAE": "value", "MAPE": "value", "Quantile": "value", "Expectile": "value", "Huber": "value"}
 
 
 PROBE_ROWS = 20_000  # combinations sent through CatBoost at once
